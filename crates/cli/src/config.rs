@@ -1,0 +1,185 @@
+//! Configuration loading: defaults, then `tributary.toml`, then `TRIBUTARY_*` environment
+//! variables, then command-line flags — each overriding the one before.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tributary_core::{Catalog, TopicSpec};
+use tributary_gateway::GatewayConfig;
+use tributary_kafka::KafkaConfig;
+
+/// Everything `tributary` can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How to reach Kafka (`[kafka]`).
+    pub kafka: KafkaConfig,
+    /// The HTTP gateway (`[gateway]`).
+    pub gateway: GatewayConfig,
+    /// The topic catalog (`[[topics]]`); when given, it replaces the built-in catalog whole.
+    pub topics: Vec<TopicSpec>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            kafka: KafkaConfig::default(),
+            gateway: GatewayConfig::default(),
+            topics: Catalog::default_specs(),
+        }
+    }
+}
+
+impl Config {
+    /// The catalog, validated.
+    pub fn catalog(&self) -> anyhow::Result<Catalog> {
+        Ok(Catalog::new(self.topics.clone())?)
+    }
+}
+
+/// Values given as flags; `None` leaves the lower layers' value.
+#[derive(Debug, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaFlags>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayFlags>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct KafkaFlags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct GatewayFlags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+/// Loads the configuration. `path` is the file given with `--config`; without it
+/// `tributary.toml` in the working directory is read when it exists.
+pub fn load(path: Option<&Path>, flags: &FlagOverrides) -> anyhow::Result<Config> {
+    load_with_env(path, flags, settings_env())
+}
+
+/// `TRIBUTARY_<SECTION>__<KEY>` variables for the `kafka` and `gateway` sections. Other
+/// `TRIBUTARY_*` variables (`TRIBUTARY_CONFIG`, `TRIBUTARY_LOG`, `TRIBUTARY_CACHE`, ...) are
+/// not settings and are left alone.
+fn settings_env() -> Env {
+    Env::prefixed("TRIBUTARY_")
+        .filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            k.starts_with("kafka__") || k.starts_with("gateway__")
+        })
+        .split("__")
+}
+
+fn load_with_env(path: Option<&Path>, flags: &FlagOverrides, env: Env) -> anyhow::Result<Config> {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    match path {
+        Some(p) => {
+            if !p.exists() {
+                anyhow::bail!("config file {} does not exist", p.display());
+            }
+            fig = fig.merge(Toml::file(p));
+        }
+        None => {
+            let default = PathBuf::from("tributary.toml");
+            if default.exists() {
+                fig = fig.merge(Toml::file(default));
+            }
+        }
+    }
+    let config: Config = fig
+        .merge(env)
+        .merge(Serialized::defaults(flags))
+        .extract()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    config.catalog()?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(contents: &str) -> (PathBuf, impl Drop) {
+        struct Rm(PathBuf);
+        impl Drop for Rm {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+        let path = std::env::temp_dir().join(format!(
+            "tributary-test-{}.toml",
+            std::process::id() as u64 * 1000 + rand_suffix()
+        ));
+        let mut f = std::fs::File::create(&path).expect("temp file");
+        f.write_all(contents.as_bytes()).expect("write");
+        (path.clone(), Rm(path))
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        figment::Jail::expect_with(|jail| {
+            let (path, _rm) = file(
+                "[kafka]\nbootstrap_servers = \"file:1\"\n[gateway]\nlisten = \"127.0.0.1:1111\"\nmax_body_bytes = 10\n",
+            );
+            // file over defaults
+            let c = load_with_env(Some(&path), &FlagOverrides::default(), settings_env())
+                .expect("load");
+            assert_eq!(c.kafka.bootstrap_servers, "file:1");
+            assert_eq!(c.gateway.max_body_bytes, 10);
+            assert_eq!(c.gateway.produce_timeout_ms, 5_000, "untouched default");
+            // env over file
+            jail.set_env("TRIBUTARY_KAFKA__BOOTSTRAP_SERVERS", "env:2");
+            jail.set_env("TRIBUTARY_GATEWAY__LISTEN", "127.0.0.1:2222");
+            jail.set_env("TRIBUTARY_CACHE", "/not/a/setting");
+            let c = load_with_env(Some(&path), &FlagOverrides::default(), settings_env())
+                .expect("load");
+            assert_eq!(c.kafka.bootstrap_servers, "env:2");
+            assert_eq!(c.gateway.listen.port(), 2222);
+            // flags over env
+            let flags = FlagOverrides {
+                kafka: Some(KafkaFlags { bootstrap_servers: Some("flag:3".into()) }),
+                gateway: None,
+            };
+            let c = load_with_env(Some(&path), &flags, settings_env()).expect("load");
+            assert_eq!(c.kafka.bootstrap_servers, "flag:3");
+            assert_eq!(c.gateway.listen.port(), 2222);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_catalogs_are_errors() {
+        let (path, _rm) = file("[gateway]\nlisen = \"x\"\n");
+        let err = load(Some(&path), &FlagOverrides::default()).expect_err("typo");
+        assert!(err.to_string().contains("lisen"), "{err}");
+
+        let (path, _rm2) = file("[[topics]]\nname = \"a\"\npartitions = 0\nrole = \"source\"\n");
+        let err = load(Some(&path), &FlagOverrides::default()).expect_err("bad catalog");
+        assert!(err.to_string().contains("partitions"), "{err}");
+
+        assert!(load(Some(Path::new("/nonexistent/tributary.toml")), &FlagOverrides::default())
+            .is_err());
+    }
+
+    #[test]
+    fn topics_replace_the_catalog() {
+        let (path, _rm) = file("[[topics]]\nname = \"events.custom\"\npartitions = 3\nkey_field = \"user_id\"\nrole = \"source\"\n");
+        let c = load(Some(&path), &FlagOverrides::default()).expect("load");
+        let catalog = c.catalog().expect("valid");
+        assert_eq!(catalog.names(), vec!["events.custom"]);
+    }
+}

@@ -1,0 +1,187 @@
+//! `tributary`: one binary, one thin subcommand per component. Configuration comes from
+//! `tributary.toml`, `TRIBUTARY_*` environment variables and flags (see docs/configuration.md).
+
+mod config;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+use tributary_kafka::admin::{apply_topics, describe_topics};
+
+#[derive(Debug, Parser)]
+#[command(name = "tributary", version, about = "Real-time event streaming on Apache Kafka")]
+struct Cli {
+    /// Configuration file (default: ./tributary.toml when it exists).
+    #[arg(long, global = true, env = "TRIBUTARY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers, overriding the file and the environment.
+    #[arg(long, global = true)]
+    bootstrap_servers: Option<String>,
+    /// Log format: `text` or `json`.
+    #[arg(long, global = true, env = "TRIBUTARY_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP/WebSocket ingestion gateway.
+    Gateway {
+        /// Address to listen on, for example 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Manage the topic catalog on the cluster.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Show the effective configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the gateway's OpenAPI document.
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCommand {
+    /// Create missing catalog topics; fail on a topic whose partition count differs.
+    Apply {
+        /// Override every topic's replication factor (3 on MSK).
+        #[arg(long)]
+        replication_factor: Option<i16>,
+    },
+    /// Show catalog topics with partitions and end offsets.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the configuration after all layers are applied, as TOML-like JSON.
+    Show,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let listen = match &cli.command {
+        Command::Gateway { listen } => listen.clone(),
+        _ => None,
+    };
+    let flags = config::FlagOverrides {
+        kafka: cli
+            .bootstrap_servers
+            .clone()
+            .map(|b| config::KafkaFlags { bootstrap_servers: Some(b) }),
+        gateway: listen.map(|l| config::GatewayFlags { listen: Some(l) }),
+    };
+    let cfg = config::load(cli.config.as_deref(), &flags)?;
+    match cli.command {
+        Command::Gateway { .. } => {
+            let catalog = cfg.catalog()?;
+            let listener = tokio::net::TcpListener::bind(cfg.gateway.listen)
+                .await
+                .with_context(|| format!("binding the gateway to {}", cfg.gateway.listen))?;
+            let addr = listener.local_addr()?;
+            let state =
+                tributary_gateway::AppState::new(cfg.gateway.clone(), cfg.kafka.clone(), catalog)?;
+            tracing::info!(%addr, bootstrap = %cfg.kafka.bootstrap_servers, "gateway listening");
+            tributary_gateway::serve(listener, state, tributary_gateway::shutdown_signal()).await?;
+            tracing::info!("gateway stopped");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Topics { command: TopicsCommand::Apply { replication_factor } } => {
+            let mut catalog = cfg.catalog()?;
+            if let Some(rf) = replication_factor {
+                catalog = catalog.with_replication_factor(rf)?;
+            }
+            let outcomes = apply_topics(&cfg.kafka, &catalog, Duration::from_secs(30))
+                .await
+                .with_context(|| format!("applying topics on {}", cfg.kafka.bootstrap_servers))?;
+            let mut ok = true;
+            for o in &outcomes {
+                println!("{o}");
+                ok &= o.is_ok();
+            }
+            if ok {
+                Ok(std::process::ExitCode::SUCCESS)
+            } else {
+                eprintln!("error: some topics differ from the catalog (see MISMATCH above)");
+                Ok(std::process::ExitCode::from(2))
+            }
+        }
+        Command::Topics { command: TopicsCommand::List } => {
+            let catalog = cfg.catalog()?;
+            let names: Vec<String> = catalog.iter().map(|t| t.name.clone()).collect();
+            let states = describe_topics(&cfg.kafka, names, Duration::from_secs(15))
+                .await
+                .with_context(|| format!("describing topics on {}", cfg.kafka.bootstrap_servers))?;
+            println!(
+                "{:<28} {:>10} {:>10} {:>14} {:<10} {}",
+                "TOPIC", "PARTITIONS", "EXPECTED", "END OFFSETS", "KEY", "ROLE"
+            );
+            for (spec, st) in catalog.iter().zip(states) {
+                let (parts, ends) = match &st.partitions {
+                    None => ("missing".to_owned(), "-".to_owned()),
+                    Some(ps) => {
+                        (ps.len().to_string(), ps.iter().map(|p| p.high).sum::<i64>().to_string())
+                    }
+                };
+                println!(
+                    "{:<28} {:>10} {:>10} {:>14} {:<10} {:?}",
+                    spec.name,
+                    parts,
+                    spec.partitions,
+                    ends,
+                    spec.key_field.as_deref().unwrap_or("-"),
+                    spec.role
+                );
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Config { command: ConfigCommand::Show } => {
+            let mut shown = cfg.clone();
+            if shown.kafka.sasl_password.is_some() {
+                shown.kafka.sasl_password = Some("<redacted>".into());
+            }
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&tributary_gateway::ops::openapi_doc())?);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
+}

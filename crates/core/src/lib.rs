@@ -1,0 +1,15 @@
+//! Tributary's core: the event model and its validation, the topic catalog, and the
+//! Kafka-compatible key partitioner. Nothing here does I/O, so every rule can be tested
+//! exhaustively in unit tests.
+//!
+//! Start with [`event::Event`] (what a producer sends and what lands on Kafka), then
+//! [`catalog::Catalog`] (which topics exist, how they are keyed, who may write them) and
+//! [`partition::murmur2_partition`] (where a key lands, exactly as the Java client decides).
+
+pub mod catalog;
+pub mod event;
+pub mod partition;
+
+pub use catalog::{Catalog, CatalogError, TopicRole, TopicSpec};
+pub use event::{Event, FieldError};
+pub use partition::{murmur2, murmur2_partition};

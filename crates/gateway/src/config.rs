@@ -1,0 +1,67 @@
+//! Gateway settings. Every field has a default, so an empty `[gateway]` section works.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Settings of `tributary gateway` (the `[gateway]` section of `tributary.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Largest accepted body of a single-event POST, in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Largest accepted body of a batch POST, in bytes (413 above it).
+    pub max_batch_body_bytes: usize,
+    /// Most events accepted in one batch (413 above it).
+    pub max_batch_events: usize,
+    /// Longest wait for Kafka to acknowledge a write before answering 503, in milliseconds.
+    pub produce_timeout_ms: u64,
+    /// `Retry-After` sent with 503 answers, in seconds.
+    pub retry_after_secs: u64,
+    /// How long an `event_id` is remembered per topic so a retry returns the original
+    /// partition and offset instead of writing again, in seconds.
+    pub dedupe_window_secs: u64,
+    /// Most `event_id`s remembered at once; the oldest are forgotten first.
+    pub dedupe_max_entries: usize,
+    /// `limit` used by `GET .../latest` when none is given.
+    pub latest_default_limit: usize,
+    /// Largest `limit` accepted by `GET .../latest`.
+    pub latest_max_limit: usize,
+    /// Longest time `GET .../latest` spends reading Kafka, in milliseconds.
+    pub latest_timeout_ms: u64,
+    /// A WebSocket client that has not taken a frame for this long is told it is too slow and
+    /// disconnected, in milliseconds.
+    pub ws_send_timeout_ms: u64,
+    /// Kafka prefetch per WebSocket client, in KiB (bounds the memory one client can hold).
+    pub ws_prefetch_kbytes: u32,
+    /// Interval between WebSocket pings that keep idle connections open, in seconds.
+    pub ws_ping_interval_secs: u64,
+    /// Longest time a health check waits for the broker, in milliseconds.
+    pub health_timeout_ms: u64,
+    /// Longest time to finish in-flight requests after SIGTERM, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            max_batch_body_bytes: 16 * 1024 * 1024,
+            max_batch_events: 10_000,
+            produce_timeout_ms: 5_000,
+            retry_after_secs: 2,
+            dedupe_window_secs: 600,
+            dedupe_max_entries: 1_000_000,
+            latest_default_limit: 20,
+            latest_max_limit: 1_000,
+            latest_timeout_ms: 3_000,
+            ws_send_timeout_ms: 10_000,
+            ws_prefetch_kbytes: 1024,
+            ws_ping_interval_secs: 30,
+            health_timeout_ms: 2_000,
+            shutdown_grace_secs: 30,
+        }
+    }
+}

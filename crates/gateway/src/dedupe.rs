@@ -1,0 +1,244 @@
+//! The dedupe window: a retried `event_id` on the same topic gets the original partition and
+//! offset back and writes nothing new.
+//!
+//! Entries are sharded so concurrent requests rarely share a lock, bounded in time (the
+//! window) and in count (oldest forgotten first). A duplicate that arrives while the original
+//! is still being written waits for the original's outcome instead of writing again.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tributary_kafka::Delivered;
+
+const SHARDS: usize = 64;
+
+/// Outcome of a write as waiters see it: where it landed, or that it failed.
+pub type Outcome = Option<Result<Delivered, ()>>;
+
+enum Entry {
+    Pending { fingerprint: u64, rx: watch::Receiver<Outcome>, at: Instant },
+    Done { fingerprint: u64, delivered: Delivered, at: Instant },
+}
+
+impl Entry {
+    fn at(&self) -> Instant {
+        match self {
+            Self::Pending { at, .. } | Self::Done { at, .. } => *at,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<String, Entry>,
+    order: VecDeque<(String, Instant)>,
+}
+
+/// What to do with an event, given what the window remembers.
+pub enum Begin {
+    /// First time seen: write it, then report through the guard.
+    New(Guard),
+    /// Already written with the same content.
+    Duplicate(Delivered),
+    /// Being written right now by another request: wait for its outcome.
+    InFlight(watch::Receiver<Outcome>),
+    /// Already accepted with different content under the same id.
+    Conflict,
+}
+
+/// Reports the outcome of a first write to the window and to any waiting duplicates.
+pub struct Guard {
+    tx: watch::Sender<Outcome>,
+    key: String,
+    shard: usize,
+    at: Instant,
+    fingerprint: u64,
+    done: bool,
+}
+
+/// The window itself; cheap to share behind an `Arc`.
+pub struct Dedupe {
+    shards: Vec<Mutex<Shard>>,
+    window: Duration,
+    max_per_shard: usize,
+}
+
+/// A hash of the canonical event bytes: equal content, equal fingerprint.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+impl Dedupe {
+    pub fn new(window: Duration, max_entries: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            window,
+            max_per_shard: max_entries.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    fn key(topic: &str, event_id: &str) -> String {
+        let mut k = String::with_capacity(topic.len() + event_id.len() + 1);
+        k.push_str(topic);
+        k.push('\u{0}');
+        k.push_str(event_id);
+        k
+    }
+
+    fn shard_of(key: &str) -> usize {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        (h.finish() as usize) % SHARDS
+    }
+
+    fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, Shard> {
+        // A panic while holding a shard leaves consistent data (every mutation is one step).
+        self.shards[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Looks `event_id` up on `topic` and, when it is new, reserves it.
+    pub fn begin(&self, topic: &str, event_id: &str, fingerprint: u64) -> Begin {
+        let key = Self::key(topic, event_id);
+        let shard = Self::shard_of(&key);
+        let now = Instant::now();
+        let mut s = self.lock(shard);
+        self.expire(&mut s, now);
+        match s.map.get(&key) {
+            Some(Entry::Done { fingerprint: f, delivered, .. }) => {
+                return if *f == fingerprint {
+                    Begin::Duplicate(*delivered)
+                } else {
+                    Begin::Conflict
+                };
+            }
+            Some(Entry::Pending { fingerprint: f, rx, .. }) => {
+                return if *f == fingerprint {
+                    Begin::InFlight(rx.clone())
+                } else {
+                    Begin::Conflict
+                };
+            }
+            None => {}
+        }
+        let (tx, rx) = watch::channel(None);
+        s.map.insert(key.clone(), Entry::Pending { fingerprint, rx, at: now });
+        s.order.push_back((key.clone(), now));
+        Begin::New(Guard { tx, key, shard, at: now, fingerprint, done: false })
+    }
+
+    /// Records the outcome of a first write: remembered on success, forgotten on failure so a
+    /// retry writes again.
+    pub fn complete(&self, mut guard: Guard, outcome: Result<Delivered, ()>) {
+        guard.done = true;
+        let mut s = self.lock(guard.shard);
+        let ours = s.map.get(&guard.key).is_some_and(|e| e.at() == guard.at);
+        if ours {
+            match outcome {
+                Ok(delivered) => {
+                    s.map.insert(
+                        guard.key.clone(),
+                        Entry::Done { fingerprint: guard.fingerprint, delivered, at: guard.at },
+                    );
+                }
+                Err(()) => {
+                    s.map.remove(&guard.key);
+                }
+            }
+        }
+        drop(s);
+        guard.tx.send_replace(Some(outcome));
+    }
+
+    fn expire(&self, s: &mut Shard, now: Instant) {
+        while let Some((key, at)) = s.order.front() {
+            let expired = now.duration_since(*at) > self.window;
+            if !expired && s.order.len() <= self.max_per_shard {
+                break;
+            }
+            let (key, at) = (key.clone(), *at);
+            s.order.pop_front();
+            // Only remove the entry this queue slot belongs to (not a newer one, not a write
+            // that is still in flight).
+            if s.map.get(&key).is_some_and(|e| e.at() == at && matches!(e, Entry::Done { .. })) {
+                s.map.remove(&key);
+            }
+        }
+    }
+
+    /// Number of remembered event ids.
+    pub fn len(&self) -> usize {
+        (0..SHARDS).map(|i| self.lock(i).map.len()).sum()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.done {
+            // The writer vanished (a panic): waiters must not hang.
+            self.tx.send_replace(Some(Err(())));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: Delivered = Delivered { partition: 3, offset: 42 };
+
+    #[test]
+    fn second_time_is_a_duplicate_with_the_original_position() {
+        let d = Dedupe::new(Duration::from_secs(60), 100);
+        let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("first sight must be new") };
+        assert!(matches!(d.begin("t", "e1", 7), Begin::InFlight(_)));
+        d.complete(g, Ok(D));
+        assert!(matches!(d.begin("t", "e1", 7), Begin::Duplicate(x) if x == D));
+        assert!(matches!(d.begin("t", "e1", 8), Begin::Conflict));
+        assert!(matches!(d.begin("other", "e1", 7), Begin::New(_)), "topics are separate");
+    }
+
+    #[test]
+    fn failures_are_forgotten_so_retries_write() {
+        let d = Dedupe::new(Duration::from_secs(60), 100);
+        let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("new") };
+        d.complete(g, Err(()));
+        assert!(matches!(d.begin("t", "e1", 7), Begin::New(_)));
+    }
+
+    #[tokio::test]
+    async fn waiters_see_the_outcome() {
+        let d = Dedupe::new(Duration::from_secs(60), 100);
+        let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("new") };
+        let Begin::InFlight(mut rx) = d.begin("t", "e1", 7) else { panic!("in flight") };
+        d.complete(g, Ok(D));
+        let seen = rx.wait_for(Option::is_some).await.expect("sender kept").clone();
+        assert_eq!(seen, Some(Ok(D)));
+    }
+
+    #[test]
+    fn window_expires_and_count_is_bounded() {
+        let d = Dedupe::new(Duration::from_millis(0), 100);
+        let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("new") };
+        d.complete(g, Ok(D));
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(matches!(d.begin("t", "e1", 7), Begin::New(_)), "expired");
+
+        let d = Dedupe::new(Duration::from_secs(600), SHARDS); // one per shard
+        for i in 0..10_000 {
+            if let Begin::New(g) = d.begin("t", &format!("e{i}"), 1) {
+                d.complete(g, Ok(D));
+            }
+        }
+        assert!(d.len() <= 2 * SHARDS, "bounded, got {}", d.len());
+    }
+}

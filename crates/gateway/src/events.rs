@@ -1,0 +1,427 @@
+//! Writing events (single and batch) and reading the newest ones.
+
+use crate::body::{parse_json, read_json_body};
+use crate::dedupe::{fingerprint, Begin};
+use crate::error::{ApiError, ErrorBody};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+use tributary_core::{Event, TopicSpec};
+use tributary_kafka::reader::{read_latest, ConsumedRecord};
+use tributary_kafka::{Delivered, OutgoingRecord};
+
+/// The spec's `EventResponse`: where an accepted event landed.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, PartialEq, Eq)]
+pub struct EventResponse {
+    /// `accepted` for a new write, `duplicate` for a retry answered from the dedupe window.
+    pub status: String,
+    pub event_id: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One result of a batch, in the position of its event.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, PartialEq, Eq)]
+pub struct BatchItem {
+    /// Position of the event in the request array.
+    pub index: usize,
+    /// `accepted`, `duplicate`, `rejected` (bad event, not written) or `failed` (Kafka did not
+    /// acknowledge it; safe to retry).
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub event_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub partition: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub offset: Option<i64>,
+    /// The error, for `rejected` and `failed`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(flatten)]
+    pub error: Option<ErrorBody>,
+}
+
+/// Answer of a batch write.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, PartialEq, Eq)]
+pub struct BatchResponse {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    pub failed: usize,
+    pub results: Vec<BatchItem>,
+}
+
+/// A record as the read endpoints return it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, PartialEq)]
+pub struct RecordView {
+    pub partition: i32,
+    pub offset: i64,
+    /// Kafka record timestamp (the gateway sets it to the ingest time), RFC 3339 UTC.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key: Option<String>,
+    /// The record value when it is JSON.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<Object>)]
+    pub event: Option<Value>,
+    /// The record value, base64, when it is not JSON.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub value_base64: Option<String>,
+    /// Record headers, values as UTF-8 (lossy).
+    #[schema(value_type = Object)]
+    pub headers: serde_json::Map<String, Value>,
+}
+
+impl RecordView {
+    pub fn from_record(r: ConsumedRecord) -> Self {
+        use base64::Engine as _;
+        let (event, value_base64) = match r.value {
+            None => (None, None),
+            Some(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => (Some(v), None),
+                Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(bytes))),
+            },
+        };
+        Self {
+            partition: r.partition,
+            offset: r.offset,
+            timestamp: r
+                .timestamp_ms
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            key: r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+            event,
+            value_base64,
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(String::from_utf8_lossy(&v).into_owned())))
+                .collect(),
+        }
+    }
+}
+
+/// Answer of `GET .../latest`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, PartialEq)]
+pub struct LatestResponse {
+    pub topic: String,
+    /// Newest first.
+    pub events: Vec<RecordView>,
+}
+
+/// An event checked and encoded, ready to write.
+struct Prepared {
+    event_id: String,
+    event_type: String,
+    key: Option<String>,
+    value: Vec<u8>,
+    fingerprint: u64,
+}
+
+fn prepare(spec: &TopicSpec, value: Value) -> Result<Prepared, ApiError> {
+    let event = Event::from_json(value).map_err(ApiError::Validation)?;
+    let key = match &spec.key_field {
+        None => None,
+        Some(field) => match event.key_value(field) {
+            Some(k) => Some(k),
+            None if spec.require_key => {
+                return Err(ApiError::MissingKey { topic: spec.name.clone(), field: field.clone() })
+            }
+            None => None,
+        },
+    };
+    let value = event.to_json_bytes();
+    Ok(Prepared {
+        fingerprint: fingerprint(&value),
+        event_id: event.event_id,
+        event_type: event.event_type,
+        key,
+        value,
+    })
+}
+
+/// The outcome of writing one prepared event.
+enum Written {
+    New(Delivered),
+    Duplicate(Delivered),
+}
+
+impl AppState {
+    /// Writes one event through the dedupe window. The write runs in its own task, so a client
+    /// that hangs up cannot cancel it half-way and leave the window without its outcome.
+    async fn write(&self, topic: &str, p: Prepared) -> Result<Written, ApiError> {
+        let guard = match self.inner.dedupe.begin(topic, &p.event_id, p.fingerprint) {
+            Begin::Duplicate(d) => return Ok(Written::Duplicate(d)),
+            Begin::Conflict => return Err(ApiError::EventIdConflict(p.event_id)),
+            Begin::InFlight(mut rx) => {
+                let outcome = rx.wait_for(Option::is_some).await.map(|o| o.clone()).ok().flatten();
+                return match outcome {
+                    Some(Ok(d)) => Ok(Written::Duplicate(d)),
+                    _ => Err(ApiError::Unavailable {
+                        message: format!(
+                            "the first write of event_id {:?} failed; retry",
+                            p.event_id
+                        ),
+                        retry_after_secs: self.inner.config.retry_after_secs,
+                    }),
+                };
+            }
+            Begin::New(guard) => guard,
+        };
+        let state = self.clone();
+        let topic_owned = topic.to_owned();
+        let task = tokio::spawn(async move {
+            let ingest = Utc::now();
+            let ingest_text = ingest.to_rfc3339_opts(SecondsFormat::Millis, true);
+            let headers: [(&str, &[u8]); 3] = [
+                ("event_type", p.event_type.as_bytes()),
+                ("ingest_time", ingest_text.as_bytes()),
+                ("content_type", b"application/json"),
+            ];
+            let record = OutgoingRecord {
+                topic: &topic_owned,
+                key: p.key.as_deref().map(str::as_bytes),
+                value: &p.value,
+                headers: &headers,
+                timestamp_ms: Some(ingest.timestamp_millis()),
+            };
+            let result = state.inner.producer.send(record).await;
+            let m = state.metrics_for(&topic_owned);
+            match &result {
+                Ok(d) => {
+                    m.written(1);
+                    state.inner.dedupe.complete(guard, Ok(*d));
+                }
+                Err(e) => {
+                    m.failed(e.class, 1);
+                    tracing::warn!(topic = %topic_owned, error = %e, "write not acknowledged");
+                    state.inner.dedupe.complete(guard, Err(()));
+                }
+            }
+            result
+        });
+        match task.await {
+            Ok(Ok(d)) => Ok(Written::New(d)),
+            Ok(Err(e)) => Err(self.unavailable(&e)),
+            Err(e) => Err(ApiError::Internal(format!("write task failed: {e}"))),
+        }
+    }
+}
+
+/// `POST /api/v1/events/{topic}`: write one event; 201 once Kafka acknowledged it.
+#[utoipa::path(
+    post, path = "/api/v1/events/{topic}", tag = "events",
+    params(("topic" = String, Path, description = "Full topic name, for example events.clickstream")),
+    request_body(content = Event, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Written; Kafka acknowledged it", body = EventResponse),
+        (status = 200, description = "A retry of an event_id already written; nothing new written", body = EventResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 403, description = "Topic not writable through the API", body = ErrorBody),
+        (status = 404, description = "Unknown topic", body = ErrorBody),
+        (status = 409, description = "event_id already used with different content", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Invalid event; `field` names the offending field", body = ErrorBody),
+        (status = 503, description = "Kafka unavailable; retry after Retry-After seconds", body = ErrorBody),
+    )
+)]
+pub async fn publish(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let spec = state.writable_topic(&topic)?;
+    let m = state.metrics_for(&spec.name);
+    let prepared = async {
+        let bytes = read_json_body(&headers, body, state.inner.config.max_body_bytes).await?;
+        prepare(spec, parse_json(&bytes)?)
+    }
+    .await
+    .inspect_err(|e| m.rejected(e.status_and_code().1))?;
+    let event_id = prepared.event_id.clone();
+    let (status, code, d) = match state.write(&spec.name, prepared).await? {
+        Written::New(d) => (StatusCode::CREATED, "accepted", d),
+        Written::Duplicate(d) => {
+            m.duplicate(1);
+            (StatusCode::OK, "duplicate", d)
+        }
+    };
+    let mut resp = (
+        status,
+        Json(EventResponse {
+            status: code.to_owned(),
+            event_id,
+            partition: d.partition,
+            offset: d.offset,
+        }),
+    )
+        .into_response();
+    if code == "duplicate" {
+        resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+/// `POST /api/v1/events/{topic}/batch`: write many events; a result per event, in order.
+#[utoipa::path(
+    post, path = "/api/v1/events/{topic}/batch", tag = "events",
+    params(("topic" = String, Path, description = "Full topic name")),
+    request_body(content = Vec<Event>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every event has a result; invalid ones were not written", body = BatchResponse),
+        (status = 400, description = "Malformed JSON or not an array", body = ErrorBody),
+        (status = 413, description = "Body or event count over the limit", body = ErrorBody),
+        (status = 503, description = "Kafka did not acknowledge some events (status `failed`); retrying the whole batch is safe", body = BatchResponse),
+    )
+)]
+pub async fn publish_batch(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let spec = state.writable_topic(&topic)?;
+    let bytes = read_json_body(&headers, body, state.inner.config.max_batch_body_bytes).await?;
+    let Value::Array(items) = parse_json(&bytes)? else {
+        return Err(ApiError::BadRequest {
+            code: "not_an_array",
+            message: "a batch body must be a JSON array of events".to_owned(),
+        });
+    };
+    let limit = state.inner.config.max_batch_events;
+    if items.len() > limit {
+        return Err(ApiError::BatchTooLarge { count: items.len(), limit });
+    }
+    let m = state.metrics_for(&spec.name);
+    let mut results: Vec<Option<BatchItem>> = vec![None; items.len()];
+    let mut writes = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        match prepare(spec, item) {
+            Ok(p) => {
+                let id = p.event_id.clone();
+                let st = &state;
+                let topic = spec.name.as_str();
+                writes.push(async move { (index, id, st.write(topic, p).await) });
+            }
+            Err(e) => {
+                m.rejected(e.status_and_code().1);
+                results[index] = Some(BatchItem {
+                    index,
+                    status: "rejected".into(),
+                    event_id: None,
+                    partition: None,
+                    offset: None,
+                    error: Some(e.body()),
+                });
+            }
+        }
+    }
+    // All writes are queued before any is awaited, so librdkafka batches them.
+    for (index, id, outcome) in futures::future::join_all(writes).await {
+        let item = match outcome {
+            Ok(Written::New(d)) => ok_item(index, id, "accepted", d),
+            Ok(Written::Duplicate(d)) => {
+                m.duplicate(1);
+                ok_item(index, id, "duplicate", d)
+            }
+            Err(e) => {
+                let status =
+                    if matches!(e, ApiError::EventIdConflict(_)) { "rejected" } else { "failed" };
+                BatchItem {
+                    index,
+                    status: status.into(),
+                    event_id: Some(id),
+                    partition: None,
+                    offset: None,
+                    error: Some(e.body()),
+                }
+            }
+        };
+        results[index] = Some(item);
+    }
+    let results: Vec<BatchItem> = results.into_iter().flatten().collect();
+    let count = |s: &str| results.iter().filter(|r| r.status == s).count();
+    let resp = BatchResponse {
+        accepted: count("accepted"),
+        duplicates: count("duplicate"),
+        rejected: count("rejected"),
+        failed: count("failed"),
+        results,
+    };
+    if resp.failed > 0 {
+        let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(resp)).into_response();
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from(state.inner.config.retry_after_secs),
+        );
+        return Ok(r);
+    }
+    Ok((StatusCode::OK, Json(resp)).into_response())
+}
+
+fn ok_item(index: usize, id: String, status: &str, d: Delivered) -> BatchItem {
+    BatchItem {
+        index,
+        status: status.into(),
+        event_id: Some(id),
+        partition: Some(d.partition),
+        offset: Some(d.offset),
+        error: None,
+    }
+}
+
+/// Query of `GET .../latest`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LatestQuery {
+    /// How many events (default 20, at most `latest_max_limit`).
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/events/{topic}/latest`: the newest committed events, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/events/{topic}/latest", tag = "events",
+    params(("topic" = String, Path, description = "Full topic name"), LatestQuery),
+    responses(
+        (status = 200, description = "Newest first", body = LatestResponse),
+        (status = 400, description = "Bad limit", body = ErrorBody),
+        (status = 404, description = "Unknown topic", body = ErrorBody),
+        (status = 503, description = "Kafka unavailable", body = ErrorBody),
+    )
+)]
+pub async fn latest(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    query: Result<Query<LatestQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<LatestResponse>, ApiError> {
+    let spec = state.topic(&topic)?;
+    let Query(q) = query
+        .map_err(|e| ApiError::BadRequest { code: "invalid_parameter", message: e.body_text() })?;
+    let cfg = &state.inner.config;
+    let limit = q.limit.unwrap_or(cfg.latest_default_limit);
+    if limit == 0 || limit > cfg.latest_max_limit {
+        return Err(ApiError::BadRequest {
+            code: "invalid_parameter",
+            message: format!("limit must be between 1 and {}", cfg.latest_max_limit),
+        });
+    }
+    let kafka = state.inner.kafka.clone();
+    let name = spec.name.clone();
+    let timeout = Duration::from_millis(cfg.latest_timeout_ms);
+    let records = tokio::task::spawn_blocking(move || read_latest(&kafka, &name, limit, timeout))
+        .await
+        .map_err(|e| ApiError::Internal(format!("reader task failed: {e}")))?
+        .map_err(|e| state.unavailable(&e))?;
+    Ok(Json(LatestResponse {
+        topic,
+        events: records.into_iter().map(RecordView::from_record).collect(),
+    }))
+}

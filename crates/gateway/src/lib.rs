@@ -1,0 +1,210 @@
+//! The ingestion gateway: the spec's HTTP and WebSocket API in front of Kafka.
+//!
+//! Guarantees: a `201` means Kafka acknowledged the write (`acks=all`, idempotent producer);
+//! a rejected event writes nothing; a retried `event_id` within the dedupe window returns the
+//! original position and writes nothing; when Kafka is unreachable writes answer `503` with
+//! `Retry-After` within `produce_timeout_ms`; SIGTERM lets in-flight writes finish.
+//!
+//! Start reading at [`router`] (the routes), then [`events`] (writes and reads), [`stream`]
+//! (the WebSocket stream) and [`ops`] (health, metrics, OpenAPI).
+
+pub mod body;
+pub mod config;
+pub mod dedupe;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod ops;
+pub mod stream;
+
+use axum::routing::{get, post};
+use axum::Router;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tributary_core::{Catalog, TopicSpec};
+use tributary_kafka::{EventProducer, KafkaConfig, KafkaError, ProducerTuning};
+
+pub use config::GatewayConfig;
+pub use error::{ApiError, ErrorBody};
+
+/// Shared state of one gateway process.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: GatewayConfig,
+    kafka: KafkaConfig,
+    catalog: Catalog,
+    producer: EventProducer,
+    dedupe: dedupe::Dedupe,
+    topics: HashMap<String, metrics::TopicMetrics>,
+    health: ops::HealthCache,
+    shutdown: watch::Receiver<bool>,
+    shutdown_tx: watch::Sender<bool>,
+    ws_streams: std::sync::atomic::AtomicI64,
+    started: Instant,
+}
+
+impl AppState {
+    /// Builds the state; connects to nothing yet (Kafka is reached on first use).
+    pub fn new(
+        config: GatewayConfig,
+        kafka: KafkaConfig,
+        catalog: Catalog,
+    ) -> Result<Self, KafkaError> {
+        let _ = metrics::prometheus();
+        let tuning = ProducerTuning {
+            delivery_timeout_ms: config.produce_timeout_ms,
+            ..ProducerTuning::default()
+        };
+        let producer = EventProducer::new(&kafka, tuning)?;
+        let topics =
+            catalog.iter().map(|t| (t.name.clone(), metrics::TopicMetrics::new(&t.name))).collect();
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dedupe: dedupe::Dedupe::new(
+                    Duration::from_secs(config.dedupe_window_secs),
+                    config.dedupe_max_entries,
+                ),
+                health: ops::HealthCache::default(),
+                config,
+                kafka,
+                catalog,
+                producer,
+                topics,
+                shutdown,
+                shutdown_tx,
+                ws_streams: std::sync::atomic::AtomicI64::new(0),
+                started: Instant::now(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
+    /// A catalog topic by name, or 404 naming the known ones.
+    fn topic(&self, name: &str) -> Result<&TopicSpec, ApiError> {
+        self.inner.catalog.get(name).ok_or_else(|| ApiError::UnknownTopic {
+            topic: name.to_owned(),
+            known: self.inner.catalog.names().join(", "),
+        })
+    }
+
+    /// A topic the API may write, or 404/403.
+    fn writable_topic(&self, name: &str) -> Result<&TopicSpec, ApiError> {
+        let spec = self.topic(name)?;
+        if !spec.writable() {
+            return Err(ApiError::TopicNotWritable(name.to_owned()));
+        }
+        Ok(spec)
+    }
+
+    fn metrics_for(&self, topic: &str) -> &metrics::TopicMetrics {
+        // Every catalog topic has an entry; callers resolve the topic through the catalog first.
+        &self.inner.topics[topic]
+    }
+
+    fn unavailable(&self, err: &KafkaError) -> ApiError {
+        ApiError::from_kafka(err, self.inner.config.retry_after_secs)
+    }
+
+    /// Tells long-lived handlers (WebSocket streams) that the server is shutting down.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown_tx.send_replace(true);
+    }
+}
+
+/// All routes of the API, with request timing.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/events/{topic}", post(events::publish))
+        .route("/api/v1/events/{topic}/batch", post(events::publish_batch))
+        .route("/api/v1/events/{topic}/latest", get(events::latest))
+        .route("/api/v1/stream/{topic}", get(stream::stream))
+        .route("/api/v1/topics", get(ops::topics))
+        .route("/api/v1/health", get(ops::health))
+        .route("/api/v1/metrics", get(ops::metrics_summary))
+        .route("/api/v1/openapi.json", get(ops::openapi))
+        .route("/metrics", get(ops::prometheus))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::middleware::from_fn(metrics::track))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish (at most `shutdown_grace_secs`), closes WebSocket streams with a resume token, and
+/// flushes the producer.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = Duration::from_secs(state.inner.config.shutdown_grace_secs);
+    let app = router(state.clone());
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let st = state.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        st.begin_shutdown();
+        stop_tx.send_replace(true);
+    });
+    let mut stop_rx2 = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop_rx2.wait_for(|s| *s).await;
+    });
+    let mut server = tokio::spawn(async move { server.await });
+    let result = tokio::select! {
+        joined = &mut server => Some(joined),
+        _ = stop_rx.wait_for(|s| *s) => None,
+    };
+    let result = match result {
+        Some(joined) => joined.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        None => match tokio::time::timeout(grace, server).await {
+            Ok(joined) => joined.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Err(_) => {
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    "requests still running after the grace period"
+                );
+                Ok(())
+            }
+        },
+    };
+    if let Err(err) = state.inner.producer.flush(grace).await {
+        tracing::warn!(error = %err, "flushing the producer at shutdown");
+    }
+    result
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,133 @@
+//! Metric names (one place), the Prometheus recorder, and the per-request timing middleware.
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics::{Counter, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Histogram of request durations by `route`, `method`, `status`.
+pub const API_REQUEST_DURATION: &str = "api_request_duration_seconds";
+/// Records acknowledged by Kafka, by `topic`.
+pub const PRODUCER_RECORDS: &str = "kafka_producer_records_total";
+/// Writes Kafka did not acknowledge, by `topic` and `reason` (`unavailable`, `rejected`,
+/// `internal`).
+pub const PRODUCER_ERRORS: &str = "kafka_producer_errors_total";
+/// Events refused before reaching Kafka, by `topic` and `reason` (the error code).
+pub const EVENTS_REJECTED: &str = "gateway_events_rejected_total";
+/// Retries answered from the dedupe window, by `topic`.
+pub const DUPLICATES: &str = "gateway_duplicate_events_total";
+/// Open WebSocket streams.
+pub const WS_STREAMS: &str = "gateway_ws_streams";
+/// Events sent to WebSocket clients, by `topic`.
+pub const WS_EVENTS_SENT: &str = "gateway_ws_events_sent_total";
+/// WebSocket clients disconnected for not keeping up, by `topic`.
+pub const WS_SLOW_DISCONNECTS: &str = "gateway_ws_slow_disconnects_total";
+/// 1 when the last health check reached the broker, 0 when it did not.
+pub const KAFKA_UP: &str = "gateway_kafka_up";
+/// Records handed to librdkafka and not yet acknowledged or failed.
+pub const PRODUCER_IN_FLIGHT: &str = "kafka_producer_in_flight_records";
+/// Event ids remembered by the dedupe window.
+pub const DEDUPE_ENTRIES: &str = "gateway_dedupe_entries";
+
+/// Latency buckets in seconds: fine below 100 ms where the spec's targets are.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(API_REQUEST_DURATION.to_owned()), LATENCY_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding program); then ours only
+        // renders what it records itself.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Per-topic counters, registered once so the hot path only increments atomics.
+pub struct TopicMetrics {
+    pub records: Counter,
+    pub duplicates: Counter,
+    pub errors_unavailable: Counter,
+    pub errors_rejected: Counter,
+    pub errors_internal: Counter,
+    pub ws_sent: Counter,
+    pub ws_slow: Counter,
+    /// Plain counts for the JSON summary.
+    pub records_n: AtomicU64,
+    pub errors_n: AtomicU64,
+    pub rejected_n: AtomicU64,
+    pub duplicates_n: AtomicU64,
+    topic: String,
+}
+
+impl TopicMetrics {
+    pub fn new(topic: &str) -> Self {
+        let t = topic.to_owned();
+        Self {
+            records: metrics::counter!(PRODUCER_RECORDS, "topic" => t.clone()),
+            duplicates: metrics::counter!(DUPLICATES, "topic" => t.clone()),
+            errors_unavailable: metrics::counter!(PRODUCER_ERRORS, "topic" => t.clone(), "reason" => "unavailable"),
+            errors_rejected: metrics::counter!(PRODUCER_ERRORS, "topic" => t.clone(), "reason" => "rejected"),
+            errors_internal: metrics::counter!(PRODUCER_ERRORS, "topic" => t.clone(), "reason" => "internal"),
+            ws_sent: metrics::counter!(WS_EVENTS_SENT, "topic" => t.clone()),
+            ws_slow: metrics::counter!(WS_SLOW_DISCONNECTS, "topic" => t.clone()),
+            records_n: AtomicU64::new(0),
+            errors_n: AtomicU64::new(0),
+            rejected_n: AtomicU64::new(0),
+            duplicates_n: AtomicU64::new(0),
+            topic: t,
+        }
+    }
+
+    pub fn written(&self, n: u64) {
+        self.records.increment(n);
+        self.records_n.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn duplicate(&self, n: u64) {
+        self.duplicates.increment(n);
+        self.duplicates_n.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self, class: tributary_kafka::ErrorClass, n: u64) {
+        match class {
+            tributary_kafka::ErrorClass::Unavailable => self.errors_unavailable.increment(n),
+            tributary_kafka::ErrorClass::Rejected => self.errors_rejected.increment(n),
+            tributary_kafka::ErrorClass::Internal => self.errors_internal.increment(n),
+        }
+        self.errors_n.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// An event refused before Kafka; `reason` is the error code (a small fixed set).
+    pub fn rejected(&self, reason: &'static str) {
+        metrics::counter!(EVENTS_REJECTED, "topic" => self.topic.clone(), "reason" => reason)
+            .increment(1);
+        self.rejected_n.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Times every request into `api_request_duration_seconds`, labelled by the route template
+/// (never the raw URI, which would make label sets unbounded).
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let h: Histogram = metrics::histogram!(API_REQUEST_DURATION, "route" => route, "method" => method, "status" => status);
+    h.record(start.elapsed().as_secs_f64());
+    resp
+}

@@ -1,0 +1,230 @@
+//! Operations endpoints: health, metrics (Prometheus and a JSON summary), OpenAPI, the topic
+//! catalog, and the JSON answers for unknown routes.
+
+use crate::error::{ApiError, ErrorBody};
+use crate::metrics::{self as m};
+use crate::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tributary_core::TopicRole;
+use utoipa::OpenApi;
+
+/// Results of recent health checks are reused for this long, so a busy load balancer does not
+/// turn into a metadata storm on the broker.
+const HEALTH_CACHE: Duration = Duration::from_millis(500);
+
+/// The last health check and when it ran.
+#[derive(Default)]
+pub struct HealthCache {
+    last: Mutex<Option<(Instant, Result<usize, String>)>>,
+}
+
+/// Answer of the health endpoint.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` or `unavailable`.
+    pub status: String,
+    /// `up` or `down`.
+    pub kafka: String,
+    /// Brokers seen in the cluster metadata.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub brokers: Option<usize>,
+    /// Why Kafka is considered down.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    pub uptime_secs: u64,
+}
+
+/// `GET /api/v1/health`: 200 when the broker answers, 503 with the reason when not.
+#[utoipa::path(get, path = "/api/v1/health", tag = "ops", responses(
+    (status = 200, description = "Kafka reachable", body = Health),
+    (status = 503, description = "Kafka unreachable; `reason` says why", body = Health),
+))]
+pub async fn health(State(state): State<AppState>) -> Response {
+    let cached = {
+        let last =
+            state.inner.health.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.as_ref().filter(|(at, _)| at.elapsed() < HEALTH_CACHE).map(|(_, r)| r.clone())
+    };
+    let result = match cached {
+        Some(r) => r,
+        None => {
+            let timeout = Duration::from_millis(state.inner.config.health_timeout_ms);
+            let r = state
+                .inner
+                .producer
+                .cluster_info(timeout)
+                .await
+                .map(|i| i.brokers)
+                .map_err(|e| e.to_string());
+            metrics::gauge!(m::KAFKA_UP).set(if r.is_ok() { 1.0 } else { 0.0 });
+            *state.inner.health.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((Instant::now(), r.clone()));
+            r
+        }
+    };
+    let uptime_secs = state.inner.started.elapsed().as_secs();
+    match result {
+        Ok(brokers) => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok".into(),
+                kafka: "up".into(),
+                brokers: Some(brokers),
+                reason: None,
+                uptime_secs,
+            }),
+        )
+            .into_response(),
+        Err(reason) => {
+            let mut r = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health {
+                    status: "unavailable".into(),
+                    kafka: "down".into(),
+                    brokers: None,
+                    reason: Some(reason),
+                    uptime_secs,
+                }),
+            )
+                .into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, state.inner.config.retry_after_secs.into());
+            r
+        }
+    }
+}
+
+/// Per-topic counts in the JSON summary.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TopicCounts {
+    /// Events Kafka acknowledged.
+    pub produced: u64,
+    /// Events Kafka did not acknowledge.
+    pub produce_errors: u64,
+    /// Events refused before Kafka (bad input).
+    pub rejected: u64,
+    /// Retries answered from the dedupe window.
+    pub duplicates: u64,
+}
+
+/// Answer of `GET /api/v1/metrics`: a summary for people; Prometheus scrapes `/metrics`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MetricsSummary {
+    pub uptime_secs: u64,
+    pub topics: BTreeMap<String, TopicCounts>,
+    /// Records handed to Kafka and not yet acknowledged.
+    pub producer_in_flight: i32,
+    /// Event ids remembered by the dedupe window.
+    pub dedupe_entries: usize,
+    /// Open WebSocket streams.
+    pub websocket_streams: i64,
+}
+
+/// `GET /api/v1/metrics`: counts since start, as JSON.
+#[utoipa::path(get, path = "/api/v1/metrics", tag = "ops", responses((status = 200, body = MetricsSummary)))]
+pub async fn metrics_summary(State(state): State<AppState>) -> Json<MetricsSummary> {
+    let topics = state
+        .inner
+        .topics
+        .iter()
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                TopicCounts {
+                    produced: t.records_n.load(Ordering::Relaxed),
+                    produce_errors: t.errors_n.load(Ordering::Relaxed),
+                    rejected: t.rejected_n.load(Ordering::Relaxed),
+                    duplicates: t.duplicates_n.load(Ordering::Relaxed),
+                },
+            )
+        })
+        .collect();
+    Json(MetricsSummary {
+        uptime_secs: state.inner.started.elapsed().as_secs(),
+        topics,
+        producer_in_flight: state.inner.producer.in_flight(),
+        dedupe_entries: state.inner.dedupe.len(),
+        websocket_streams: state.inner.ws_streams.load(Ordering::Relaxed),
+    })
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn prometheus(State(state): State<AppState>) -> Response {
+    metrics::gauge!(m::PRODUCER_IN_FLIGHT).set(f64::from(state.inner.producer.in_flight()));
+    metrics::gauge!(m::DEDUPE_ENTRIES).set(state.inner.dedupe.len() as f64);
+    let handle = m::prometheus();
+    handle.run_upkeep();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
+        .into_response()
+}
+
+/// A catalog entry as the API shows it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TopicView {
+    pub name: String,
+    pub partitions: i32,
+    pub key_field: Option<String>,
+    pub role: TopicRole,
+    /// Whether `POST /api/v1/events/{topic}` accepts events.
+    pub writable: bool,
+}
+
+/// `GET /api/v1/topics`: the topic catalog.
+#[utoipa::path(get, path = "/api/v1/topics", tag = "ops", responses((status = 200, body = Vec<TopicView>)))]
+pub async fn topics(State(state): State<AppState>) -> Json<Vec<TopicView>> {
+    Json(
+        state
+            .inner
+            .catalog
+            .iter()
+            .map(|t| TopicView {
+                name: t.name.clone(),
+                partitions: t.partitions,
+                key_field: t.key_field.clone(),
+                role: t.role,
+                writable: t.writable(),
+            })
+            .collect(),
+    )
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tributary gateway", description = "HTTP and WebSocket ingestion for Kafka"),
+    paths(
+        crate::events::publish,
+        crate::events::publish_batch,
+        crate::events::latest,
+        crate::stream::stream,
+        health,
+        metrics_summary,
+        topics,
+    ),
+    components(schemas(ErrorBody, tributary_core::Event, crate::stream::Frame))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document, generated from the handlers' annotations.
+pub fn openapi_doc() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi_doc())
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,180 @@
+//! Client configuration builders. The spec's settings live here and nowhere else.
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How to reach the Kafka cluster; shared by every client Tributary creates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of bootstrap brokers.
+    pub bootstrap_servers: String,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: String,
+    /// SASL mechanism when SASL is on: `SCRAM-SHA-512` (MSK), `SCRAM-SHA-256` or `PLAIN`.
+    pub sasl_mechanism: Option<String>,
+    /// SASL user name.
+    pub sasl_username: Option<String>,
+    /// SASL password; prefer the environment variable `TRIBUTARY_KAFKA__SASL_PASSWORD`.
+    pub sasl_password: Option<String>,
+    /// PEM file with the CA certificates that sign the brokers' certificates.
+    pub ssl_ca_location: Option<String>,
+    /// Client id reported to the brokers (shows up in broker logs and quotas).
+    pub client_id: String,
+    /// Extra librdkafka properties applied last, for settings Tributary has no field for.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".to_owned(),
+            security_protocol: "plaintext".to_owned(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            client_id: "tributary".to_owned(),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// Producer knobs that callers may tune; everything else is fixed by the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerTuning {
+    /// Upper bound on the time from `send` to a delivery report, success or failure
+    /// (librdkafka `message.timeout.ms`). The gateway's 503 deadline.
+    pub delivery_timeout_ms: u64,
+    /// How long the producer waits to fill a batch (`linger.ms`); the spec says 10.
+    pub linger_ms: u64,
+}
+
+impl Default for ProducerTuning {
+    fn default() -> Self {
+        Self { delivery_timeout_ms: 5_000, linger_ms: 10 }
+    }
+}
+
+impl KafkaConfig {
+    /// Connection and security settings common to every client.
+    pub fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", &self.client_id)
+            .set("security.protocol", &self.security_protocol)
+            // Fail fast on connection loss and reconnect quickly once the broker is back.
+            .set("socket.connection.setup.timeout.ms", "5000")
+            .set("reconnect.backoff.max.ms", "2000")
+            .set("topic.metadata.refresh.interval.ms", "30000");
+        if let Some(m) = &self.sasl_mechanism {
+            c.set("sasl.mechanism", m);
+        }
+        if let Some(u) = &self.sasl_username {
+            c.set("sasl.username", u);
+        }
+        if let Some(p) = &self.sasl_password {
+            c.set("sasl.password", p);
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            c.set("ssl.ca.location", ca);
+        }
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The spec's producer: `acks=all`, idempotent, 5 in flight, snappy, `linger.ms=10`, and
+    /// the Java client's murmur2 partitioner so keys land where Java producers put them.
+    pub fn producer(&self, tuning: ProducerTuning) -> ClientConfig {
+        let mut c = self.base();
+        c.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("compression.type", "snappy")
+            .set("linger.ms", tuning.linger_ms.to_string())
+            .set("partitioner", "murmur2_random")
+            .set("message.timeout.ms", tuning.delivery_timeout_ms.to_string())
+            .set("request.timeout.ms", tuning.delivery_timeout_ms.clamp(1_000, 30_000).to_string());
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The spec's consumer: no auto-commit, `read_committed` (set explicitly: the Java
+    /// client's default differs), at most 500 records per poll's worth of prefetch.
+    /// `group_id` is `None` for readers that assign partitions themselves.
+    pub fn consumer(&self, group_id: Option<&str>) -> ClientConfig {
+        let mut c = self.base();
+        c.set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            // librdkafka has no max.poll.records; bound the prefetch queue instead.
+            .set("queued.min.messages", "500");
+        if let Some(g) = group_id {
+            c.set("group.id", g);
+        } else {
+            // librdkafka wants a group id even for assign(); it is never joined or committed.
+            c.set("group.id", "tributary-reader");
+        }
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get<'a>(c: &'a ClientConfig, k: &str) -> Option<&'a str> {
+        c.get(k)
+    }
+
+    #[test]
+    fn producer_has_the_spec_settings() {
+        let c = KafkaConfig::default().producer(ProducerTuning::default());
+        for (k, v) in [
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("max.in.flight.requests.per.connection", "5"),
+            ("compression.type", "snappy"),
+            ("linger.ms", "10"),
+            ("partitioner", "murmur2_random"),
+            ("message.timeout.ms", "5000"),
+            ("bootstrap.servers", "127.0.0.1:9092"),
+        ] {
+            assert_eq!(get(&c, k), Some(v), "{k}");
+        }
+    }
+
+    #[test]
+    fn consumer_has_the_spec_settings() {
+        let c = KafkaConfig::default().consumer(Some("g"));
+        assert_eq!(get(&c, "enable.auto.commit"), Some("false"));
+        assert_eq!(get(&c, "isolation.level"), Some("read_committed"));
+        assert_eq!(get(&c, "group.id"), Some("g"));
+    }
+
+    #[test]
+    fn security_and_extra_settings_apply() {
+        let cfg = KafkaConfig {
+            security_protocol: "sasl_ssl".into(),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_username: Some("u".into()),
+            sasl_password: Some("p".into()),
+            extra: [("linger.ms".to_owned(), "50".to_owned())].into(),
+            ..KafkaConfig::default()
+        };
+        let c = cfg.producer(ProducerTuning::default());
+        assert_eq!(get(&c, "security.protocol"), Some("sasl_ssl"));
+        assert_eq!(get(&c, "sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(get(&c, "sasl.username"), Some("u"));
+        assert_eq!(get(&c, "linger.ms"), Some("50"), "extra wins over defaults");
+    }
+}
