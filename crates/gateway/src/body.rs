@@ -23,6 +23,24 @@ fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Bodies over the limit are read and discarded up to this many bytes before the 413 is sent:
+/// a client still uploading when the server answers and closes sees a broken pipe instead of
+/// the error, so for moderate overshoots the server drains first.
+const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads and discards the rest of `body`, at most `budget` bytes.
+async fn drain(body: Body, budget: u64) {
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > budget {
+            break;
+        }
+    }
+}
+
 /// Checks the content type and reads at most `limit` bytes of body.
 pub async fn read_json_body(
     headers: &HeaderMap,
@@ -34,23 +52,28 @@ pub async fn read_json_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        if n <= DRAIN_MAX_BYTES {
+            drain(body, DRAIN_MAX_BYTES).await;
+        }
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // to_bytes fails on the limit or on a broken connection; tell them apart by source.
-        let text = e.to_string();
-        if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
-            || text.contains("length limit")
-        {
-            ApiError::PayloadTooLarge { limit }
-        } else {
-            ApiError::BadRequest {
-                code: "body_read_failed",
-                message: format!("reading the request body failed: {text}"),
-            }
+    // Read one byte past the limit to tell "exactly at the limit" from "over it".
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest {
+            code: "body_read_failed",
+            message: format!("reading the request body failed: {e}"),
+        })?;
+        if buf.len() + chunk.len() > limit {
+            drain(Body::from_stream(stream), DRAIN_MAX_BYTES).await;
+            return Err(ApiError::PayloadTooLarge { limit });
         }
-    })
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Parses JSON, answering 400 with the parser's position on failure.

@@ -68,6 +68,20 @@ fn metadata_consumer(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError> {
     config.consumer(None).create().map_err(|e| KafkaError::new("creating a metadata client", e))
 }
 
+/// Whether every partition of `name` has a leader (a just-created topic has none for a moment,
+/// and reads and writes fail until it does).
+fn has_leaders(consumer: &BaseConsumer, name: &str, timeout: Duration) -> Result<bool, KafkaError> {
+    let md = consumer
+        .fetch_metadata(Some(name), Timeout::After(timeout))
+        .map_err(|e| KafkaError::new(format!("fetching metadata of {name}"), e))?;
+    Ok(md.topics().iter().any(|t| {
+        t.name() == name
+            && t.error().is_none()
+            && !t.partitions().is_empty()
+            && t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none())
+    }))
+}
+
 /// Partition counts of the named topics (`None` for a topic that does not exist).
 fn partition_counts(
     consumer: &BaseConsumer,
@@ -155,11 +169,13 @@ pub async fn apply_topics(
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let counts = partition_counts(&consumer, &refs, timeout)?;
-            let missing = refs
-                .iter()
-                .zip(&counts)
-                .any(|(n, c)| c.is_none() && wait_for.iter().any(|w| w == n));
-            if !missing || std::time::Instant::now() >= deadline {
+            // Wait until the topics we created have leaders for every partition, so the
+            // caller can write to them as soon as this returns.
+            let mut ready = true;
+            for name in &wait_for {
+                ready = ready && has_leaders(&consumer, name, timeout)?;
+            }
+            if ready || std::time::Instant::now() >= deadline {
                 return Ok(counts);
             }
             std::thread::sleep(Duration::from_millis(100));

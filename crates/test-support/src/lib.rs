@@ -1,1 +1,54 @@
-//! placeholder
+//! Helpers for Tributary's integration tests: the shared broker's address, random names, and
+//! waiting for a condition with a deadline instead of sleeping.
+//!
+//! Integration tests talk to a real Kafka broker. `make test` (scripts/test.sh) exports
+//! `TRIBUTARY_TEST_BOOTSTRAP`; [`bootstrap`] reads it. Tests that must stop and restart a
+//! broker start one of their own with [`LocalBroker`].
+
+pub mod broker;
+
+pub use broker::LocalBroker;
+
+use rand::Rng as _;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Bootstrap servers of the broker the tests share.
+pub fn bootstrap() -> String {
+    std::env::var("TRIBUTARY_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// A random lowercase suffix, unique enough to keep tests apart on a shared broker.
+pub fn random_suffix() -> String {
+    let mut rng = rand::rng();
+    (0..10).map(|_| char::from(b'a' + rng.random_range(0..26u8))).collect()
+}
+
+/// A topic name of the form `test-<prefix>-<random>`.
+pub fn random_topic(prefix: &str) -> String {
+    format!("test-{prefix}-{}", random_suffix())
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind promptly).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port on 127.0.0.1")
+}

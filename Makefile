@@ -1,0 +1,51 @@
+# Tributary's front door. `make up` starts the local platform; `make test` runs every test.
+# Builds go to a target directory outside the clone so every checkout, CI run and session on
+# this machine shares one build of the heavy native dependencies (librdkafka).
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/tributary/target
+BIN := $(CARGO_TARGET_DIR)/release/tributary
+
+.PHONY: help build up down status test lint fmt kafka-up kafka-down kafka-status bench docs clean-state
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+build: ## Build the tributary binary (release profile, shared with the tests)
+	cargo build --release -p tributary-cli
+
+up: build ## Start Kafka, create the topics, start the gateway; prints where everything is
+	@TRIBUTARY_BIN=$(BIN) deploy/local/platform.sh up
+
+down: ## Stop everything `make up` started
+	@deploy/local/platform.sh down
+
+status: ## Say what is running
+	@TRIBUTARY_BIN=$(BIN) deploy/local/platform.sh status
+
+test: ## Run every test against a real broker (starts one if none is running)
+	@scripts/test.sh
+
+lint: ## rustfmt check and clippy with warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy --release --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt --all
+
+kafka-up: ## Start only the local Kafka broker
+	@deploy/kafka/kafka.sh start
+
+kafka-down: ## Stop only the local Kafka broker
+	@deploy/kafka/kafka.sh stop
+
+kafka-status: ## Is the local broker running?
+	@deploy/kafka/kafka.sh status
+
+bench: build ## Run the benchmarks behind docs/performance.md
+	@TRIBUTARY_BIN=$(BIN) bench/run.sh
+
+docs: build ## Regenerate docs/openapi.json from the code
+	$(BIN) openapi > docs/openapi.json
+
+clean-state: down ## Delete local Kafka data and logs (keeps the downloaded jars and builds)
+	rm -rf $(HOME)/.cache/tributary/state

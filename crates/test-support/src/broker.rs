@@ -1,0 +1,79 @@
+//! A broker of a test's own, for tests that stop, kill and restart Kafka. It runs the same
+//! script as `make up` (deploy/kafka/kafka.sh) with its own ports and state directory.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A single-node KRaft broker on free loopback ports, removed when dropped.
+pub struct LocalBroker {
+    pub port: u16,
+    controller_port: u16,
+    state: PathBuf,
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kafka/kafka.sh")
+}
+
+impl LocalBroker {
+    /// Starts a new broker and waits until it answers.
+    pub fn start() -> Self {
+        let port = crate::free_port();
+        let mut controller_port = crate::free_port();
+        while controller_port == port {
+            controller_port = crate::free_port();
+        }
+        let state =
+            std::env::temp_dir().join(format!("tributary-broker-{}", crate::random_suffix()));
+        let broker = Self { port, controller_port, state };
+        broker.run("start");
+        broker
+    }
+
+    fn run(&self, action: &str) {
+        assert!(
+            self.try_run(action),
+            "kafka.sh {action} failed for the broker on port {}",
+            self.port
+        );
+    }
+
+    fn try_run(&self, action: &str) -> bool {
+        Command::new("bash")
+            .arg(script())
+            .arg(action)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
+            .env("KAFKA_STATE_DIR", &self.state)
+            .env("KAFKA_HEAP", "512m")
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `host:port` to bootstrap from.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker cleanly (SIGTERM).
+    pub fn stop(&self) {
+        self.run("stop");
+    }
+
+    /// Kills the broker (SIGKILL).
+    pub fn kill(&self) {
+        self.run("kill");
+    }
+
+    /// Starts the broker again on the same ports with the same data.
+    pub fn restart(&self) {
+        self.run("start");
+    }
+}
+
+impl Drop for LocalBroker {
+    fn drop(&mut self) {
+        self.try_run("kill");
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The local platform: Kafka, the topic catalog and the gateway, started in the background.
+#
+#   platform.sh up       start everything, wait until ready, print where it is
+#   platform.sh down     stop everything this script started
+#   platform.sh status   say what is running
+#
+# TRIBUTARY_BIN points at the tributary binary (the Makefile sets it). Logs and pid files live
+# in $TRIBUTARY_CACHE/state (default ~/.cache/tributary/state).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+CACHE="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}"
+STATE="$CACHE/state"
+BIN="${TRIBUTARY_BIN:-${CARGO_TARGET_DIR:-$CACHE/target}/release/tributary}"
+KAFKA="$ROOT/deploy/kafka/kafka.sh"
+GATEWAY_ADDR="${TRIBUTARY_GATEWAY__LISTEN:-127.0.0.1:8080}"
+BOOTSTRAP="${TRIBUTARY_KAFKA__BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
+
+say() { printf '%s\n' "$*"; }
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+http_ok() { curl -fsS -m 2 -o /dev/null "$1" 2>/dev/null; }
+
+start_service() { # name, then the command
+  local name="$1"; shift
+  local pidf="$STATE/$name.pid" logf="$STATE/logs/$name.log"
+  mkdir -p "$STATE/logs"
+  if pid_alive "$pidf"; then say "$name: already running (pid $(cat "$pidf"))"; return 0; fi
+  (cd "$ROOT" && setsid nohup "$@" >> "$logf" 2>&1 < /dev/null & echo $! > "$pidf")
+}
+
+stop_service() {
+  local name="$1" pidf="$STATE/$1.pid"
+  if ! pid_alive "$pidf"; then rm -f "$pidf"; return 0; fi
+  local pid; pid="$(cat "$pidf")"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$pidf"
+  say "$name: stopped"
+}
+
+up() {
+  [ -x "$BIN" ] || { say "error: $BIN is missing; run 'make up' (it builds first)"; exit 1; }
+  command -v curl >/dev/null || { say "error: curl is required (apt-get install curl)"; exit 1; }
+  "$KAFKA" start
+  "$BIN" topics apply --bootstrap-servers "$BOOTSTRAP"
+  start_service gateway "$BIN" gateway --bootstrap-servers "$BOOTSTRAP" --listen "$GATEWAY_ADDR"
+  local deadline=$((SECONDS + 60))
+  until http_ok "http://$GATEWAY_ADDR/api/v1/health"; do
+    if ! pid_alive "$STATE/gateway.pid"; then
+      say "error: the gateway exited; last lines of $STATE/logs/gateway.log:"; tail -n 20 "$STATE/logs/gateway.log"; exit 1
+    fi
+    [ $SECONDS -lt $deadline ] || { say "error: gateway not healthy after 60s; see $STATE/logs/gateway.log"; exit 1; }
+    sleep 0.2
+  done
+  local kstate; kstate="$("$KAFKA" env | sed -n 's/^KAFKA_STATE_DIR=//p')"
+  local khome; khome="$("$KAFKA" env | sed -n 's/^KAFKA_HOME=//p')"
+  cat <<EOT
+
+Tributary is up.
+
+  Gateway      http://$GATEWAY_ADDR/api/v1   (OpenAPI: http://$GATEWAY_ADDR/api/v1/openapi.json)
+  Health       http://$GATEWAY_ADDR/api/v1/health
+  Metrics      http://$GATEWAY_ADDR/metrics  (Prometheus)  and  /api/v1/metrics (JSON)
+  Kafka        $BOOTSTRAP  (Apache Kafka, KRaft; tools in $khome/bin)
+
+Send an event:
+
+  curl -s -X POST http://$GATEWAY_ADDR/api/v1/events/events.clickstream \\
+    -H 'content-type: application/json' \\
+    -d '{"event_id":"evt-1","timestamp":"2026-01-01T00:00:00Z","event_type":"page_view","user_id":"user-1","payload":{"url":"/home"}}'
+
+Read it back:
+
+  curl -s 'http://$GATEWAY_ADDR/api/v1/events/events.clickstream/latest?limit=5'
+
+Logs: $STATE/logs/gateway.log and $kstate/logs/server.log
+Stop: make down
+EOT
+}
+
+down() {
+  stop_service gateway
+  "$KAFKA" stop
+}
+
+status() {
+  local rc=0
+  "$KAFKA" status || rc=1
+  if pid_alive "$STATE/gateway.pid"; then
+    if http_ok "http://$GATEWAY_ADDR/api/v1/health"; then
+      say "gateway: running (pid $(cat "$STATE/gateway.pid")) on http://$GATEWAY_ADDR, healthy"
+    else
+      say "gateway: running (pid $(cat "$STATE/gateway.pid")) on http://$GATEWAY_ADDR, NOT healthy (see $STATE/logs/gateway.log)"
+      rc=1
+    fi
+  else
+    say "gateway: not running"; rc=1
+  fi
+  return $rc
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make test`: every test of the workspace against a real Kafka broker.
+#
+# Uses the broker named by TRIBUTARY_TEST_BOOTSTRAP, else one already answering on
+# 127.0.0.1:9092 (for example from `make up`), else starts a throwaway broker on 127.0.0.1:19092
+# and stops it afterwards. Tests create their own randomly named topics, so a shared broker is
+# safe. Extra arguments go to `cargo test` (for example `make test ARGS=...` is not needed:
+# scripts/test.sh -p tributary-gateway).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary/target}"
+KAFKA="$ROOT/deploy/kafka/kafka.sh"
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+if [ -z "${TRIBUTARY_TEST_BOOTSTRAP:-}" ]; then
+  if port_open 9092; then
+    TRIBUTARY_TEST_BOOTSTRAP=127.0.0.1:9092
+    echo "test: using the broker already running on $TRIBUTARY_TEST_BOOTSTRAP"
+  else
+    state="$(mktemp -d /tmp/tributary-test-kafka.XXXXXX)"
+    cleanup() { KAFKA_PORT=19092 KAFKA_STATE_DIR="$state" "$KAFKA" stop >/dev/null 2>&1 || true; rm -rf "$state"; }
+    trap cleanup EXIT
+    KAFKA_PORT=19092 KAFKA_STATE_DIR="$state" KAFKA_HEAP=768m "$KAFKA" start
+    TRIBUTARY_TEST_BOOTSTRAP=127.0.0.1:19092
+  fi
+fi
+export TRIBUTARY_TEST_BOOTSTRAP
+# Fault tests start brokers of their own; make sure the jars are there before the clock runs.
+"$KAFKA" install
+
+log="$(mktemp /tmp/tributary-test-log.XXXXXX)"
+set +e
+cargo test --release --workspace --all-targets "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+read -r passed failed < <(awk '/^test result: /{for(i=1;i<=NF;i++){if($(i+1) ~ /^passed;/) p+=$i; if($(i+1) ~ /^failed;/) f+=$i}} END{print p+0, f+0}' "$log")
+rm -f "$log"
+echo
+echo "${passed:-0} passed, ${failed:-0} failed"
+if [ "$rc" -eq 0 ] && [ "${passed:-0}" -eq 0 ]; then
+  echo "error: no test ran"; exit 1
+fi
+exit "$rc"
