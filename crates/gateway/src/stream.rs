@@ -25,6 +25,8 @@ use tributary_kafka::reader::{positioned_reader, ConsumedRecord, StartAt};
 
 /// Close code sent to a client that cannot keep up (RFC 6455 "try again later").
 pub const CLOSE_SLOW_CONSUMER: u16 = 1013;
+/// How long the closing error frame and close frame may take to reach a client.
+const FAREWELL: Duration = Duration::from_secs(5);
 /// Close code sent when the gateway shuts down (RFC 6455 "going away").
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
@@ -237,14 +239,19 @@ async fn run(
             }
         }
     }
+    // Free the Kafka reader and its prefetch before waiting on the client.
+    drop(consumer);
     if let Some((code, reason, frame)) = end {
-        // Best effort, bounded: a client that reads nothing never gets these.
-        let short = Duration::from_secs(1);
-        if let Some(frame) = frame {
-            let _ = tokio::time::timeout(short, tx.send(text(&frame))).await;
-        }
-        let close = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }));
-        let _ = tokio::time::timeout(short, tx.send(close)).await;
+        // A slow client still reading gets the error after the frames already queued; one that
+        // reads nothing is dropped when the farewell deadline passes.
+        let farewell = async {
+            if let Some(frame) = frame {
+                tx.send(text(&frame)).await?;
+            }
+            tx.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) })))
+                .await
+        };
+        let _ = tokio::time::timeout(FAREWELL, farewell).await;
     }
     let streams = state.inner.ws_streams.fetch_sub(1, Ordering::Relaxed) - 1;
     metrics::gauge!(crate::metrics::WS_STREAMS).set(streams as f64);
