@@ -130,6 +130,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn layers_override_in_order() {
         figment::Jail::expect_with(|jail| {
             let (path, _rm) = file(

@@ -149,8 +149,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .await
                 .with_context(|| format!("describing topics on {}", cfg.kafka.bootstrap_servers))?;
             println!(
-                "{:<28} {:>10} {:>10} {:>14} {:<10} {}",
-                "TOPIC", "PARTITIONS", "EXPECTED", "END OFFSETS", "KEY", "ROLE"
+                "{:<28} {:>10} {:>10} {:>14} {:<10} ROLE",
+                "TOPIC", "PARTITIONS", "EXPECTED", "END OFFSETS", "KEY"
             );
             for (spec, st) in catalog.iter().zip(states) {
                 let (parts, ends) = match &st.partitions {

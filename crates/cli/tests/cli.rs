@@ -60,7 +60,10 @@ fn topics_apply_is_idempotent_and_refuses_a_partition_mismatch() {
     let config = write_config(&dir, &catalog(5));
     let (code, out, err) = tributary(&config, &["topics", "apply"]);
     assert_eq!(code, 2, "{out}{err}");
-    assert!(out.contains("MISMATCH") && out.contains("has 3 partitions but the catalog says 5"), "{out}");
+    assert!(
+        out.contains("MISMATCH") && out.contains("has 3 partitions but the catalog says 5"),
+        "{out}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -108,7 +111,9 @@ fn sigterm_lets_in_flight_writes_finish_then_exits_zero() {
         .spawn()
         .expect("starting the gateway");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !http(&addr, "GET /api/v1/health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").starts_with("HTTP/1.1 200") {
+    while !http(&addr, "GET /api/v1/health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .starts_with("HTTP/1.1 200")
+    {
         assert!(Instant::now() < deadline, "gateway never became healthy");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -125,7 +130,8 @@ fn sigterm_lets_in_flight_writes_finish_then_exits_zero() {
     .expect("write head");
     s.flush().expect("flush");
     std::thread::sleep(Duration::from_millis(300));
-    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let term =
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(term.success());
     std::thread::sleep(Duration::from_millis(500));
     s.write_all(tail.as_bytes()).expect("the in-flight request may finish sending");

@@ -221,7 +221,7 @@ mod tests {
         let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("new") };
         let Begin::InFlight(mut rx) = d.begin("t", "e1", 7) else { panic!("in flight") };
         d.complete(g, Ok(D));
-        let seen = rx.wait_for(Option::is_some).await.expect("sender kept").clone();
+        let seen = *rx.wait_for(Option::is_some).await.expect("sender kept");
         assert_eq!(seen, Some(Ok(D)));
     }
 

@@ -161,7 +161,7 @@ impl AppState {
             Begin::Duplicate(d) => return Ok(Written::Duplicate(d)),
             Begin::Conflict => return Err(ApiError::EventIdConflict(p.event_id)),
             Begin::InFlight(mut rx) => {
-                let outcome = rx.wait_for(Option::is_some).await.map(|o| o.clone()).ok().flatten();
+                let outcome = rx.wait_for(Option::is_some).await.map(|o| *o).ok().flatten();
                 return match outcome {
                     Some(Ok(d)) => Ok(Written::Duplicate(d)),
                     _ => Err(ApiError::Unavailable {

@@ -315,7 +315,9 @@ async fn every_class_of_bad_input_gets_its_error_and_writes_nothing() {
         e["payload"] = json!({"blob": "x".repeat(1024 * 1024)});
         serde_json::to_vec(&e).expect("json")
     };
-    let cases: Vec<(&str, (u16, Value), u16, &str, Option<&str>)> = vec![
+    // name, (status, body) answered, expected status, expected code, expected field
+    type Case<'a> = (&'a str, (u16, Value), u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "malformed",
             send(br#"{"event_id": "#.to_vec(), "application/json").await,
