@@ -47,7 +47,6 @@ tool_class() {
     kafka-transactions) echo org.apache.kafka.tools.TransactionsCommand ;;
     kafka-configs) echo kafka.admin.ConfigCommand ;;
     kafka-storage) echo kafka.tools.StorageTool ;;
-    kafka-server-start) echo kafka.Kafka ;;
     *) return 1 ;;
   esac
 }

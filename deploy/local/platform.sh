@@ -14,8 +14,17 @@ CACHE="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}"
 STATE="$CACHE/state"
 BIN="${TRIBUTARY_BIN:-${CARGO_TARGET_DIR:-$CACHE/target}/release/tributary}"
 KAFKA="$ROOT/deploy/kafka/kafka.sh"
-GATEWAY_ADDR="${TRIBUTARY_GATEWAY__LISTEN:-127.0.0.1:8080}"
-BOOTSTRAP="${TRIBUTARY_KAFKA__BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
+
+# The gateway address and bootstrap servers as the binary resolves them (tributary.toml,
+# TRIBUTARY_* variables, defaults), so `make up` honours the same configuration as everything else.
+resolve_config() {
+  local json
+  json="$(cd "$ROOT" && "$BIN" config show)" || { say "error: invalid configuration (see above)"; exit 1; }
+  GATEWAY_ADDR="$(printf '%s\n' "$json" | sed -n 's/^ *"listen": "\(.*\)",\{0,1\}$/\1/p' | head -n 1)"
+  BOOTSTRAP="$(printf '%s\n' "$json" | sed -n 's/^ *"bootstrap_servers": "\(.*\)",\{0,1\}$/\1/p' | head -n 1)"
+  GATEWAY_ADDR="${GATEWAY_ADDR:-127.0.0.1:8080}"
+  BOOTSTRAP="${BOOTSTRAP:-127.0.0.1:9092}"
+}
 
 say() { printf '%s\n' "$*"; }
 
@@ -45,9 +54,10 @@ stop_service() {
 up() {
   [ -x "$BIN" ] || { say "error: $BIN is missing; run 'make up' (it builds first)"; exit 1; }
   command -v curl >/dev/null || { say "error: curl is required (apt-get install curl)"; exit 1; }
+  resolve_config
   "$KAFKA" start
-  "$BIN" topics apply --bootstrap-servers "$BOOTSTRAP"
-  start_service gateway "$BIN" gateway --bootstrap-servers "$BOOTSTRAP" --listen "$GATEWAY_ADDR"
+  (cd "$ROOT" && "$BIN" topics apply)
+  start_service gateway "$BIN" gateway
   local deadline=$((SECONDS + 60))
   until http_ok "http://$GATEWAY_ADDR/api/v1/health"; do
     if ! pid_alive "$STATE/gateway.pid"; then
@@ -89,6 +99,7 @@ down() {
 
 status() {
   local rc=0
+  if [ -x "$BIN" ]; then resolve_config; else GATEWAY_ADDR=127.0.0.1:8080; fi
   "$KAFKA" status || rc=1
   if pid_alive "$STATE/gateway.pid"; then
     if http_ok "http://$GATEWAY_ADDR/api/v1/health"; then

@@ -61,7 +61,7 @@ enum TopicsCommand {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Print the configuration after all layers are applied, as TOML-like JSON.
+    /// Print the configuration after all layers are applied, as JSON (passwords redacted).
     Show,
 }
 
@@ -160,13 +160,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     }
                 };
                 println!(
-                    "{:<28} {:>10} {:>10} {:>14} {:<10} {:?}",
+                    "{:<28} {:>10} {:>10} {:>14} {:<10} {}",
                     spec.name,
                     parts,
                     spec.partitions,
                     ends,
                     spec.key_field.as_deref().unwrap_or("-"),
-                    spec.role
+                    serde_json::to_value(spec.role)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
                 );
             }
             Ok(std::process::ExitCode::SUCCESS)

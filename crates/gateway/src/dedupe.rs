@@ -8,7 +8,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tributary_kafka::Delivered;
@@ -49,8 +49,11 @@ pub enum Begin {
     Conflict,
 }
 
-/// Reports the outcome of a first write to the window and to any waiting duplicates.
+/// Reports the outcome of a first write to the window and to any waiting duplicates. Dropped
+/// without an outcome (the request was cancelled before its record reached librdkafka), it
+/// forgets the id, so nothing waits forever and a retry writes.
 pub struct Guard {
+    shards: Arc<[Mutex<Shard>]>,
     tx: watch::Sender<Outcome>,
     key: String,
     shard: usize,
@@ -61,7 +64,7 @@ pub struct Guard {
 
 /// The window itself; cheap to share behind an `Arc`.
 pub struct Dedupe {
-    shards: Vec<Mutex<Shard>>,
+    shards: Arc<[Mutex<Shard>]>,
     window: Duration,
     max_per_shard: usize,
 }
@@ -76,7 +79,7 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
 impl Dedupe {
     pub fn new(window: Duration, max_entries: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect::<Vec<_>>().into(),
             window,
             max_per_shard: max_entries.div_ceil(SHARDS).max(1),
         }
@@ -97,8 +100,7 @@ impl Dedupe {
     }
 
     fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, Shard> {
-        // A panic while holding a shard leaves consistent data (every mutation is one step).
-        self.shards[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.shards[i])
     }
 
     /// Looks `event_id` up on `topic` and, when it is new, reserves it.
@@ -128,36 +130,26 @@ impl Dedupe {
         let (tx, rx) = watch::channel(None);
         s.map.insert(key.clone(), Entry::Pending { fingerprint, rx, at: now });
         s.order.push_back((key.clone(), now));
-        Begin::New(Guard { tx, key, shard, at: now, fingerprint, done: false })
-    }
-
-    /// Records the outcome of a first write: remembered on success, forgotten on failure so a
-    /// retry writes again.
-    pub fn complete(&self, mut guard: Guard, outcome: Result<Delivered, ()>) {
-        guard.done = true;
-        let mut s = self.lock(guard.shard);
-        let ours = s.map.get(&guard.key).is_some_and(|e| e.at() == guard.at);
-        if ours {
-            match outcome {
-                Ok(delivered) => {
-                    s.map.insert(
-                        guard.key.clone(),
-                        Entry::Done { fingerprint: guard.fingerprint, delivered, at: guard.at },
-                    );
-                }
-                Err(()) => {
-                    s.map.remove(&guard.key);
-                }
-            }
-        }
-        drop(s);
-        guard.tx.send_replace(Some(outcome));
+        Begin::New(Guard {
+            shards: Arc::clone(&self.shards),
+            tx,
+            key,
+            shard,
+            at: now,
+            fingerprint,
+            done: false,
+        })
     }
 
     fn expire(&self, s: &mut Shard, now: Instant) {
         while let Some((key, at)) = s.order.front() {
             let expired = now.duration_since(*at) > self.window;
             if !expired && s.order.len() <= self.max_per_shard {
+                break;
+            }
+            // A write still in flight keeps its slot (and everything behind it) until it is
+            // settled: it takes at most the produce timeout, far less than any sane window.
+            if s.map.get(key).is_some_and(|e| e.at() == *at && matches!(e, Entry::Pending { .. })) {
                 break;
             }
             let (key, at) = (key.clone(), *at);
@@ -181,11 +173,43 @@ impl Dedupe {
     }
 }
 
+/// A panic while holding a shard leaves consistent data (every mutation is one step).
+fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Guard {
+    /// Records the outcome of a first write: remembered on success, forgotten on failure so a
+    /// retry writes again.
+    pub fn complete(mut self, outcome: Result<Delivered, ()>) {
+        self.done = true;
+        self.settle(outcome);
+    }
+
+    fn settle(&self, outcome: Result<Delivered, ()>) {
+        let mut s = lock(&self.shards[self.shard]);
+        let ours = s.map.get(&self.key).is_some_and(|e| e.at() == self.at);
+        if ours {
+            match outcome {
+                Ok(delivered) => {
+                    let entry =
+                        Entry::Done { fingerprint: self.fingerprint, delivered, at: self.at };
+                    s.map.insert(self.key.clone(), entry);
+                }
+                Err(()) => {
+                    s.map.remove(&self.key);
+                }
+            }
+        }
+        drop(s);
+        self.tx.send_replace(Some(outcome));
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         if !self.done {
-            // The writer vanished (a panic): waiters must not hang.
-            self.tx.send_replace(Some(Err(())));
+            self.settle(Err(()));
         }
     }
 }
@@ -201,7 +225,7 @@ mod tests {
         let d = Dedupe::new(Duration::from_secs(60), 100);
         let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("first sight must be new") };
         assert!(matches!(d.begin("t", "e1", 7), Begin::InFlight(_)));
-        d.complete(g, Ok(D));
+        g.complete(Ok(D));
         assert!(matches!(d.begin("t", "e1", 7), Begin::Duplicate(x) if x == D));
         assert!(matches!(d.begin("t", "e1", 8), Begin::Conflict));
         assert!(matches!(d.begin("other", "e1", 7), Begin::New(_)), "topics are separate");
@@ -211,7 +235,7 @@ mod tests {
     fn failures_are_forgotten_so_retries_write() {
         let d = Dedupe::new(Duration::from_secs(60), 100);
         let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("new") };
-        d.complete(g, Err(()));
+        g.complete(Err(()));
         assert!(matches!(d.begin("t", "e1", 7), Begin::New(_)));
     }
 
@@ -220,23 +244,33 @@ mod tests {
         let d = Dedupe::new(Duration::from_secs(60), 100);
         let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("new") };
         let Begin::InFlight(mut rx) = d.begin("t", "e1", 7) else { panic!("in flight") };
-        d.complete(g, Ok(D));
+        g.complete(Ok(D));
         let seen = *rx.wait_for(Option::is_some).await.expect("sender kept");
         assert_eq!(seen, Some(Ok(D)));
+    }
+
+    #[test]
+    fn a_dropped_guard_forgets_the_id_and_releases_waiters() {
+        let d = Dedupe::new(Duration::from_secs(60), 100);
+        let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("new") };
+        let Begin::InFlight(rx) = d.begin("t", "e1", 7) else { panic!("in flight") };
+        drop(g);
+        assert_eq!(*rx.borrow(), Some(Err(())));
+        assert!(matches!(d.begin("t", "e1", 7), Begin::New(_)), "a retry writes");
     }
 
     #[test]
     fn window_expires_and_count_is_bounded() {
         let d = Dedupe::new(Duration::from_millis(0), 100);
         let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("new") };
-        d.complete(g, Ok(D));
+        g.complete(Ok(D));
         std::thread::sleep(Duration::from_millis(2));
         assert!(matches!(d.begin("t", "e1", 7), Begin::New(_)), "expired");
 
         let d = Dedupe::new(Duration::from_secs(600), SHARDS); // one per shard
         for i in 0..10_000 {
             if let Begin::New(g) = d.begin("t", &format!("e{i}"), 1) {
-                d.complete(g, Ok(D));
+                g.complete(Ok(D));
             }
         }
         assert!(d.len() <= 2 * SHARDS, "bounded, got {}", d.len());

@@ -12,7 +12,7 @@ use axum::Json;
 use chrono::{SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tributary_core::{Event, TopicSpec};
 use tributary_kafka::reader::{read_latest, ConsumedRecord};
 use tributary_kafka::{Delivered, OutgoingRecord};
@@ -153,65 +153,116 @@ enum Written {
     Duplicate(Delivered),
 }
 
+/// A write that has been started: answered already, or waiting for Kafka.
+enum Started {
+    /// A retry answered from the dedupe window.
+    Answered(Written),
+    /// Handed to librdkafka; a task of its own waits for the broker and settles the window, so
+    /// neither a client hanging up nor the request deadline can leave the window unsettled.
+    Waiting(tokio::task::JoinHandle<Result<Delivered, tributary_kafka::KafkaError>>),
+    /// The same event is being written by another request; its outcome is ours.
+    InFlight(tokio::sync::watch::Receiver<crate::dedupe::Outcome>),
+}
+
 impl AppState {
-    /// Writes one event through the dedupe window. The write runs in its own task, so a client
-    /// that hangs up cannot cancel it half-way and leave the window without its outcome.
-    async fn write(&self, topic: &str, p: Prepared) -> Result<Written, ApiError> {
+    /// Starts writing one event: consults the dedupe window and hands the record to
+    /// librdkafka. Events started one after another keep that order on their partition.
+    async fn start_write(
+        &self,
+        topic: &str,
+        p: Prepared,
+        deadline: Instant,
+    ) -> Result<Started, ApiError> {
         let guard = match self.inner.dedupe.begin(topic, &p.event_id, p.fingerprint) {
-            Begin::Duplicate(d) => return Ok(Written::Duplicate(d)),
+            Begin::Duplicate(d) => return Ok(Started::Answered(Written::Duplicate(d))),
             Begin::Conflict => return Err(ApiError::EventIdConflict(p.event_id)),
-            Begin::InFlight(mut rx) => {
-                let outcome = rx.wait_for(Option::is_some).await.map(|o| *o).ok().flatten();
-                return match outcome {
-                    Some(Ok(d)) => Ok(Written::Duplicate(d)),
-                    _ => Err(ApiError::Unavailable {
-                        message: format!(
-                            "the first write of event_id {:?} failed; retry",
-                            p.event_id
-                        ),
-                        retry_after_secs: self.inner.config.retry_after_secs,
-                    }),
-                };
-            }
+            Begin::InFlight(rx) => return Ok(Started::InFlight(rx)),
             Begin::New(guard) => guard,
         };
+        let ingest = Utc::now();
+        let ingest_text = ingest.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let headers: [(&str, &[u8]); 3] = [
+            ("event_type", p.event_type.as_bytes()),
+            ("ingest_time", ingest_text.as_bytes()),
+            ("content_type", b"application/json"),
+        ];
+        let record = OutgoingRecord {
+            topic,
+            key: p.key.as_deref().map(str::as_bytes),
+            value: &p.value,
+            headers: &headers,
+            timestamp_ms: Some(ingest.timestamp_millis()),
+        };
+        let m = self.metrics_for(topic);
+        let pending = match self.inner.producer.enqueue(record, deadline).await {
+            Ok(pending) => pending,
+            Err(e) => {
+                m.failed(e.class, 1);
+                guard.complete(Err(()));
+                return Err(self.unavailable(&e));
+            }
+        };
         let state = self.clone();
-        let topic_owned = topic.to_owned();
-        let task = tokio::spawn(async move {
-            let ingest = Utc::now();
-            let ingest_text = ingest.to_rfc3339_opts(SecondsFormat::Millis, true);
-            let headers: [(&str, &[u8]); 3] = [
-                ("event_type", p.event_type.as_bytes()),
-                ("ingest_time", ingest_text.as_bytes()),
-                ("content_type", b"application/json"),
-            ];
-            let record = OutgoingRecord {
-                topic: &topic_owned,
-                key: p.key.as_deref().map(str::as_bytes),
-                value: &p.value,
-                headers: &headers,
-                timestamp_ms: Some(ingest.timestamp_millis()),
-            };
-            let result = state.inner.producer.send(record).await;
-            let m = state.metrics_for(&topic_owned);
+        let topic = topic.to_owned();
+        Ok(Started::Waiting(tokio::spawn(async move {
+            let result = pending.wait().await;
+            let m = state.metrics_for(&topic);
             match &result {
                 Ok(d) => {
                     m.written(1);
-                    state.inner.dedupe.complete(guard, Ok(*d));
+                    guard.complete(Ok(*d));
                 }
                 Err(e) => {
                     m.failed(e.class, 1);
-                    tracing::warn!(topic = %topic_owned, error = %e, "write not acknowledged");
-                    state.inner.dedupe.complete(guard, Err(()));
+                    tracing::warn!(topic = %topic, error = %e, "write not acknowledged");
+                    guard.complete(Err(()));
                 }
             }
             result
-        });
-        match task.await {
-            Ok(Ok(d)) => Ok(Written::New(d)),
-            Ok(Err(e)) => Err(self.unavailable(&e)),
-            Err(e) => Err(ApiError::Internal(format!("write task failed: {e}"))),
+        })))
+    }
+
+    /// Waits for a started write, until `deadline` at most.
+    async fn finish_write(&self, started: Started, deadline: Instant) -> Result<Written, ApiError> {
+        let retry_after_secs = self.inner.config.retry_after_secs;
+        let late = || {
+            ApiError::Unavailable {
+            message: format!(
+                "kafka did not acknowledge the write within {} ms; retrying with the same event_id is safe",
+                self.inner.config.produce_timeout_ms
+            ),
+            retry_after_secs,
         }
+        };
+        match started {
+            Started::Answered(w) => Ok(w),
+            Started::Waiting(task) => match tokio::time::timeout_at(deadline.into(), task).await {
+                Err(_) => Err(late()),
+                Ok(Err(e)) => Err(ApiError::Internal(format!("write task failed: {e}"))),
+                Ok(Ok(Ok(d))) => Ok(Written::New(d)),
+                Ok(Ok(Err(e))) => Err(self.unavailable(&e)),
+            },
+            Started::InFlight(mut rx) => {
+                let outcome = tokio::time::timeout_at(deadline.into(), async {
+                    rx.wait_for(Option::is_some).await.map(|o| *o)
+                })
+                .await;
+                match outcome {
+                    Ok(Ok(Some(Ok(d)))) => Ok(Written::Duplicate(d)),
+                    Err(_) => Err(late()),
+                    _ => Err(ApiError::Unavailable {
+                        message: "an earlier request with this event_id failed to write; retry"
+                            .to_owned(),
+                        retry_after_secs,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The deadline of a write that starts now.
+    fn write_deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.inner.config.produce_timeout_ms)
     }
 }
 
@@ -248,7 +299,9 @@ pub async fn publish(
     .await
     .inspect_err(|e| m.rejected(e.status_and_code().1))?;
     let event_id = prepared.event_id.clone();
-    let (status, code, d) = match state.write(&spec.name, prepared).await? {
+    let deadline = state.write_deadline();
+    let started = state.start_write(&spec.name, prepared, deadline).await?;
+    let (status, code, d) = match state.finish_write(started, deadline).await? {
         Written::New(d) => (StatusCode::CREATED, "accepted", d),
         Written::Duplicate(d) => {
             m.duplicate(1);
@@ -302,51 +355,44 @@ pub async fn publish_batch(
         return Err(ApiError::BatchTooLarge { count: items.len(), limit });
     }
     let m = state.metrics_for(&spec.name);
+    let deadline = state.write_deadline();
     let mut results: Vec<Option<BatchItem>> = vec![None; items.len()];
-    let mut writes = Vec::with_capacity(items.len());
+    let mut started = Vec::with_capacity(items.len());
+    // Start every write in array order (so same-key events keep their order on the
+    // partition), then wait for all of them together.
     for (index, item) in items.into_iter().enumerate() {
-        match prepare(spec, item) {
+        let outcome = match prepare(spec, item) {
             Ok(p) => {
                 let id = p.event_id.clone();
-                let st = &state;
-                let topic = spec.name.as_str();
-                writes.push(async move { (index, id, st.write(topic, p).await) });
+                match state.start_write(&spec.name, p, deadline).await {
+                    Ok(s) => {
+                        started.push((index, id, s));
+                        continue;
+                    }
+                    Err(e) => (Some(id), e),
+                }
             }
             Err(e) => {
                 m.rejected(e.status_and_code().1);
-                results[index] = Some(BatchItem {
-                    index,
-                    status: "rejected".into(),
-                    event_id: None,
-                    partition: None,
-                    offset: None,
-                    error: Some(e.body()),
-                });
+                (None, e)
             }
-        }
+        };
+        results[index] = Some(error_item(index, outcome.0, &outcome.1));
     }
-    // All writes are queued before any is awaited, so librdkafka batches them.
-    for (index, id, outcome) in futures::future::join_all(writes).await {
-        let item = match outcome {
+    let finished = futures::future::join_all(started.into_iter().map(|(index, id, s)| {
+        let state = &state;
+        async move { (index, id, state.finish_write(s, deadline).await) }
+    }))
+    .await;
+    for (index, id, outcome) in finished {
+        results[index] = Some(match outcome {
             Ok(Written::New(d)) => ok_item(index, id, "accepted", d),
             Ok(Written::Duplicate(d)) => {
                 m.duplicate(1);
                 ok_item(index, id, "duplicate", d)
             }
-            Err(e) => {
-                let status =
-                    if matches!(e, ApiError::EventIdConflict(_)) { "rejected" } else { "failed" };
-                BatchItem {
-                    index,
-                    status: status.into(),
-                    event_id: Some(id),
-                    partition: None,
-                    offset: None,
-                    error: Some(e.body()),
-                }
-            }
-        };
-        results[index] = Some(item);
+            Err(e) => error_item(index, Some(id), &e),
+        });
     }
     let results: Vec<BatchItem> = results.into_iter().flatten().collect();
     let count = |s: &str| results.iter().filter(|r| r.status == s).count();
@@ -366,6 +412,20 @@ pub async fn publish_batch(
         return Ok(r);
     }
     Ok((StatusCode::OK, Json(resp)).into_response())
+}
+
+/// A batch result for an event that was not written: `failed` when Kafka was unavailable (a
+/// retry may succeed), `rejected` otherwise (a retry will not help).
+fn error_item(index: usize, event_id: Option<String>, e: &ApiError) -> BatchItem {
+    let status = if matches!(e, ApiError::Unavailable { .. }) { "failed" } else { "rejected" };
+    BatchItem {
+        index,
+        status: status.into(),
+        event_id,
+        partition: None,
+        offset: None,
+        error: Some(e.body()),
+    }
 }
 
 fn ok_item(index: usize, id: String, status: &str, d: Delivered) -> BatchItem {

@@ -31,7 +31,7 @@ pub struct HealthCache {
 pub struct Health {
     /// `ok` or `unavailable`.
     pub status: String,
-    /// `up` or `down`.
+    /// `up` when the broker answers and every catalog topic exists, else `down`.
     pub kafka: String,
     /// Brokers seen in the cluster metadata.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -57,13 +57,26 @@ pub async fn health(State(state): State<AppState>) -> Response {
         Some(r) => r,
         None => {
             let timeout = Duration::from_millis(state.inner.config.health_timeout_ms);
-            let r = state
-                .inner
-                .producer
-                .cluster_info(timeout)
-                .await
-                .map(|i| i.brokers)
-                .map_err(|e| e.to_string());
+            let r = match state.inner.producer.cluster_info(timeout).await {
+                Err(e) => Err(e.to_string()),
+                Ok(info) => {
+                    let missing: Vec<&str> = state
+                        .inner
+                        .catalog
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .filter(|name| !info.topics.iter().any(|t| t == name))
+                        .collect();
+                    if missing.is_empty() {
+                        Ok(info.brokers)
+                    } else {
+                        Err(format!(
+                            "catalog topics missing on the cluster: {}; create them with `tributary topics apply`",
+                            missing.join(", ")
+                        ))
+                    }
+                }
+            };
             metrics::gauge!(m::KAFKA_UP).set(if r.is_ok() { 1.0 } else { 0.0 });
             *state.inner.health.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                 Some((Instant::now(), r.clone()));

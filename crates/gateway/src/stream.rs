@@ -111,12 +111,16 @@ pub fn decode_token(topic: &str, token: &str) -> Result<BTreeMap<i32, i64>, Stri
     )
 )]
 pub async fn stream(
-    ws: WebSocketUpgrade,
     State(state): State<AppState>,
     Path(topic): Path<String>,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let spec = state.topic(&topic)?;
+    let ws = ws.map_err(|e| ApiError::BadRequest {
+        code: "websocket_upgrade_required",
+        message: format!("this endpoint speaks WebSocket only: {}", e.body_text()),
+    })?;
     let Query(q) = query
         .map_err(|e| ApiError::BadRequest { code: "invalid_parameter", message: e.body_text() })?;
     let start = match (&q.resume_token, q.from.as_deref()) {

@@ -118,6 +118,7 @@ async fn keys_land_where_the_java_client_puts_them() {
         let (_, _, p24) = JAVA_PARTITIONS.iter().find(|(k, _, _)| *k == key).expect("known key");
         assert_eq!(m.partition(), *p24, "Java put {key:?} on {}", m.partition());
     }
+    common::delete_topics(&gw.bootstrap, &[&java_topic]).await;
     gw.shutdown().await;
 }
 
@@ -207,6 +208,29 @@ async fn batch_rejects_bad_events_one_by_one_and_writes_the_good_ones() {
             let v: Value = serde_json::from_slice(m.payload().expect("value")).expect("json");
             assert_eq!(v["event_id"], r["event_id"]);
         }
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_the_order_of_same_key_events() {
+    let gw = TestGateway::start(|_| {}).await;
+    let batch: Vec<Value> = (0..300).map(|i| event(&format!("o{i}"), "one-user")).collect();
+    let r = gw
+        .http
+        .post(gw.url(&format!("/api/v1/events/{}/batch", gw.topics.click)))
+        .json(&batch)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 200);
+    let resp: Value = r.json().await.expect("json");
+    let results = resp["results"].as_array().expect("results");
+    assert_eq!(resp["accepted"], 300);
+    let partition = &results[0]["partition"];
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(&r["partition"], partition, "one key, one partition");
+        assert_eq!(r["offset"].as_i64(), Some(i as i64), "array order is log order");
     }
     gw.shutdown().await;
 }
@@ -421,5 +445,18 @@ async fn metrics_health_and_openapi_describe_the_service() {
         assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");
     }
     assert!(doc["components"]["schemas"]["EventResponse"].is_object());
+
+    // A catalog topic missing on the cluster makes the gateway unhealthy, and says which.
+    common::delete_topics(&gw.bootstrap, &[&gw.topics.tx]).await;
+    let reason = tributary_test_support::wait_for(
+        "health to notice the missing topic",
+        Duration::from_secs(15),
+        || async {
+            let (status, h) = gw.get("/api/v1/health").await;
+            (status == 503).then(|| h["reason"].as_str().unwrap_or_default().to_owned())
+        },
+    )
+    .await;
+    assert!(reason.contains(&gw.topics.tx) && reason.contains("topics apply"), "{reason}");
     gw.shutdown().await;
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::util::Timeout;
@@ -132,7 +134,8 @@ impl TestGateway {
         end_offsets(&self.bootstrap, topic)
     }
 
-    /// Stops the server and waits for it to finish.
+    /// Stops the server, waits for it to finish, and deletes the test's topics so a shared
+    /// broker does not fill up with them.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -140,6 +143,8 @@ impl TestGateway {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server result");
         }
+        let t = &self.topics;
+        delete_topics(&self.bootstrap, &[&t.iot, &t.click, &t.tx, &t.dlq]).await;
     }
 }
 
@@ -152,6 +157,16 @@ pub fn event(id: &str, user: &str) -> Value {
         "user_id": user,
         "payload": {"url": "/home", "n": 1}
     })
+}
+
+/// Deletes topics, ignoring failures (cleanup only).
+pub async fn delete_topics(bootstrap: &str, topics: &[&str]) {
+    let admin: Option<AdminClient<DefaultClientContext>> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().ok();
+    if let Some(admin) = admin {
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let _ = admin.delete_topics(topics, &opts).await;
+    }
 }
 
 fn consumer(bootstrap: &str) -> BaseConsumer {

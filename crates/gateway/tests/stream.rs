@@ -143,6 +143,12 @@ async fn bad_stream_requests_are_refused_before_the_upgrade() {
             Err(e) => panic!("{path}: unexpected error {e}"),
         }
     }
+    // A plain HTTP request gets the JSON error format too.
+    let r = reqwest::get(format!("http://{}/api/v1/stream/{}", gw.addr, gw.topics.click))
+        .await
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<Value>().await.expect("JSON")["error"], "websocket_upgrade_required");
     // A token for another topic is refused too.
     let mut ws = connect(&gw, &gw.topics.tx, "from=latest").await;
     let token = expect_frame(&mut ws).await["resume_token"].as_str().expect("token").to_owned();

@@ -22,7 +22,10 @@ pub struct KafkaConfig {
     pub ssl_ca_location: Option<String>,
     /// Client id reported to the brokers (shows up in broker logs and quotas).
     pub client_id: String,
-    /// Extra librdkafka properties applied last, for settings Tributary has no field for.
+    /// Extra librdkafka properties, for settings Tributary has no field for (for example
+    /// `linger.ms`, `batch.size`, `compression.type`). They cannot weaken the guarantees:
+    /// `acks`, `enable.idempotence`, `max.in.flight.requests.per.connection`, `partitioner`,
+    /// `isolation.level` and `enable.auto.commit` always keep Tributary's values.
     pub extra: BTreeMap<String, String>,
 }
 
@@ -90,17 +93,18 @@ impl KafkaConfig {
     /// the Java client's murmur2 partitioner so keys land where Java producers put them.
     pub fn producer(&self, tuning: ProducerTuning) -> ClientConfig {
         let mut c = self.base();
-        c.set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("max.in.flight.requests.per.connection", "5")
-            .set("compression.type", "snappy")
+        c.set("compression.type", "snappy")
             .set("linger.ms", tuning.linger_ms.to_string())
-            .set("partitioner", "murmur2_random")
             .set("message.timeout.ms", tuning.delivery_timeout_ms.to_string())
             .set("request.timeout.ms", tuning.delivery_timeout_ms.clamp(1_000, 30_000).to_string());
         for (k, v) in &self.extra {
             c.set(k, v);
         }
+        // The guarantees other tools rely on, set last so nothing overrides them.
+        c.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("partitioner", "murmur2_random");
         c
     }
 
@@ -109,20 +113,18 @@ impl KafkaConfig {
     /// `group_id` is `None` for readers that assign partitions themselves.
     pub fn consumer(&self, group_id: Option<&str>) -> ClientConfig {
         let mut c = self.base();
-        c.set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
+        c.set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             // librdkafka has no max.poll.records; bound the prefetch queue instead.
-            .set("queued.min.messages", "500");
-        if let Some(g) = group_id {
-            c.set("group.id", g);
-        } else {
-            // librdkafka wants a group id even for assign(); it is never joined or committed.
-            c.set("group.id", "tributary-reader");
-        }
+            .set("queued.min.messages", "500")
+            // librdkafka wants a group id even for assign(); readers never join or commit it.
+            .set("group.id", group_id.unwrap_or("tributary-reader"));
         for (k, v) in &self.extra {
             c.set(k, v);
+        }
+        c.set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+        if let Some(g) = group_id {
+            c.set("group.id", g);
         }
         c
     }
@@ -168,13 +170,23 @@ mod tests {
             sasl_mechanism: Some("SCRAM-SHA-512".into()),
             sasl_username: Some("u".into()),
             sasl_password: Some("p".into()),
-            extra: [("linger.ms".to_owned(), "50".to_owned())].into(),
+            extra: [
+                ("linger.ms".to_owned(), "50".to_owned()),
+                ("acks".to_owned(), "1".to_owned()),
+                ("enable.idempotence".to_owned(), "false".to_owned()),
+                ("isolation.level".to_owned(), "read_uncommitted".to_owned()),
+            ]
+            .into(),
             ..KafkaConfig::default()
         };
         let c = cfg.producer(ProducerTuning::default());
         assert_eq!(get(&c, "security.protocol"), Some("sasl_ssl"));
         assert_eq!(get(&c, "sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(get(&c, "sasl.username"), Some("u"));
-        assert_eq!(get(&c, "linger.ms"), Some("50"), "extra wins over defaults");
+        assert_eq!(get(&c, "linger.ms"), Some("50"), "extra tunes what it may");
+        assert_eq!(get(&c, "acks"), Some("all"), "extra cannot weaken acks");
+        assert_eq!(get(&c, "enable.idempotence"), Some("true"));
+        let c = cfg.consumer(None);
+        assert_eq!(get(&c, "isolation.level"), Some("read_committed"));
     }
 }

@@ -14,21 +14,24 @@ pub enum ErrorClass {
 }
 
 /// A Kafka operation that failed, with its class and the librdkafka error.
+///
+/// The librdkafka error is part of the message (API clients see it) and deliberately not a
+/// `source`, so error chains do not print it twice.
 #[derive(Debug, thiserror::Error)]
-#[error("{what}: {source}")]
+#[error("{what}: {cause}")]
 pub struct KafkaError {
     /// What was being attempted, for example `producing to events.clickstream`.
     pub what: String,
     /// What the caller should do about it.
     pub class: ErrorClass,
-    #[source]
-    pub source: RdError,
+    /// The librdkafka error.
+    pub cause: RdError,
 }
 
 impl KafkaError {
     /// Wraps a librdkafka error with what was being attempted.
-    pub fn new(what: impl Into<String>, source: RdError) -> Self {
-        Self { what: what.into(), class: classify(&source), source }
+    pub fn new(what: impl Into<String>, cause: RdError) -> Self {
+        Self { what: what.into(), class: classify(&cause), cause }
     }
 }
 
@@ -67,14 +70,14 @@ pub fn classify(err: &RdError) -> ErrorClass {
         | Code::UnknownTopic
         | Code::Resolve
         | Code::WaitCache
-        | Code::PolicyViolation
         | Code::KafkaStorageError => ErrorClass::Unavailable,
         Code::MessageSizeTooLarge
         | Code::InvalidMessageSize
         | Code::InvalidTopic
         | Code::TopicAuthorizationFailed
         | Code::InvalidRecord
-        | Code::InvalidTimestamp => ErrorClass::Rejected,
+        | Code::InvalidTimestamp
+        | Code::PolicyViolation => ErrorClass::Rejected,
         _ => ErrorClass::Internal,
     }
 }

@@ -14,4 +14,4 @@ pub mod reader;
 pub use admin::{apply_topics, describe_topics, ApplyOutcome, TopicState};
 pub use config::{KafkaConfig, ProducerTuning};
 pub use error::{classify, ErrorClass, KafkaError};
-pub use producer::{Delivered, EventProducer, OutgoingRecord};
+pub use producer::{Delivered, EventProducer, OutgoingRecord, PendingDelivery};

@@ -4,9 +4,10 @@ use crate::config::{KafkaConfig, ProducerTuning};
 use crate::error::KafkaError;
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where the broker put a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +28,37 @@ pub struct OutgoingRecord<'a> {
     pub timestamp_ms: Option<i64>,
 }
 
+/// A record in librdkafka's hands; [`PendingDelivery::wait`] gives the broker's answer, at
+/// the latest when the producer's delivery timeout expires.
+pub struct PendingDelivery {
+    delivery: DeliveryFuture,
+    topic: String,
+}
+
+impl std::fmt::Debug for PendingDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingDelivery").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+impl PendingDelivery {
+    /// Waits for the broker's acknowledgement or the delivery failure.
+    pub async fn wait(self) -> Result<Delivered, KafkaError> {
+        let what = || format!("producing to {}", self.topic);
+        match self.delivery.await {
+            Ok(Ok(d)) => Ok(Delivered { partition: d.partition, offset: d.offset }),
+            Ok(Err((e, _))) => Err(KafkaError::new(what(), e)),
+            Err(_) => Err(KafkaError::new(what(), RdError::Canceled)),
+        }
+    }
+}
+
 /// Brokers a metadata request could see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterInfo {
     pub brokers: usize,
-    pub topics: usize,
+    /// Names of the topics that exist, without errors.
+    pub topics: Vec<String>,
 }
 
 /// Idempotent `acks=all` producer configured as the spec says.
@@ -57,9 +84,13 @@ impl EventProducer {
         Ok(Self { inner, tuning })
     }
 
-    /// Writes one record and waits for the broker's acknowledgement, or for the delivery
-    /// timeout, whichever comes first.
-    pub async fn send(&self, record: OutgoingRecord<'_>) -> Result<Delivered, KafkaError> {
+    /// Hands one record to librdkafka, waiting for room in its queue until `deadline` at most.
+    /// Records enqueued one after another keep that order on their partition.
+    pub async fn enqueue(
+        &self,
+        record: OutgoingRecord<'_>,
+        deadline: Instant,
+    ) -> Result<PendingDelivery, KafkaError> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (name, value) in record.headers {
             headers = headers.insert(Header { key: name, value: Some(*value) });
@@ -72,12 +103,30 @@ impl EventProducer {
         if let Some(ts) = record.timestamp_ms {
             fr = fr.timestamp(ts);
         }
-        // A full local queue waits at most as long as a delivery may take.
-        let queue_timeout = Duration::from_millis(self.tuning.delivery_timeout_ms);
-        match self.inner.send(fr, Timeout::After(queue_timeout)).await {
-            Ok(d) => Ok(Delivered { partition: d.partition, offset: d.offset }),
-            Err((e, _)) => Err(KafkaError::new(format!("producing to {}", record.topic), e)),
+        loop {
+            match self.inner.send_result(fr) {
+                Ok(delivery) => {
+                    return Ok(PendingDelivery { delivery, topic: record.topic.to_owned() })
+                }
+                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
+                    // librdkafka's queue is full: the broker is slow or gone. Wait for room.
+                    fr = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => {
+                    return Err(KafkaError::new(format!("producing to {}", record.topic), e))
+                }
+            }
         }
+    }
+
+    /// Writes one record and waits for the broker's acknowledgement, or for the delivery
+    /// timeout, whichever comes first.
+    pub async fn send(&self, record: OutgoingRecord<'_>) -> Result<Delivered, KafkaError> {
+        let deadline = Instant::now() + Duration::from_millis(self.tuning.delivery_timeout_ms);
+        self.enqueue(record, deadline).await?.wait().await
     }
 
     /// Asks a broker for cluster metadata, within `timeout`. Used by health checks.
@@ -92,10 +141,16 @@ impl EventProducer {
         if md.brokers().is_empty() {
             return Err(KafkaError::new(
                 "fetching cluster metadata",
-                RdError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::AllBrokersDown),
+                RdError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown),
             ));
         }
-        Ok(ClusterInfo { brokers: md.brokers().len(), topics: md.topics().len() })
+        let topics = md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.name().to_owned())
+            .collect();
+        Ok(ClusterInfo { brokers: md.brokers().len(), topics })
     }
 
     /// Waits until every queued record is delivered or failed, at most `timeout`.

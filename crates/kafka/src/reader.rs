@@ -55,14 +55,27 @@ pub enum StartAt {
     Offsets(BTreeMap<i32, i64>),
 }
 
-/// Low and high watermarks of every partition of `topic`, `read_committed`.
+/// Time left until `deadline`, as a librdkafka timeout; an error once it has passed.
+fn left(deadline: Instant, what: &str) -> Result<Timeout, KafkaError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(KafkaError::new(
+            what.to_owned(),
+            RdError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut),
+        ));
+    }
+    Ok(Timeout::After(left))
+}
+
+/// Low and high watermarks of every partition of `topic`, all within one `deadline`.
 fn watermarks(
     consumer: &BaseConsumer,
     topic: &str,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    let what = format!("fetching offsets of {topic}");
     let md = consumer
-        .fetch_metadata(Some(topic), Timeout::After(timeout))
+        .fetch_metadata(Some(topic), left(deadline, &what)?)
         .map_err(|e| KafkaError::new(format!("fetching metadata of {topic}"), e))?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
         return Err(KafkaError::new(
@@ -80,7 +93,7 @@ fn watermarks(
         .iter()
         .map(|p| {
             let (low, high) =
-                consumer.fetch_watermarks(topic, p.id(), Timeout::After(timeout)).map_err(|e| {
+                consumer.fetch_watermarks(topic, p.id(), left(deadline, &what)?).map_err(|e| {
                     KafkaError::new(format!("fetching offsets of {topic}/{}", p.id()), e)
                 })?;
             Ok((p.id(), low, high))
@@ -101,7 +114,7 @@ pub fn read_latest(
     cc.set("enable.partition.eof", "true").set("fetch.wait.max.ms", "50");
     let consumer: BaseConsumer =
         cc.create().map_err(|e| KafkaError::new("creating a reader", e))?;
-    let marks = watermarks(&consumer, topic, timeout)?;
+    let marks = watermarks(&consumer, topic, deadline)?;
     let mut tpl = TopicPartitionList::new();
     let mut pending = 0usize;
     let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -170,7 +183,7 @@ pub fn positioned_reader(
             .consumer(None)
             .create()
             .map_err(|e| KafkaError::new("creating a metadata client", e))?;
-        watermarks(&probe, topic, timeout)?
+        watermarks(&probe, topic, Instant::now() + timeout)?
     };
     let mut positions = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
