@@ -163,6 +163,21 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
+    fn environment_strings_that_look_like_numbers_stay_strings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TRIBUTARY_KAFKA__SASL_PASSWORD", "123456");
+            jail.set_env("TRIBUTARY_KAFKA__CLIENT_ID", "true");
+            jail.set_env("TRIBUTARY_GATEWAY__MAX_BODY_BYTES", "2048");
+            let c = load_with_env(None, &FlagOverrides::default(), settings_env()).expect("load");
+            assert_eq!(c.kafka.sasl_password.as_deref(), Some("123456"));
+            assert_eq!(c.kafka.client_id, "true");
+            assert_eq!(c.gateway.max_body_bytes, 2048);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_keys_and_bad_catalogs_are_errors() {
         let (path, _rm) = file("[gateway]\nlisen = \"x\"\n");
         let err = load(Some(&path), &FlagOverrides::default()).expect_err("typo");

@@ -9,23 +9,31 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Comma-separated `host:port` list of bootstrap brokers.
+    #[serde(deserialize_with = "text")]
     pub bootstrap_servers: String,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[serde(deserialize_with = "text")]
     pub security_protocol: String,
     /// SASL mechanism when SASL is on: `SCRAM-SHA-512` (MSK), `SCRAM-SHA-256` or `PLAIN`.
+    #[serde(deserialize_with = "opt_text")]
     pub sasl_mechanism: Option<String>,
     /// SASL user name.
+    #[serde(deserialize_with = "opt_text")]
     pub sasl_username: Option<String>,
     /// SASL password; prefer the environment variable `TRIBUTARY_KAFKA__SASL_PASSWORD`.
+    #[serde(deserialize_with = "opt_text")]
     pub sasl_password: Option<String>,
     /// PEM file with the CA certificates that sign the brokers' certificates.
+    #[serde(deserialize_with = "opt_text")]
     pub ssl_ca_location: Option<String>,
     /// Client id reported to the brokers (shows up in broker logs and quotas).
+    #[serde(deserialize_with = "text")]
     pub client_id: String,
     /// Extra librdkafka properties, for settings Tributary has no field for (for example
     /// `linger.ms`, `batch.size`, `compression.type`). They cannot weaken the guarantees:
     /// `acks`, `enable.idempotence`, `max.in.flight.requests.per.connection`, `partitioner`,
     /// `isolation.level` and `enable.auto.commit` always keep Tributary's values.
+    #[serde(deserialize_with = "text_map")]
     pub extra: BTreeMap<String, String>,
 }
 
@@ -42,6 +50,42 @@ impl Default for KafkaConfig {
             extra: BTreeMap::new(),
         }
     }
+}
+
+/// A setting that is text to librdkafka. Environment variables are parsed as values, so
+/// `TRIBUTARY_KAFKA__SASL_PASSWORD=123456` arrives as a number; take it back as text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Text {
+    Str(String),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl From<Text> for String {
+    fn from(t: Text) -> Self {
+        match t {
+            Text::Str(s) => s,
+            Text::Int(n) => n.to_string(),
+            Text::Uint(n) => n.to_string(),
+            Text::Float(n) => n.to_string(),
+            Text::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Text::deserialize(d).map(String::from)
+}
+
+fn opt_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<Text>::deserialize(d)?.map(String::from))
+}
+
+fn text_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    Ok(BTreeMap::<String, Text>::deserialize(d)?.into_iter().map(|(k, v)| (k, v.into())).collect())
 }
 
 /// Producer knobs that callers may tune; everything else is fixed by the spec.
