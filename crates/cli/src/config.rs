@@ -65,16 +65,24 @@ pub fn load(path: Option<&Path>, flags: &FlagOverrides) -> anyhow::Result<Config
     load_with_env(path, flags, settings_env())
 }
 
-/// `TRIBUTARY_<SECTION>__<KEY>` variables for the `kafka` and `gateway` sections. Other
-/// `TRIBUTARY_*` variables (`TRIBUTARY_CONFIG`, `TRIBUTARY_LOG`, `TRIBUTARY_CACHE`, ...) are
-/// not settings and are left alone.
+/// `TRIBUTARY_GATEWAY__<KEY>` variables, parsed as values (numbers, booleans, addresses).
+/// Other `TRIBUTARY_*` variables (`TRIBUTARY_CONFIG`, `TRIBUTARY_LOG`, `TRIBUTARY_CACHE`, ...)
+/// are not settings and are left alone; `TRIBUTARY_KAFKA__*` are read by [`kafka_env`].
 fn settings_env() -> Env {
     Env::prefixed("TRIBUTARY_")
-        .filter(|k| {
-            let k = k.as_str().to_ascii_lowercase();
-            k.starts_with("kafka__") || k.starts_with("gateway__")
-        })
+        .filter(|k| k.as_str().to_ascii_lowercase().starts_with("gateway__"))
         .split("__")
+}
+
+/// `TRIBUTARY_KAFKA__<KEY>` variables, taken as exact text: every Kafka setting is text to
+/// librdkafka, and a password such as `007` must not become the number 7.
+fn kafka_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix("TRIBUTARY_KAFKA__")?.to_ascii_lowercase();
+            Some((format!("kafka.{key}"), v))
+        })
+        .collect()
 }
 
 fn load_with_env(path: Option<&Path>, flags: &FlagOverrides, env: Env) -> anyhow::Result<Config> {
@@ -93,8 +101,11 @@ fn load_with_env(path: Option<&Path>, flags: &FlagOverrides, env: Env) -> anyhow
             }
         }
     }
+    let mut fig = fig.merge(env);
+    for (key, value) in kafka_env() {
+        fig = fig.merge(Serialized::default(&key, value));
+    }
     let config: Config = fig
-        .merge(env)
         .merge(Serialized::defaults(flags))
         .extract()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -166,11 +177,11 @@ mod tests {
     #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn environment_strings_that_look_like_numbers_stay_strings() {
         figment::Jail::expect_with(|jail| {
-            jail.set_env("TRIBUTARY_KAFKA__SASL_PASSWORD", "123456");
+            jail.set_env("TRIBUTARY_KAFKA__SASL_PASSWORD", "007");
             jail.set_env("TRIBUTARY_KAFKA__CLIENT_ID", "true");
             jail.set_env("TRIBUTARY_GATEWAY__MAX_BODY_BYTES", "2048");
             let c = load_with_env(None, &FlagOverrides::default(), settings_env()).expect("load");
-            assert_eq!(c.kafka.sasl_password.as_deref(), Some("123456"));
+            assert_eq!(c.kafka.sasl_password.as_deref(), Some("007"), "exactly as given");
             assert_eq!(c.kafka.client_id, "true");
             assert_eq!(c.gateway.max_body_bytes, 2048);
             Ok(())
