@@ -37,7 +37,10 @@ start_service() { # name, then the command
   local pidf="$STATE/$name.pid" logf="$STATE/logs/$name.log"
   mkdir -p "$STATE/logs"
   if pid_alive "$pidf"; then say "$name: already running (pid $(cat "$pidf"))"; return 0; fi
-  (cd "$ROOT" && setsid nohup "$@" >> "$logf" 2>&1 < /dev/null & echo $! > "$pidf")
+  # The service gets its own session and no file descriptor of ours, so `make up` returns at
+  # once (also when its output is piped) and the service outlives it; the pid file names the
+  # service itself.
+  (cd "$ROOT" || exit 1; setsid nohup "$@" >> "$logf" 2>&1 < /dev/null & echo $! > "$pidf")
 }
 
 stop_service() {

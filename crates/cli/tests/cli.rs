@@ -30,6 +30,16 @@ fn tributary(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A child process that is killed if the test fails before it exits.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn temp_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("tributary-cli-{}", tributary_test_support::random_suffix()))
 }
@@ -101,15 +111,17 @@ fn sigterm_lets_in_flight_writes_finish_then_exits_zero() {
         ),
     );
     assert_eq!(tributary(&config, &["topics", "apply"]).0, 0);
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .arg("gateway")
-        .env("TRIBUTARY_KAFKA__BOOTSTRAP_SERVERS", tributary_test_support::bootstrap())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting the gateway");
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("gateway")
+            .env("TRIBUTARY_KAFKA__BOOTSTRAP_SERVERS", tributary_test_support::bootstrap())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the gateway"),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while !http(&addr, "GET /api/v1/health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .starts_with("HTTP/1.1 200")
@@ -131,7 +143,7 @@ fn sigterm_lets_in_flight_writes_finish_then_exits_zero() {
     s.flush().expect("flush");
     std::thread::sleep(Duration::from_millis(300));
     let term =
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+        Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().expect("kill");
     assert!(term.success());
     std::thread::sleep(Duration::from_millis(500));
     s.write_all(tail.as_bytes()).expect("the in-flight request may finish sending");
@@ -142,7 +154,7 @@ fn sigterm_lets_in_flight_writes_finish_then_exits_zero() {
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
+        if let Some(status) = child.0.try_wait().expect("wait") {
             break status;
         }
         assert!(Instant::now() < deadline, "gateway did not exit after SIGTERM");

@@ -4,10 +4,13 @@
 //! Entries are sharded so concurrent requests rarely share a lock, bounded in time (the
 //! window) and in count (oldest forgotten first). A duplicate that arrives while the original
 //! is still being written waits for the original's outcome instead of writing again.
+//!
+//! An entry is keyed by a 128-bit hash of topic and event id rather than the strings, which
+//! keeps a remembered id near 100 bytes; two different ids collide with probability 2^-128.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -31,10 +34,31 @@ impl Entry {
     }
 }
 
+/// 128-bit hash of topic and event id.
+type Key = u128;
+
+/// Keys are hashes already: the map uses their low bits as they are.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
 #[derive(Default)]
 struct Shard {
-    map: HashMap<String, Entry>,
-    order: VecDeque<(String, Instant)>,
+    map: HashMap<Key, Entry, BuildHasherDefault<KeyHasher>>,
+    order: VecDeque<(Key, Instant)>,
 }
 
 /// What to do with an event, given what the window remembers.
@@ -55,7 +79,7 @@ pub enum Begin {
 pub struct Guard {
     shards: Arc<[Mutex<Shard>]>,
     tx: watch::Sender<Outcome>,
-    key: String,
+    key: Key,
     shard: usize,
     at: Instant,
     fingerprint: u64,
@@ -85,18 +109,18 @@ impl Dedupe {
         }
     }
 
-    fn key(topic: &str, event_id: &str) -> String {
-        let mut k = String::with_capacity(topic.len() + event_id.len() + 1);
-        k.push_str(topic);
-        k.push('\u{0}');
-        k.push_str(event_id);
-        k
+    fn key(topic: &str, event_id: &str) -> Key {
+        // Two independent 64-bit SipHashes; `str` hashing ends each string with a marker, so
+        // ("ab", "c") and ("a", "bc") differ.
+        let mut a = DefaultHasher::new();
+        (topic, event_id).hash(&mut a);
+        let mut b = DefaultHasher::new();
+        (0x5eed_u32, topic, event_id).hash(&mut b);
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
     }
 
-    fn shard_of(key: &str) -> usize {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        (h.finish() as usize) % SHARDS
+    fn shard_of(key: Key) -> usize {
+        ((key >> 64) as usize) % SHARDS
     }
 
     fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, Shard> {
@@ -106,7 +130,7 @@ impl Dedupe {
     /// Looks `event_id` up on `topic` and, when it is new, reserves it.
     pub fn begin(&self, topic: &str, event_id: &str, fingerprint: u64) -> Begin {
         let key = Self::key(topic, event_id);
-        let shard = Self::shard_of(&key);
+        let shard = Self::shard_of(key);
         let now = Instant::now();
         let mut s = self.lock(shard);
         self.expire(&mut s, now);
@@ -128,8 +152,8 @@ impl Dedupe {
             None => {}
         }
         let (tx, rx) = watch::channel(None);
-        s.map.insert(key.clone(), Entry::Pending { fingerprint, rx, at: now });
-        s.order.push_back((key.clone(), now));
+        s.map.insert(key, Entry::Pending { fingerprint, rx, at: now });
+        s.order.push_back((key, now));
         Begin::New(Guard {
             shards: Arc::clone(&self.shards),
             tx,
@@ -141,22 +165,22 @@ impl Dedupe {
         })
     }
 
+    /// Forgets entries older than the window, and the oldest while the shard is full, leaving
+    /// room for one more.
     fn expire(&self, s: &mut Shard, now: Instant) {
-        while let Some((key, at)) = s.order.front() {
-            let expired = now.duration_since(*at) > self.window;
-            if !expired && s.order.len() <= self.max_per_shard {
+        while let Some(&(key, at)) = s.order.front() {
+            let expired = now.duration_since(at) > self.window;
+            if !expired && s.order.len() < self.max_per_shard {
                 break;
             }
             // A write still in flight keeps its slot (and everything behind it) until it is
             // settled: it takes at most the produce timeout, far less than any sane window.
-            if s.map.get(key).is_some_and(|e| e.at() == *at && matches!(e, Entry::Pending { .. })) {
+            if s.map.get(&key).is_some_and(|e| e.at() == at && matches!(e, Entry::Pending { .. })) {
                 break;
             }
-            let (key, at) = (key.clone(), *at);
             s.order.pop_front();
-            // Only remove the entry this queue slot belongs to (not a newer one, not a write
-            // that is still in flight).
-            if s.map.get(&key).is_some_and(|e| e.at() == at && matches!(e, Entry::Done { .. })) {
+            // Only remove the entry this slot belongs to, not a newer one under the same key.
+            if s.map.get(&key).is_some_and(|e| e.at() == at) {
                 s.map.remove(&key);
             }
         }
@@ -194,7 +218,7 @@ impl Guard {
                 Ok(delivered) => {
                     let entry =
                         Entry::Done { fingerprint: self.fingerprint, delivered, at: self.at };
-                    s.map.insert(self.key.clone(), entry);
+                    s.map.insert(self.key, entry);
                 }
                 Err(()) => {
                     s.map.remove(&self.key);
@@ -273,6 +297,6 @@ mod tests {
                 g.complete(Ok(D));
             }
         }
-        assert!(d.len() <= 2 * SHARDS, "bounded, got {}", d.len());
+        assert!(d.len() <= SHARDS, "bounded, got {}", d.len());
     }
 }

@@ -1,7 +1,7 @@
 //! Writing events (single and batch) and reading the newest ones.
 
 use crate::body::{parse_json, read_json_body};
-use crate::dedupe::{fingerprint, Begin};
+use crate::dedupe::{fingerprint, Begin, Guard};
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
 use axum::body::Body;
@@ -13,9 +13,10 @@ use chrono::{SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 use tributary_core::{Event, TopicSpec};
 use tributary_kafka::reader::{read_latest, ConsumedRecord};
-use tributary_kafka::{Delivered, OutgoingRecord};
+use tributary_kafka::{Delivered, KafkaError, OutgoingRecord, PendingDelivery};
 
 /// The spec's `EventResponse`: where an accepted event landed.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, PartialEq, Eq)]
@@ -157,11 +158,33 @@ enum Written {
 enum Started {
     /// A retry answered from the dedupe window.
     Answered(Written),
-    /// Handed to librdkafka; a task of its own waits for the broker and settles the window, so
-    /// neither a client hanging up nor the request deadline can leave the window unsettled.
-    Waiting(tokio::task::JoinHandle<Result<Delivered, tributary_kafka::KafkaError>>),
+    /// Handed to librdkafka; settled by [`AppState::settle`].
+    Pending(PendingWrite),
     /// The same event is being written by another request; its outcome is ours.
     InFlight(tokio::sync::watch::Receiver<crate::dedupe::Outcome>),
+}
+
+/// A record in librdkafka's hands and the dedupe reservation its outcome settles.
+struct PendingWrite {
+    delivery: PendingDelivery,
+    guard: Guard,
+}
+
+/// When writes start: the record timestamp and the `ingest_time` header. One per request, so a
+/// batch formats the time once.
+struct Ingest {
+    millis: i64,
+    text: String,
+}
+
+impl Ingest {
+    fn now() -> Self {
+        let now = Utc::now();
+        Self {
+            millis: now.timestamp_millis(),
+            text: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        }
+    }
 }
 
 impl AppState {
@@ -171,6 +194,7 @@ impl AppState {
         &self,
         topic: &str,
         p: Prepared,
+        ingest: &Ingest,
         deadline: Instant,
     ) -> Result<Started, ApiError> {
         let guard = match self.inner.dedupe.begin(topic, &p.event_id, p.fingerprint) {
@@ -179,11 +203,9 @@ impl AppState {
             Begin::InFlight(rx) => return Ok(Started::InFlight(rx)),
             Begin::New(guard) => guard,
         };
-        let ingest = Utc::now();
-        let ingest_text = ingest.to_rfc3339_opts(SecondsFormat::Millis, true);
         let headers: [(&str, &[u8]); 3] = [
             ("event_type", p.event_type.as_bytes()),
-            ("ingest_time", ingest_text.as_bytes()),
+            ("ingest_time", ingest.text.as_bytes()),
             ("content_type", b"application/json"),
         ];
         let record = OutgoingRecord {
@@ -191,72 +213,122 @@ impl AppState {
             key: p.key.as_deref().map(str::as_bytes),
             value: &p.value,
             headers: &headers,
-            timestamp_ms: Some(ingest.timestamp_millis()),
+            timestamp_ms: Some(ingest.millis),
         };
-        let m = self.metrics_for(topic);
-        let pending = match self.inner.producer.enqueue(record, deadline).await {
-            Ok(pending) => pending,
+        match self.inner.producer.enqueue(record, deadline).await {
+            Ok(delivery) => Ok(Started::Pending(PendingWrite { delivery, guard })),
             Err(e) => {
-                m.failed(e.class, 1);
+                self.metrics_for(topic).failed(e.class, 1);
                 guard.complete(Err(()));
-                return Err(self.unavailable(&e));
+                Err(self.unavailable(&e))
             }
-        };
-        let state = self.clone();
-        let topic = topic.to_owned();
-        Ok(Started::Waiting(tokio::spawn(async move {
-            let result = pending.wait().await;
-            let m = state.metrics_for(&topic);
-            match &result {
-                Ok(d) => {
-                    m.written(1);
-                    guard.complete(Ok(*d));
-                }
-                Err(e) => {
-                    m.failed(e.class, 1);
-                    tracing::warn!(topic = %topic, error = %e, "write not acknowledged");
-                    guard.complete(Err(()));
-                }
-            }
-            result
-        })))
+        }
     }
 
-    /// Waits for a started write, until `deadline` at most.
-    async fn finish_write(&self, started: Started, deadline: Instant) -> Result<Written, ApiError> {
-        let retry_after_secs = self.inner.config.retry_after_secs;
-        let late = || {
-            ApiError::Unavailable {
+    /// Waits for the broker's answers to `writes` and settles the dedupe window with them, in
+    /// a task of its own: neither a client hanging up nor the request deadline can leave the
+    /// window unsettled. One task per request, not per event.
+    fn settle(
+        &self,
+        topic: &str,
+        writes: Vec<PendingWrite>,
+    ) -> JoinHandle<Vec<Result<Delivered, KafkaError>>> {
+        let state = self.clone();
+        let topic = topic.to_owned();
+        tokio::spawn(async move {
+            let m = state.metrics_for(&topic);
+            let mut results = Vec::with_capacity(writes.len());
+            let (mut written, mut first_error) = (0, None);
+            // Everything is enqueued already: awaiting in order delays nothing.
+            for w in writes {
+                let result = w.delivery.wait().await;
+                match &result {
+                    Ok(d) => {
+                        written += 1;
+                        w.guard.complete(Ok(*d));
+                    }
+                    Err(e) => {
+                        m.failed(e.class, 1);
+                        first_error.get_or_insert_with(|| e.to_string());
+                        w.guard.complete(Err(()));
+                    }
+                }
+                results.push(result);
+            }
+            m.written(written);
+            if let Some(error) = first_error {
+                tracing::warn!(topic = %topic, %error, "writes not acknowledged");
+            }
+            results
+        })
+    }
+
+    /// Waits for writes being settled by [`Self::settle`], until `deadline` at most.
+    async fn await_settled(
+        &self,
+        task: JoinHandle<Vec<Result<Delivered, KafkaError>>>,
+        count: usize,
+        deadline: Instant,
+    ) -> Vec<Result<Written, ApiError>> {
+        match tokio::time::timeout_at(deadline.into(), task).await {
+            Err(_) => (0..count).map(|_| Err(self.late())).collect(),
+            Ok(Err(e)) => (0..count)
+                .map(|_| Err(ApiError::Internal(format!("write task failed: {e}"))))
+                .collect(),
+            Ok(Ok(results)) => results
+                .into_iter()
+                .map(|r| r.map(Written::New).map_err(|e| self.unavailable(&e)))
+                .collect(),
+        }
+    }
+
+    /// Waits for the outcome of the same event written by another request.
+    async fn await_in_flight(
+        &self,
+        mut rx: tokio::sync::watch::Receiver<crate::dedupe::Outcome>,
+        deadline: Instant,
+    ) -> Result<Written, ApiError> {
+        let outcome = tokio::time::timeout_at(deadline.into(), async {
+            rx.wait_for(Option::is_some).await.map(|o| *o)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(Some(Ok(d)))) => Ok(Written::Duplicate(d)),
+            Err(_) => Err(self.late()),
+            _ => Err(ApiError::Unavailable {
+                message: "an earlier request with this event_id failed to write; retry".to_owned(),
+                retry_after_secs: self.inner.config.retry_after_secs,
+            }),
+        }
+    }
+
+    /// Waits for one started write, until `deadline` at most.
+    async fn finish_write(
+        &self,
+        topic: &str,
+        started: Started,
+        deadline: Instant,
+    ) -> Result<Written, ApiError> {
+        match started {
+            Started::Answered(w) => Ok(w),
+            Started::Pending(w) => {
+                let task = self.settle(topic, vec![w]);
+                self.await_settled(task, 1, deadline)
+                    .await
+                    .pop()
+                    .unwrap_or_else(|| Err(self.late()))
+            }
+            Started::InFlight(rx) => self.await_in_flight(rx, deadline).await,
+        }
+    }
+
+    fn late(&self) -> ApiError {
+        ApiError::Unavailable {
             message: format!(
                 "kafka did not acknowledge the write within {} ms; retrying with the same event_id is safe",
                 self.inner.config.produce_timeout_ms
             ),
-            retry_after_secs,
-        }
-        };
-        match started {
-            Started::Answered(w) => Ok(w),
-            Started::Waiting(task) => match tokio::time::timeout_at(deadline.into(), task).await {
-                Err(_) => Err(late()),
-                Ok(Err(e)) => Err(ApiError::Internal(format!("write task failed: {e}"))),
-                Ok(Ok(Ok(d))) => Ok(Written::New(d)),
-                Ok(Ok(Err(e))) => Err(self.unavailable(&e)),
-            },
-            Started::InFlight(mut rx) => {
-                let outcome = tokio::time::timeout_at(deadline.into(), async {
-                    rx.wait_for(Option::is_some).await.map(|o| *o)
-                })
-                .await;
-                match outcome {
-                    Ok(Ok(Some(Ok(d)))) => Ok(Written::Duplicate(d)),
-                    Err(_) => Err(late()),
-                    _ => Err(ApiError::Unavailable {
-                        message: "an earlier request with this event_id failed to write; retry"
-                            .to_owned(),
-                        retry_after_secs,
-                    }),
-                }
-            }
+            retry_after_secs: self.inner.config.retry_after_secs,
         }
     }
 
@@ -300,8 +372,8 @@ pub async fn publish(
     .inspect_err(|e| m.rejected(e.status_and_code().1))?;
     let event_id = prepared.event_id.clone();
     let deadline = state.write_deadline();
-    let started = state.start_write(&spec.name, prepared, deadline).await?;
-    let (status, code, d) = match state.finish_write(started, deadline).await? {
+    let started = state.start_write(&spec.name, prepared, &Ingest::now(), deadline).await?;
+    let (status, code, d) = match state.finish_write(&spec.name, started, deadline).await? {
         Written::New(d) => (StatusCode::CREATED, "accepted", d),
         Written::Duplicate(d) => {
             m.duplicate(1);
@@ -356,43 +428,53 @@ pub async fn publish_batch(
     }
     let m = state.metrics_for(&spec.name);
     let deadline = state.write_deadline();
+    let ingest = Ingest::now();
     let mut results: Vec<Option<BatchItem>> = vec![None; items.len()];
-    let mut started = Vec::with_capacity(items.len());
+    let mut pending = Vec::new();
+    let mut in_flight = Vec::new();
+    // `id` is `None` for an event too malformed to have one.
+    let mut done = |index: usize, id: Option<String>, outcome: Result<Written, ApiError>| {
+        results[index] = Some(match outcome {
+            Ok(Written::New(d)) => ok_item(index, id.unwrap_or_default(), "accepted", d),
+            Ok(Written::Duplicate(d)) => {
+                m.duplicate(1);
+                ok_item(index, id.unwrap_or_default(), "duplicate", d)
+            }
+            Err(e) => error_item(index, id, &e),
+        });
+    };
     // Start every write in array order (so same-key events keep their order on the
     // partition), then wait for all of them together.
     for (index, item) in items.into_iter().enumerate() {
-        let outcome = match prepare(spec, item) {
-            Ok(p) => {
-                let id = p.event_id.clone();
-                match state.start_write(&spec.name, p, deadline).await {
-                    Ok(s) => {
-                        started.push((index, id, s));
-                        continue;
-                    }
-                    Err(e) => (Some(id), e),
-                }
-            }
+        let p = match prepare(spec, item) {
+            Ok(p) => p,
             Err(e) => {
                 m.rejected(e.status_and_code().1);
-                (None, e)
+                done(index, None, Err(e));
+                continue;
             }
         };
-        results[index] = Some(error_item(index, outcome.0, &outcome.1));
+        let id = Some(p.event_id.clone());
+        match state.start_write(&spec.name, p, &ingest, deadline).await {
+            Ok(Started::Answered(w)) => done(index, id, Ok(w)),
+            Ok(Started::Pending(w)) => pending.push((index, id, w)),
+            Ok(Started::InFlight(rx)) => in_flight.push((index, id, rx)),
+            Err(e) => done(index, id, Err(e)),
+        }
     }
-    let finished = futures::future::join_all(started.into_iter().map(|(index, id, s)| {
+    let (slots, writes): (Vec<(usize, Option<String>)>, Vec<PendingWrite>) =
+        pending.into_iter().map(|(i, id, w)| ((i, id), w)).unzip();
+    let task = state.settle(&spec.name, writes);
+    let settled = state.await_settled(task, slots.len(), deadline).await;
+    for ((index, id), outcome) in slots.into_iter().zip(settled) {
+        done(index, id, outcome);
+    }
+    let waits = in_flight.into_iter().map(|(index, id, rx)| {
         let state = &state;
-        async move { (index, id, state.finish_write(s, deadline).await) }
-    }))
-    .await;
-    for (index, id, outcome) in finished {
-        results[index] = Some(match outcome {
-            Ok(Written::New(d)) => ok_item(index, id, "accepted", d),
-            Ok(Written::Duplicate(d)) => {
-                m.duplicate(1);
-                ok_item(index, id, "duplicate", d)
-            }
-            Err(e) => error_item(index, Some(id), &e),
-        });
+        async move { (index, id, state.await_in_flight(rx, deadline).await) }
+    });
+    for (index, id, outcome) in futures::future::join_all(waits).await {
+        done(index, id, outcome);
     }
     let results: Vec<BatchItem> = results.into_iter().flatten().collect();
     let count = |s: &str| results.iter().filter(|r| r.status == s).count();
