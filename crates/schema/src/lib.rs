@@ -11,3 +11,4 @@ pub mod framing;
 
 pub use compat::{InvalidSchema, Level, ParsedSchema, SchemaType};
 pub use framing::{frame, unframe, FramingError};
+pub mod registry;
