@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use tributary_core::{Catalog, TopicSpec};
 use tributary_gateway::GatewayConfig;
 use tributary_kafka::KafkaConfig;
+use tributary_schema::registry::RegistryConfig;
 
 /// Everything `tributary` can be configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,6 +18,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// The HTTP gateway (`[gateway]`).
     pub gateway: GatewayConfig,
+    /// The schema registry (`[registry]`).
+    pub registry: RegistryConfig,
     /// The topic catalog (`[[topics]]`); when given, it replaces the built-in catalog whole.
     pub topics: Vec<TopicSpec>,
 }
@@ -26,6 +29,7 @@ impl Default for Config {
         Self {
             kafka: KafkaConfig::default(),
             gateway: GatewayConfig::default(),
+            registry: RegistryConfig::default(),
             topics: Catalog::default_specs(),
         }
     }
@@ -45,6 +49,8 @@ pub struct FlagOverrides {
     pub kafka: Option<KafkaFlags>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayFlags>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<GatewayFlags>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -65,12 +71,16 @@ pub fn load(path: Option<&Path>, flags: &FlagOverrides) -> anyhow::Result<Config
     load_with_env(path, flags, settings_env())
 }
 
-/// `TRIBUTARY_GATEWAY__<KEY>` variables, parsed as values (numbers, booleans, addresses).
+/// `TRIBUTARY_GATEWAY__<KEY>` and `TRIBUTARY_REGISTRY__<KEY>` variables, parsed as values
+/// (numbers, booleans, addresses).
 /// Other `TRIBUTARY_*` variables (`TRIBUTARY_CONFIG`, `TRIBUTARY_LOG`, `TRIBUTARY_CACHE`, ...)
 /// are not settings and are left alone; `TRIBUTARY_KAFKA__*` are read by [`kafka_env`].
 fn settings_env() -> Env {
     Env::prefixed("TRIBUTARY_")
-        .filter(|k| k.as_str().to_ascii_lowercase().starts_with("gateway__"))
+        .filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            k.starts_with("gateway__") || k.starts_with("registry__")
+        })
         .split("__")
 }
 
@@ -165,6 +175,7 @@ mod tests {
             let flags = FlagOverrides {
                 kafka: Some(KafkaFlags { bootstrap_servers: Some("flag:3".into()) }),
                 gateway: None,
+                registry: None,
             };
             let c = load_with_env(Some(&path), &flags, settings_env()).expect("load");
             assert_eq!(c.kafka.bootstrap_servers, "flag:3");

@@ -38,6 +38,12 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Run the Confluent-compatible schema registry (stored in the `_schemas` topic).
+    Registry {
+        /// Address to listen on, for example 127.0.0.1:8081.
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Manage the topic catalog on the cluster.
     Topics {
         #[command(subcommand)]
@@ -106,16 +112,21 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    let listen = match &cli.command {
-        Command::Gateway { listen } => listen.clone(),
-        _ => None,
-    };
+    let listen_flag =
+        |l: &Option<String>| l.clone().map(|l| config::GatewayFlags { listen: Some(l) });
     let flags = config::FlagOverrides {
         kafka: cli
             .bootstrap_servers
             .clone()
             .map(|b| config::KafkaFlags { bootstrap_servers: Some(b) }),
-        gateway: listen.map(|l| config::GatewayFlags { listen: Some(l) }),
+        gateway: match &cli.command {
+            Command::Gateway { listen } => listen_flag(listen),
+            _ => None,
+        },
+        registry: match &cli.command {
+            Command::Registry { listen } => listen_flag(listen),
+            _ => None,
+        },
     };
     let cfg = config::load(cli.config.as_deref(), &flags)?;
     match cli.command {
@@ -130,6 +141,29 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             tracing::info!(%addr, bootstrap = %cfg.kafka.bootstrap_servers, "gateway listening");
             tributary_gateway::serve(listener, state, tributary_gateway::shutdown_signal()).await?;
             tracing::info!("gateway stopped");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Registry { .. } => {
+            let listener = tokio::net::TcpListener::bind(cfg.registry.listen)
+                .await
+                .with_context(|| format!("binding the registry to {}", cfg.registry.listen))?;
+            let addr = listener.local_addr()?;
+            let registry = tributary_schema::registry::Registry::open(&cfg.registry, &cfg.kafka)
+                .await
+                .with_context(|| {
+                    format!(
+                        "opening the schema topic {} on {}",
+                        cfg.registry.topic, cfg.kafka.bootstrap_servers
+                    )
+                })?;
+            tracing::info!(%addr, topic = %cfg.registry.topic, auth = cfg.registry.auth_user.is_some(), "registry listening");
+            tributary_schema::registry::serve(
+                listener,
+                registry,
+                tributary_gateway::shutdown_signal(),
+            )
+            .await?;
+            tracing::info!("registry stopped");
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Topics { command: TopicsCommand::Apply { replication_factor } } => {
@@ -188,6 +222,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let mut shown = cfg.clone();
             if shown.kafka.sasl_password.is_some() {
                 shown.kafka.sasl_password = Some("<redacted>".into());
+            }
+            if shown.registry.auth_password.is_some() {
+                shown.registry.auth_password = Some("<redacted>".into());
             }
             println!("{}", serde_json::to_string_pretty(&shown)?);
             Ok(std::process::ExitCode::SUCCESS)

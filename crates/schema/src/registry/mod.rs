@@ -1,4 +1,139 @@
 //! A Confluent-compatible schema registry whose only storage is the compacted topic
-//! `_schemas`. Start with [`state`] (the rules every instance applies to the log).
+//! `_schemas`. Any number of instances can run against the same topic: each applies the log in
+//! the same order with the same rules ([`state`]), and writes claim ids and versions through the
+//! log ([`store`]), so no two instances hand out one id for different schemas.
+//!
+//! Start with [`state`] (the rules), then [`store`] (the topic), then [`api`] (the REST API).
 
+pub mod api;
+pub mod error;
 pub mod state;
+pub mod store;
+
+use axum::extract::Request;
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tributary_kafka::{KafkaConfig, KafkaError};
+
+pub use error::RegistryError;
+
+/// Settings of `tributary registry` (the `[registry]` section of `tributary.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Address the registry listens on.
+    pub listen: SocketAddr,
+    /// The compacted topic that stores every schema, version and setting.
+    pub topic: String,
+    /// Replication factor of the topic when the registry creates it (3 on MSK).
+    pub replication_factor: i16,
+    /// Longest wait for Kafka on a write or a read-your-writes catch-up, in milliseconds.
+    pub kafka_timeout_ms: u64,
+    /// User name clients must present with HTTP basic auth; no auth when unset.
+    pub auth_user: Option<String>,
+    /// Password for `auth_user`; prefer `TRIBUTARY_REGISTRY__AUTH_PASSWORD` to the file.
+    pub auth_password: Option<String>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            topic: "_schemas".to_owned(),
+            replication_factor: 1,
+            kafka_timeout_ms: 10_000,
+            auth_user: None,
+            auth_password: None,
+        }
+    }
+}
+
+/// One registry instance.
+pub struct Registry {
+    store: store::Store,
+    /// One registration or delete at a time per instance; instances race through the log.
+    write_lock: tokio::sync::Mutex<()>,
+    /// `Basic <base64(user:password)>` when auth is on.
+    expected_auth: Option<String>,
+}
+
+impl Registry {
+    /// Opens the schema topic and reads it to the end.
+    pub async fn open(
+        config: &RegistryConfig,
+        kafka: &KafkaConfig,
+    ) -> Result<Arc<Self>, KafkaError> {
+        let timeout = Duration::from_millis(config.kafka_timeout_ms);
+        let store =
+            store::Store::open(kafka, &config.topic, config.replication_factor, timeout).await?;
+        let expected_auth = config.auth_user.as_ref().map(|user| {
+            let pair = format!("{user}:{}", config.auth_password.as_deref().unwrap_or(""));
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+        });
+        Ok(Arc::new(Self { store, write_lock: tokio::sync::Mutex::new(()), expected_auth }))
+    }
+}
+
+async fn authenticate(
+    axum::extract::State(registry): axum::extract::State<Arc<Registry>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(expected) = &registry.expected_auth {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            return RegistryError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn fallback(uri: axum::http::Uri) -> RegistryError {
+    RegistryError::not_found_route(uri.path())
+}
+
+/// The registry's routes.
+pub fn router(registry: Arc<Registry>) -> Router {
+    use api::*;
+    Router::new()
+        .route("/", get(root))
+        .route("/schemas/types", get(schema_types))
+        .route("/schemas/ids/{id}", get(schema_by_id))
+        .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
+        .route("/schemas/ids/{id}/versions", get(id_versions))
+        .route("/subjects", get(subjects))
+        .route("/subjects/{subject}", post(lookup).delete(delete_subject))
+        .route("/subjects/{subject}/versions", get(versions).post(register))
+        .route("/subjects/{subject}/versions/{version}", get(version).delete(delete_version))
+        .route("/subjects/{subject}/versions/{version}/schema", get(raw_version))
+        .route("/compatibility/subjects/{subject}/versions", post(compatibility_all))
+        .route("/compatibility/subjects/{subject}/versions/{version}", post(compatibility_version))
+        .route("/config", get(get_global_config).put(put_global_config))
+        .route(
+            "/config/{subject}",
+            get(get_subject_config).put(put_subject_config).delete(delete_subject_config),
+        )
+        .route("/mode", get(mode))
+        .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&registry), authenticate))
+        .with_state(registry)
+}
+
+/// Serves the registry on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(registry)).with_graceful_shutdown(shutdown).await
+}
