@@ -93,6 +93,13 @@ fn entry_json(e: &VersionEntry) -> Value {
     v
 }
 
+/// A schema's own text as the whole answer, with the registry's media type (as Confluent does).
+fn raw(text: String) -> Response {
+    let mut resp = text.into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+    resp
+}
+
 pub async fn root() -> Json<Value> {
     Json(json!({}))
 }
@@ -107,10 +114,10 @@ pub async fn mode() -> Json<Value> {
 
 pub async fn schema_by_id(State(r): Api, Path(id): Path<u32>) -> Result<Json<Value>> {
     let stored = r
-        .store
-        .state()
-        .schema(id)
-        .ok_or_else(|| RegistryError::schema_not_found(&id.to_string()))?;
+        .read_fresh(|st| {
+            st.schema(id).ok_or_else(|| RegistryError::schema_not_found(&id.to_string()))
+        })
+        .await?;
     let mut v = json!({"schema": stored.parsed.canonical});
     if stored.parsed.schema_type != SchemaType::Avro {
         v["schemaType"] = json!(stored.parsed.schema_type.as_str());
@@ -120,11 +127,11 @@ pub async fn schema_by_id(State(r): Api, Path(id): Path<u32>) -> Result<Json<Val
 
 pub async fn raw_schema_by_id(State(r): Api, Path(id): Path<u32>) -> Result<Response> {
     let stored = r
-        .store
-        .state()
-        .schema(id)
-        .ok_or_else(|| RegistryError::schema_not_found(&id.to_string()))?;
-    Ok(stored.parsed.canonical.clone().into_response())
+        .read_fresh(|st| {
+            st.schema(id).ok_or_else(|| RegistryError::schema_not_found(&id.to_string()))
+        })
+        .await?;
+    Ok(raw(stored.parsed.canonical.clone()))
 }
 
 pub async fn id_versions(
@@ -132,16 +139,18 @@ pub async fn id_versions(
     Path(id): Path<u32>,
     Query(f): Query<Flags>,
 ) -> Result<Json<Value>> {
-    let state = r.store.state();
-    if state.schema(id).is_none() {
-        return Err(RegistryError::schema_not_found(&id.to_string()));
-    }
-    let usages: Vec<Value> = state
-        .usages(id, f.deleted)
-        .into_iter()
-        .map(|(s, v)| json!({"subject": s, "version": v}))
-        .collect();
-    Ok(Json(Value::Array(usages)))
+    r.read_fresh(|st| {
+        if st.schema(id).is_none() {
+            return Err(RegistryError::schema_not_found(&id.to_string()));
+        }
+        Ok(Json(Value::Array(
+            st.usages(id, f.deleted)
+                .into_iter()
+                .map(|(s, v)| json!({"subject": s, "version": v}))
+                .collect(),
+        )))
+    })
+    .await
 }
 
 pub async fn subjects(State(r): Api, Query(f): Query<Flags>) -> Json<Vec<String>> {
@@ -153,16 +162,21 @@ pub async fn versions(
     Path(subject): Path<String>,
     Query(f): Query<Flags>,
 ) -> Result<Json<Vec<u32>>> {
-    r.store
-        .state()
-        .versions(&subject, f.deleted)
-        .map(Json)
-        .ok_or_else(|| RegistryError::subject_not_found(&subject))
+    r.read_fresh(|st| {
+        st.versions(&subject, f.deleted)
+            .map(Json)
+            .ok_or_else(|| RegistryError::subject_not_found(&subject))
+    })
+    .await
 }
 
-fn find_version(r: &Registry, subject: &str, version: &str, deleted: bool) -> Result<VersionEntry> {
+fn find_version(
+    state: &super::state::State,
+    subject: &str,
+    version: &str,
+    deleted: bool,
+) -> Result<VersionEntry> {
     let which = parse_version(version)?;
-    let state = r.store.state();
     if !state.has_subject(subject) || state.versions(subject, deleted).is_none() {
         return Err(RegistryError::subject_not_found(subject));
     }
@@ -176,7 +190,8 @@ pub async fn version(
     Path((subject, version)): Path<(String, String)>,
     Query(f): Query<Flags>,
 ) -> Result<Json<Value>> {
-    Ok(Json(entry_json(&find_version(&r, &subject, &version, f.deleted)?)))
+    let e = r.read_fresh(|st| find_version(st, &subject, &version, f.deleted)).await?;
+    Ok(Json(entry_json(&e)))
 }
 
 pub async fn raw_version(
@@ -184,12 +199,8 @@ pub async fn raw_version(
     Path((subject, version)): Path<(String, String)>,
     Query(f): Query<Flags>,
 ) -> Result<Response> {
-    Ok(find_version(&r, &subject, &version, f.deleted)?
-        .schema
-        .parsed
-        .canonical
-        .clone()
-        .into_response())
+    let e = r.read_fresh(|st| find_version(st, &subject, &version, f.deleted)).await?;
+    Ok(raw(e.schema.parsed.canonical.clone()))
 }
 
 pub async fn register(
@@ -209,14 +220,15 @@ pub async fn lookup(
     body: Bytes,
 ) -> Result<Json<Value>> {
     let parsed = schema_request(&body)?;
-    let state = r.store.state();
-    if !state.has_subject(&subject) {
-        return Err(RegistryError::subject_not_found(&subject));
-    }
-    state
-        .lookup(&subject, &parsed, f.deleted)
-        .map(|e| Json(entry_json(&e)))
-        .ok_or_else(|| RegistryError::schema_not_found("not found for this subject"))
+    r.read_fresh(|st| {
+        if !st.has_subject(&subject) {
+            return Err(RegistryError::subject_not_found(&subject));
+        }
+        st.lookup(&subject, &parsed, f.deleted)
+            .map(|e| Json(entry_json(&e)))
+            .ok_or_else(|| RegistryError::schema_not_found("not found for this subject"))
+    })
+    .await
 }
 
 fn check(
@@ -391,7 +403,7 @@ pub async fn delete_version(
 ) -> Result<Json<u32>> {
     let _guard = r.write_lock.lock().await;
     r.store.sync().await.map_err(|e| RegistryError::store(&e))?;
-    let e = find_version(&r, &subject, &version, true)?;
+    let e = find_version(&r.store.state(), &subject, &version, true)?;
     if f.permanent {
         if !e.deleted {
             return Err(RegistryError::version_not_soft_deleted(&subject, e.version));
@@ -407,6 +419,19 @@ pub async fn delete_version(
 }
 
 impl Registry {
+    /// Runs `f` on the state; when it finds nothing, catches up with the log (another instance
+    /// may have just written what was asked for) and runs it once more.
+    async fn read_fresh<T>(&self, f: impl Fn(&super::state::State) -> Result<T>) -> Result<T> {
+        let first = f(&self.store.state());
+        match first {
+            Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
+                self.store.sync().await.map_err(|e| RegistryError::store(&e))?;
+                f(&self.store.state())
+            }
+            other => other,
+        }
+    }
+
     async fn write<T: Serialize>(&self, key: &RecordKey, value: Option<&T>) -> Result<()> {
         let bytes = value.map(|v| serde_json::to_vec(v).unwrap_or_default());
         self.store.write(key, bytes).await.map_err(|e| RegistryError::store(&e))
