@@ -20,9 +20,12 @@ KAFKA="$ROOT/deploy/kafka/kafka.sh"
 resolve_config() {
   local json
   json="$(cd "$ROOT" && "$BIN" config show)" || { say "error: invalid configuration (see above)"; exit 1; }
-  GATEWAY_ADDR="$(printf '%s\n' "$json" | sed -n 's/^ *"listen": "\(.*\)",\{0,1\}$/\1/p' | head -n 1)"
+  GATEWAY_ADDR="$(printf '%s\n' "$json" | sed -n 's/^ *"listen": "\(.*\)",\{0,1\}$/\1/p' | sed -n 1p)"
+  # config show prints [gateway] before [registry]: the first "listen" is the gateway's.
+  REGISTRY_ADDR="$(printf '%s\n' "$json" | sed -n 's/^ *"listen": "\(.*\)",\{0,1\}$/\1/p' | sed -n 2p)"
   BOOTSTRAP="$(printf '%s\n' "$json" | sed -n 's/^ *"bootstrap_servers": "\(.*\)",\{0,1\}$/\1/p' | head -n 1)"
   GATEWAY_ADDR="${GATEWAY_ADDR:-127.0.0.1:8080}"
+  REGISTRY_ADDR="${REGISTRY_ADDR:-127.0.0.1:8081}"
   BOOTSTRAP="${BOOTSTRAP:-127.0.0.1:9092}"
 }
 
@@ -54,21 +57,27 @@ stop_service() {
   say "$name: stopped"
 }
 
+wait_healthy() { # name, url
+  local name="$1" url="$2" deadline=$((SECONDS + 60))
+  until http_ok "$url"; do
+    if ! pid_alive "$STATE/$name.pid"; then
+      say "error: the $name exited; last lines of $STATE/logs/$name.log:"; tail -n 20 "$STATE/logs/$name.log"; exit 1
+    fi
+    [ $SECONDS -lt $deadline ] || { say "error: $name not healthy after 60s; see $STATE/logs/$name.log"; exit 1; }
+    sleep 0.2
+  done
+}
+
 up() {
   [ -x "$BIN" ] || { say "error: $BIN is missing; run 'make up' (it builds first)"; exit 1; }
   command -v curl >/dev/null || { say "error: curl is required (apt-get install curl)"; exit 1; }
   resolve_config
   "$KAFKA" start
   (cd "$ROOT" && "$BIN" topics apply)
+  start_service registry "$BIN" registry
+  wait_healthy registry "http://$REGISTRY_ADDR/subjects"
   start_service gateway "$BIN" gateway
-  local deadline=$((SECONDS + 60))
-  until http_ok "http://$GATEWAY_ADDR/api/v1/health"; do
-    if ! pid_alive "$STATE/gateway.pid"; then
-      say "error: the gateway exited; last lines of $STATE/logs/gateway.log:"; tail -n 20 "$STATE/logs/gateway.log"; exit 1
-    fi
-    [ $SECONDS -lt $deadline ] || { say "error: gateway not healthy after 60s; see $STATE/logs/gateway.log"; exit 1; }
-    sleep 0.2
-  done
+  wait_healthy gateway "http://$GATEWAY_ADDR/api/v1/health"
   local kstate; kstate="$("$KAFKA" env | sed -n 's/^KAFKA_STATE_DIR=//p')"
   local khome; khome="$("$KAFKA" env | sed -n 's/^KAFKA_HOME=//p')"
   cat <<EOT
@@ -76,6 +85,7 @@ up() {
 Tributary is up.
 
   Gateway      http://$GATEWAY_ADDR/api/v1   (OpenAPI: http://$GATEWAY_ADDR/api/v1/openapi.json)
+  Registry     http://$REGISTRY_ADDR   (Confluent Schema Registry API; schemas in the _schemas topic)
   Health       http://$GATEWAY_ADDR/api/v1/health
   Metrics      http://$GATEWAY_ADDR/metrics  (Prometheus)  and  /api/v1/metrics (JSON)
   Kafka        $BOOTSTRAP  (Apache Kafka, KRaft; tools in $khome/bin)
@@ -90,20 +100,26 @@ Read it back:
 
   curl -s 'http://$GATEWAY_ADDR/api/v1/events/events.clickstream/latest?limit=5'
 
-Logs: $STATE/logs/gateway.log and $kstate/logs/server.log
+Logs: $STATE/logs/gateway.log, $STATE/logs/registry.log and $kstate/logs/server.log
 Stop: make down
 EOT
 }
 
 down() {
   stop_service gateway
+  stop_service registry
   "$KAFKA" stop
 }
 
 status() {
   local rc=0
-  if [ -x "$BIN" ]; then resolve_config; else GATEWAY_ADDR=127.0.0.1:8080; fi
+  if [ -x "$BIN" ]; then resolve_config; else GATEWAY_ADDR=127.0.0.1:8080; REGISTRY_ADDR=127.0.0.1:8081; fi
   "$KAFKA" status || rc=1
+  if pid_alive "$STATE/registry.pid" && http_ok "http://$REGISTRY_ADDR/subjects"; then
+    say "registry: running (pid $(cat "$STATE/registry.pid")) on http://$REGISTRY_ADDR"
+  else
+    say "registry: not running"; rc=1
+  fi
   if pid_alive "$STATE/gateway.pid"; then
     if http_ok "http://$GATEWAY_ADDR/api/v1/health"; then
       say "gateway: running (pid $(cat "$STATE/gateway.pid")) on http://$GATEWAY_ADDR, healthy"
