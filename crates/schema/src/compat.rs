@@ -72,6 +72,11 @@ impl ParsedSchema {
         }
     }
 
+    /// The Avro schema, for Avro schemas.
+    pub fn avro(&self) -> Option<&apache_avro::Schema> {
+        self.avro.as_ref()
+    }
+
     /// Whether data written with `writer` can be read with `reader`. `Err` says why not.
     pub fn can_read(writer: &Self, reader: &Self) -> Result<(), String> {
         match (&writer.avro, &reader.avro) {

@@ -6,6 +6,8 @@
 //! compatible), then [`registry`] (the REST service and its Kafka-backed state).
 
 pub mod avro;
+pub mod client;
+pub mod codec;
 pub mod compat;
 pub mod framing;
 
