@@ -107,7 +107,7 @@ fn sigterm_lets_in_flight_writes_finish_then_exits_zero() {
     let config = write_config(
         &dir,
         &format!(
-            "[gateway]\nlisten = \"{addr}\"\n[[topics]]\nname = \"{topic}\"\npartitions = 3\nkey_field = \"user_id\"\nrole = \"source\"\n"
+            "[gateway]\nlisten = \"{addr}\"\n[[topics]]\nname = \"{topic}\"\npartitions = 3\nkey_field = \"user_id\"\nrole = \"source\"\nvalue_format = \"json\"\n"
         ),
     );
     assert_eq!(tributary(&config, &["topics", "apply"]).0, 0);

@@ -16,6 +16,18 @@ pub enum TopicRole {
     Output,
 }
 
+/// How record values of a topic are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueFormat {
+    /// Avro with Confluent framing (magic byte, schema id), the schema registered as the
+    /// subject `<topic>-value`.
+    #[default]
+    Avro,
+    /// The event's canonical JSON, UTF-8.
+    Json,
+}
+
 /// One topic in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +48,9 @@ pub struct TopicSpec {
     pub require_key: bool,
     /// What the topic is for.
     pub role: TopicRole,
+    /// How values are encoded: `avro` (registry-framed, the default) or `json`.
+    #[serde(default)]
+    pub value_format: ValueFormat,
 }
 
 fn default_replication_factor() -> i16 {
@@ -47,6 +62,11 @@ fn default_true() -> bool {
 }
 
 impl TopicSpec {
+    /// The registry subject of the topic's values (Confluent's TopicNameStrategy).
+    pub fn value_subject(&self) -> String {
+        format!("{}-value", self.name)
+    }
+
     /// Whether producers may write this topic through the HTTP API.
     pub fn writable(&self) -> bool {
         self.role == TopicRole::Source
@@ -109,6 +129,7 @@ impl Catalog {
             key_field: Some(key.to_owned()),
             require_key: true,
             role: TopicRole::Source,
+            value_format: ValueFormat::Avro,
         };
         vec![
             source("events.iot.sensors", 12, "device_id"),
@@ -121,6 +142,8 @@ impl Catalog {
                 key_field: None,
                 require_key: false,
                 role: TopicRole::DeadLetter,
+                // Dead letters keep the original bytes of whatever failed.
+                value_format: ValueFormat::Json,
             },
         ]
     }

@@ -41,6 +41,17 @@ pub struct GatewayConfig {
     pub health_timeout_ms: u64,
     /// Longest time to finish in-flight requests after SIGTERM, in seconds.
     pub shutdown_grace_secs: u64,
+    /// Schema registry (Confluent API) holding the schemas of `avro` topics.
+    pub registry_url: String,
+    /// Basic-auth user for the registry, if it requires one.
+    pub registry_user: Option<String>,
+    /// Basic-auth password for the registry; prefer `TRIBUTARY_GATEWAY__REGISTRY_PASSWORD`.
+    pub registry_password: Option<String>,
+    /// Longest wait for one registry call, in milliseconds.
+    pub registry_timeout_ms: u64,
+    /// How often the latest schema of a topic's subject is looked up again, in seconds; new
+    /// versions registered meanwhile are used from then on.
+    pub schema_refresh_secs: u64,
 }
 
 impl Default for GatewayConfig {
@@ -62,6 +73,11 @@ impl Default for GatewayConfig {
             ws_ping_interval_secs: 30,
             health_timeout_ms: 2_000,
             shutdown_grace_secs: 30,
+            registry_url: "http://127.0.0.1:8081".to_owned(),
+            registry_user: None,
+            registry_password: None,
+            registry_timeout_ms: 2_000,
+            schema_refresh_secs: 30,
         }
     }
 }

@@ -47,6 +47,8 @@ pub enum ApiError {
     BadRequest { code: &'static str, message: String },
     #[error("kafka is unavailable: {message}")]
     Unavailable { message: String, retry_after_secs: u64 },
+    #[error("{message}")]
+    RegistryUnavailable { message: String, retry_after_secs: u64 },
     #[error("{0}")]
     Internal(String),
     #[error("no route for {0}")]
@@ -72,6 +74,9 @@ impl ApiError {
             Self::EventIdConflict(_) => (StatusCode::CONFLICT, "event_id_conflict"),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable"),
+            Self::RegistryUnavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "schema_registry_unavailable")
+            }
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -106,7 +111,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, _) = self.status_and_code();
         let mut resp = (status, Json(self.body())).into_response();
-        if let Self::Unavailable { retry_after_secs, .. } = self {
+        if let Self::Unavailable { retry_after_secs, .. }
+        | Self::RegistryUnavailable { retry_after_secs, .. } = self
+        {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         resp

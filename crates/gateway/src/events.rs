@@ -3,6 +3,7 @@
 use crate::body::{parse_json, read_json_body};
 use crate::dedupe::{fingerprint, Begin, Guard};
 use crate::error::{ApiError, ErrorBody};
+use crate::schemas::WriteSchema;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -72,7 +73,10 @@ pub struct RecordView {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     #[schema(value_type = Option<Object>)]
     pub event: Option<Value>,
-    /// The record value, base64, when it is not JSON.
+    /// Registry id of the schema the value was written with, for registry-framed values.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub schema_id: Option<u32>,
+    /// The record value, base64, when it is neither JSON nor a registry-framed Avro value.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub value_base64: Option<String>,
     /// Record headers, values as UTF-8 (lossy).
@@ -81,13 +85,17 @@ pub struct RecordView {
 }
 
 impl RecordView {
-    pub fn from_record(r: ConsumedRecord) -> Self {
+    /// A view of `r`; `decoded` is its value decoded from registry-framed Avro, if it was.
+    pub fn from_record(r: ConsumedRecord, decoded: Option<(u32, Value)>) -> Self {
         use base64::Engine as _;
-        let (event, value_base64) = match r.value {
-            None => (None, None),
-            Some(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-                Ok(v) => (Some(v), None),
-                Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(bytes))),
+        let (event, value_base64, schema_id) = match (r.value, decoded) {
+            (_, Some((id, v))) => (Some(v), None, Some(id)),
+            (None, None) => (None, None, None),
+            (Some(bytes), None) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => (Some(v), None, None),
+                Err(_) => {
+                    (None, Some(base64::engine::general_purpose::STANDARD.encode(bytes)), None)
+                }
             },
         };
         Self {
@@ -99,6 +107,7 @@ impl RecordView {
                 .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
             key: r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
             event,
+            schema_id,
             value_base64,
             headers: r
                 .headers
@@ -123,10 +132,38 @@ struct Prepared {
     event_type: String,
     key: Option<String>,
     value: Vec<u8>,
+    /// The `content_type` header: how `value` is encoded.
+    content_type: &'static [u8],
     fingerprint: u64,
 }
 
-fn prepare(spec: &TopicSpec, value: Value) -> Result<Prepared, ApiError> {
+/// The `content_type` header of registry-framed Avro values.
+pub const AVRO_CONTENT_TYPE: &str = "application/vnd.confluent.avro";
+
+/// Encodes an event with its topic's registered Avro schema: the value is Confluent-framed
+/// (magic byte, schema id, Avro body). A field the schema requires and the event lacks, or
+/// one whose type does not fit, is a 422 naming that field.
+fn encode_avro(event: &Event, schema: &WriteSchema) -> Result<Vec<u8>, ApiError> {
+    let Some(avro) = schema.schema.avro() else {
+        return Err(ApiError::Internal(format!("schema {} is not an Avro schema", schema.id)));
+    };
+    let mut fields = match serde_json::to_value(event) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(ApiError::Internal("an event did not serialize to an object".into())),
+    };
+    // The event schema keeps time as epoch milliseconds, not text.
+    fields.insert("timestamp".into(), Value::from(event.timestamp_millis()));
+    let body = tributary_schema::codec::encode_record(avro, &fields).map_err(|e| {
+        ApiError::Validation(tributary_core::FieldError { field: e.field, message: e.message })
+    })?;
+    Ok(tributary_schema::frame(schema.id, &body))
+}
+
+fn prepare(
+    spec: &TopicSpec,
+    value: Value,
+    schema: Option<&WriteSchema>,
+) -> Result<Prepared, ApiError> {
     let event = Event::from_json(value).map_err(ApiError::Validation)?;
     let key = match &spec.key_field {
         None => None,
@@ -138,13 +175,17 @@ fn prepare(spec: &TopicSpec, value: Value) -> Result<Prepared, ApiError> {
             None => None,
         },
     };
-    let value = event.to_json_bytes();
+    let (value, content_type) = match schema {
+        Some(schema) => (encode_avro(&event, schema)?, AVRO_CONTENT_TYPE.as_bytes()),
+        None => (event.to_json_bytes(), &b"application/json"[..]),
+    };
     Ok(Prepared {
         fingerprint: fingerprint(&value),
         event_id: event.event_id,
         event_type: event.event_type,
         key,
         value,
+        content_type,
     })
 }
 
@@ -206,7 +247,7 @@ impl AppState {
         let headers: [(&str, &[u8]); 3] = [
             ("event_type", p.event_type.as_bytes()),
             ("ingest_time", ingest.text.as_bytes()),
-            ("content_type", b"application/json"),
+            ("content_type", p.content_type),
         ];
         let record = OutgoingRecord {
             topic,
@@ -332,6 +373,16 @@ impl AppState {
         }
     }
 
+    /// A record as the read endpoints show it, Avro values decoded through the registry.
+    pub async fn view(&self, r: ConsumedRecord) -> RecordView {
+        let decoded = match r.value.as_deref() {
+            // JSON never starts with a zero byte; Confluent framing always does.
+            Some(v) if v.first() == Some(&0) => self.inner.schemas.decode(v).await,
+            _ => None,
+        };
+        RecordView::from_record(r, decoded)
+    }
+
     /// The deadline of a write that starts now.
     fn write_deadline(&self) -> Instant {
         Instant::now() + Duration::from_millis(self.inner.config.produce_timeout_ms)
@@ -366,7 +417,9 @@ pub async fn publish(
     let m = state.metrics_for(&spec.name);
     let prepared = async {
         let bytes = read_json_body(&headers, body, state.inner.config.max_body_bytes).await?;
-        prepare(spec, parse_json(&bytes)?)
+        let value = parse_json(&bytes)?;
+        let schema = state.inner.schemas.for_topic(spec).await?;
+        prepare(spec, value, schema.as_ref())
     }
     .await
     .inspect_err(|e| m.rejected(e.status_and_code().1))?;
@@ -427,6 +480,7 @@ pub async fn publish_batch(
         return Err(ApiError::BatchTooLarge { count: items.len(), limit });
     }
     let m = state.metrics_for(&spec.name);
+    let schema = state.inner.schemas.for_topic(spec).await?;
     let deadline = state.write_deadline();
     let ingest = Ingest::now();
     let mut results: Vec<Option<BatchItem>> = vec![None; items.len()];
@@ -446,7 +500,7 @@ pub async fn publish_batch(
     // Start every write in array order (so same-key events keep their order on the
     // partition), then wait for all of them together.
     for (index, item) in items.into_iter().enumerate() {
-        let p = match prepare(spec, item) {
+        let p = match prepare(spec, item, schema.as_ref()) {
             Ok(p) => p,
             Err(e) => {
                 m.rejected(e.status_and_code().1);
@@ -564,6 +618,12 @@ pub async fn latest(
         .map_err(|e| state.unavailable(&e))?;
     Ok(Json(LatestResponse {
         topic,
-        events: records.into_iter().map(RecordView::from_record).collect(),
+        events: {
+            let mut views = Vec::with_capacity(records.len());
+            for r in records {
+                views.push(state.view(r).await);
+            }
+            views
+        },
     }))
 }

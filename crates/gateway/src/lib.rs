@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod metrics;
 pub mod ops;
+pub mod schemas;
 pub mod stream;
 
 use axum::routing::{get, post};
@@ -43,6 +44,7 @@ struct Inner {
     catalog: Catalog,
     producer: EventProducer,
     dedupe: dedupe::Dedupe,
+    schemas: schemas::TopicSchemas,
     topics: HashMap<String, metrics::TopicMetrics>,
     health: ops::HealthCache,
     shutdown: watch::Receiver<bool>,
@@ -74,6 +76,7 @@ impl AppState {
                     config.dedupe_max_entries,
                 ),
                 health: ops::HealthCache::default(),
+                schemas: schemas::TopicSchemas::new(&config, &catalog),
                 config,
                 kafka,
                 catalog,

@@ -210,7 +210,7 @@ async fn run(
                     drop(msg);
                     let partition = record.partition;
                     let previous = positions.insert(partition, record.offset + 1);
-                    let frame = Frame::Event { record: RecordView::from_record(record), resume_token: encode_token(&topic, &positions) };
+                    let frame = Frame::Event { record: state.view(record).await, resume_token: encode_token(&topic, &positions) };
                     // feed = the frame is queued in the socket's buffer; flush = it left it. The
                     // two steps tell whether a timed-out frame may still reach the client, so the
                     // error token below neither skips nor repeats it.

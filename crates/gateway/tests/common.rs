@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::oneshot;
-use tributary_core::{Catalog, TopicRole, TopicSpec};
+use tributary_core::{Catalog, TopicRole, TopicSpec, ValueFormat};
 use tributary_gateway::{AppState, GatewayConfig};
 use tributary_kafka::KafkaConfig;
 
@@ -30,11 +30,13 @@ pub struct TestGateway {
     pub topics: Topics,
     pub bootstrap: String,
     pub http: reqwest::Client,
+    /// The schema registry this gateway uses (in this process, on its own `_schemas` topic).
+    pub registry_url: String,
     stop: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-fn source(name: &str, partitions: i32, key: &str) -> TopicSpec {
+fn source(name: &str, partitions: i32, key: &str, format: ValueFormat) -> TopicSpec {
     TopicSpec {
         name: name.to_owned(),
         partitions,
@@ -42,11 +44,12 @@ fn source(name: &str, partitions: i32, key: &str) -> TopicSpec {
         key_field: Some(key.to_owned()),
         require_key: true,
         role: TopicRole::Source,
+        value_format: format,
     }
 }
 
-/// Topics shaped like the production catalog, with random names.
-pub fn test_catalog() -> (Catalog, Topics) {
+/// Topics shaped like the production catalog, with random names, values in `format`.
+pub fn test_catalog(format: ValueFormat) -> (Catalog, Topics) {
     let s = tributary_test_support::random_suffix();
     let topics = Topics {
         iot: format!("test-{s}.iot"),
@@ -55,9 +58,9 @@ pub fn test_catalog() -> (Catalog, Topics) {
         dlq: format!("test-{s}.dlq"),
     };
     let catalog = Catalog::new(vec![
-        source(&topics.iot, 12, "device_id"),
-        source(&topics.click, 24, "user_id"),
-        source(&topics.tx, 12, "user_id"),
+        source(&topics.iot, 12, "device_id", format),
+        source(&topics.click, 24, "user_id", format),
+        source(&topics.tx, 12, "user_id", format),
         TopicSpec {
             name: topics.dlq.clone(),
             partitions: 6,
@@ -65,6 +68,7 @@ pub fn test_catalog() -> (Catalog, Topics) {
             key_field: None,
             require_key: false,
             role: TopicRole::DeadLetter,
+            value_format: ValueFormat::Json,
         },
     ])
     .expect("valid test catalog");
@@ -72,21 +76,37 @@ pub fn test_catalog() -> (Catalog, Topics) {
 }
 
 impl TestGateway {
-    /// A gateway on the shared test broker.
+    /// A gateway on the shared test broker, writing JSON values.
     pub async fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
-        Self::start_on(&tributary_test_support::bootstrap(), tweak).await
+        Self::start_with(&tributary_test_support::bootstrap(), ValueFormat::Json, tweak).await
     }
 
-    /// A gateway on the broker at `bootstrap`, with fresh topics created there.
+    /// A gateway on the shared test broker, writing registry-framed Avro values.
+    pub async fn start_avro(tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+        Self::start_with(&tributary_test_support::bootstrap(), ValueFormat::Avro, tweak).await
+    }
+
+    /// A gateway on the broker at `bootstrap`, writing JSON values.
     pub async fn start_on(bootstrap: &str, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
-        let (catalog, topics) = test_catalog();
+        Self::start_with(bootstrap, ValueFormat::Json, tweak).await
+    }
+
+    /// A gateway and a schema registry on the broker at `bootstrap`, with fresh topics.
+    pub async fn start_with(
+        bootstrap: &str,
+        format: ValueFormat,
+        tweak: impl FnOnce(&mut GatewayConfig),
+    ) -> Self {
+        let (catalog, topics) = test_catalog(format);
         let kafka =
             KafkaConfig { bootstrap_servers: bootstrap.to_owned(), ..KafkaConfig::default() };
         let outcomes = tributary_kafka::apply_topics(&kafka, &catalog, Duration::from_secs(30))
             .await
             .expect("creating test topics");
         assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
-        let mut config = GatewayConfig::default();
+        let registry_url = start_registry(&kafka).await;
+        let mut config =
+            GatewayConfig { registry_url: registry_url.clone(), ..GatewayConfig::default() };
         tweak(&mut config);
         let state = AppState::new(config, kafka, catalog).expect("gateway state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -101,6 +121,7 @@ impl TestGateway {
             topics,
             bootstrap: bootstrap.to_owned(),
             http: reqwest::Client::new(),
+            registry_url,
             stop: Some(stop),
             server: Some(server),
         }
@@ -146,6 +167,20 @@ impl TestGateway {
         let t = &self.topics;
         delete_topics(&self.bootstrap, &[&t.iot, &t.click, &t.tx, &t.dlq]).await;
     }
+}
+
+/// A schema registry in this process, on a schema topic of its own; its base URL.
+pub async fn start_registry(kafka: &KafkaConfig) -> String {
+    use tributary_schema::registry::{Registry, RegistryConfig};
+    let config = RegistryConfig {
+        topic: tributary_test_support::random_topic("schemas"),
+        ..RegistryConfig::default()
+    };
+    let registry = Registry::open(&config, kafka).await.expect("registry opens");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(tributary_schema::registry::serve(listener, registry, std::future::pending()));
+    url
 }
 
 /// An event for `user_id`, with the given id.

@@ -1,0 +1,117 @@
+//! The schemas of `avro` topics. Each topic's values use the latest version of its subject
+//! `<topic>-value` in the schema registry; when the subject is empty the gateway registers
+//! `schemas/event.avsc` there. Schemas are looked up on first use and again every
+//! `schema_refresh_secs`, never per event; while the registry is unreachable the last known
+//! schema keeps being used.
+
+use crate::config::GatewayConfig;
+use crate::error::ApiError;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tributary_core::{Catalog, TopicSpec, ValueFormat};
+use tributary_schema::client::{ClientError, RegistryClient};
+use tributary_schema::{ParsedSchema, SchemaType};
+
+/// The event schema the gateway registers for a topic whose subject has none.
+pub const EVENT_AVSC: &str = include_str!("../../../schemas/event.avsc");
+
+#[derive(Clone)]
+struct Resolved {
+    id: u32,
+    schema: Arc<ParsedSchema>,
+    at: Instant,
+}
+
+/// The schema a topic's values are written with.
+#[derive(Clone)]
+pub struct WriteSchema {
+    pub id: u32,
+    pub schema: Arc<ParsedSchema>,
+}
+
+/// Schemas of the catalog's `avro` topics, and decoding of framed values for the read API.
+pub struct TopicSchemas {
+    client: RegistryClient,
+    entries: HashMap<String, RwLock<Option<Resolved>>>,
+    refresh: Duration,
+    retry_after_secs: u64,
+}
+
+impl TopicSchemas {
+    pub fn new(config: &GatewayConfig, catalog: &Catalog) -> Self {
+        let auth = config
+            .registry_user
+            .clone()
+            .map(|u| (u, config.registry_password.clone().unwrap_or_default()));
+        let client = RegistryClient::new(
+            &config.registry_url,
+            auth,
+            Duration::from_millis(config.registry_timeout_ms),
+        );
+        let entries = catalog
+            .iter()
+            .filter(|t| t.value_format == ValueFormat::Avro && t.writable())
+            .map(|t| (t.name.clone(), RwLock::new(None)))
+            .collect();
+        Self {
+            client,
+            entries,
+            refresh: Duration::from_secs(config.schema_refresh_secs),
+            retry_after_secs: config.retry_after_secs,
+        }
+    }
+
+    /// The id and schema to write `spec`'s values with; `None` for JSON topics.
+    pub async fn for_topic(&self, spec: &TopicSpec) -> Result<Option<WriteSchema>, ApiError> {
+        let Some(entry) = self.entries.get(&spec.name) else { return Ok(None) };
+        let cached = entry.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some(r) = &cached {
+            if r.at.elapsed() < self.refresh {
+                return Ok(Some(WriteSchema { id: r.id, schema: Arc::clone(&r.schema) }));
+            }
+        }
+        match self.resolve(spec).await {
+            Ok((id, schema)) => {
+                let resolved = Resolved { id, schema: Arc::clone(&schema), at: Instant::now() };
+                *entry.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(resolved);
+                Ok(Some(WriteSchema { id, schema }))
+            }
+            Err(e) => match cached {
+                Some(r) => {
+                    tracing::warn!(topic = %spec.name, error = %e, "refreshing the topic's schema; using the last known one");
+                    Ok(Some(WriteSchema { id: r.id, schema: r.schema }))
+                }
+                None => Err(ApiError::RegistryUnavailable {
+                    message: format!("the schema of topic {} could not be loaded: {e}", spec.name),
+                    retry_after_secs: self.retry_after_secs,
+                }),
+            },
+        }
+    }
+
+    async fn resolve(&self, spec: &TopicSpec) -> Result<(u32, Arc<ParsedSchema>), ClientError> {
+        let subject = spec.value_subject();
+        if let Some(latest) = self.client.latest(&subject).await? {
+            return Ok(latest);
+        }
+        let id = self.client.register(&subject, SchemaType::Avro, EVENT_AVSC).await?;
+        let schema = self.client.schema(id).await?.ok_or_else(|| {
+            ClientError::Invalid(format!("schema {id} was registered but cannot be read back"))
+        })?;
+        Ok((id, schema))
+    }
+
+    /// Decodes a registry-framed Avro value to JSON: the schema id and the value, or `None`
+    /// when the bytes are not such a value or its schema is unknown.
+    pub async fn decode(&self, bytes: &[u8]) -> Option<(u32, Value)> {
+        let (id, body) = tributary_schema::unframe(bytes).ok()?;
+        let schema = match self.client.cached(id) {
+            Some(s) => s,
+            None => self.client.schema(id).await.ok()??,
+        };
+        let value = tributary_schema::codec::decode_to_json(schema.avro()?, body).ok()?;
+        Some((id, value))
+    }
+}
