@@ -105,9 +105,20 @@ impl Store {
                 .consumer(None)
                 .create()
                 .map_err(|e| KafkaError::new("creating a metadata client", e))?;
-            c.fetch_watermarks(&topic, 0, Timeout::After(timeout))
-                .map(|(_, high)| high)
-                .map_err(|e| KafkaError::new(format!("fetching the end of {topic}"), e))
+            // Right after a broker (re)start the partition may have no leader for a moment:
+            // retry within the timeout rather than fail the caller.
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match c.fetch_watermarks(&topic, 0, Timeout::After(left.max(Duration::from_millis(100)))) {
+                    Ok((_, high)) => return Ok(high),
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        tracing::debug!(topic = %topic, error = %e, "fetching the end of the schema log; retrying");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(e) => return Err(KafkaError::new(format!("fetching the end of {topic}"), e)),
+                }
+            }
         })
         .await
         .map_err(|_| KafkaError::new("fetching the end of _schemas", RdError::Canceled))??;
