@@ -36,6 +36,27 @@ cargo test --release --workspace --all-targets "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 read -r passed failed < <(awk '/^test result: /{for(i=1;i<=NF;i++){if($(i+1) ~ /^passed;/) p+=$i; if($(i+1) ~ /^failed;/) f+=$i}} END{print p+0, f+0}' "$log")
+
+# Interoperability: clients no one here wrote (confluent-kafka for Python) against the binary the
+# tests above just built. Their virtualenv lives in the cache, made once per machine.
+if [ $# -eq 0 ]; then
+  venv="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}/venv"
+  if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c "import confluent_kafka, fastavro" 2>/dev/null; then
+    echo "test: installing the Python interop tools into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/tests/interop/requirements.txt"
+  fi
+  set +e
+  TRIBUTARY_BIN="$CARGO_TARGET_DIR/release/tributary" "$venv/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/tests/interop" 2>&1 | tee "$log"
+  prc=${PIPESTATUS[0]}
+  set -e
+  py_passed=$( (grep -Eo '[0-9]+ passed' "$log" || true) | tail -n 1 | grep -Eo '[0-9]+' || true)
+  py_failed=$( (grep -Eo '[0-9]+ (failed|error)' "$log" || true) | awk '{s+=$1} END{print s+0}')
+  passed=$((passed + ${py_passed:-0}))
+  failed=$((failed + ${py_failed:-0}))
+  # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
+  [ "$prc" -eq 0 ] || rc=$((rc == 0 ? 1 : rc))
+fi
 rm -f "$log"
 echo
 echo "${passed:-0} passed, ${failed:-0} failed"

@@ -35,6 +35,13 @@ pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 http_ok() { curl -fsS -m 2 -o /dev/null "$1" 2>/dev/null; }
 
+# The registry is up when it answers: with basic auth on, an anonymous request gets 401.
+registry_up() {
+  local code
+  code="$(curl -s -m 2 -o /dev/null -w '%{http_code}' "$1" 2>/dev/null || true)"
+  [ "$code" = 200 ] || [ "$code" = 401 ]
+}
+
 start_service() { # name, then the command
   local name="$1"; shift
   local pidf="$STATE/$name.pid" logf="$STATE/logs/$name.log"
@@ -57,9 +64,9 @@ stop_service() {
   say "$name: stopped"
 }
 
-wait_healthy() { # name, url
-  local name="$1" url="$2" deadline=$((SECONDS + 60))
-  until http_ok "$url"; do
+wait_healthy() { # name, url[, check]
+  local name="$1" url="$2" check="${3:-http_ok}" deadline=$((SECONDS + 60))
+  until "$check" "$url"; do
     if ! pid_alive "$STATE/$name.pid"; then
       say "error: the $name exited; last lines of $STATE/logs/$name.log:"; tail -n 20 "$STATE/logs/$name.log"; exit 1
     fi
@@ -75,7 +82,7 @@ up() {
   "$KAFKA" start
   (cd "$ROOT" && "$BIN" topics apply)
   start_service registry "$BIN" registry
-  wait_healthy registry "http://$REGISTRY_ADDR/subjects"
+  wait_healthy registry "http://$REGISTRY_ADDR/subjects" registry_up
   start_service gateway "$BIN" gateway
   wait_healthy gateway "http://$GATEWAY_ADDR/api/v1/health"
   local kstate; kstate="$("$KAFKA" env | sed -n 's/^KAFKA_STATE_DIR=//p')"
@@ -115,7 +122,7 @@ status() {
   local rc=0
   if [ -x "$BIN" ]; then resolve_config; else GATEWAY_ADDR=127.0.0.1:8080; REGISTRY_ADDR=127.0.0.1:8081; fi
   "$KAFKA" status || rc=1
-  if pid_alive "$STATE/registry.pid" && http_ok "http://$REGISTRY_ADDR/subjects"; then
+  if pid_alive "$STATE/registry.pid" && registry_up "http://$REGISTRY_ADDR/subjects"; then
     say "registry: running (pid $(cat "$STATE/registry.pid")) on http://$REGISTRY_ADDR"
   else
     say "registry: not running"; rc=1

@@ -71,26 +71,46 @@ pub fn load(path: Option<&Path>, flags: &FlagOverrides) -> anyhow::Result<Config
     load_with_env(path, flags, settings_env())
 }
 
-/// `TRIBUTARY_GATEWAY__<KEY>` and `TRIBUTARY_REGISTRY__<KEY>` variables, parsed as values
-/// (numbers, booleans, addresses).
-/// Other `TRIBUTARY_*` variables (`TRIBUTARY_CONFIG`, `TRIBUTARY_LOG`, `TRIBUTARY_CACHE`, ...)
-/// are not settings and are left alone; `TRIBUTARY_KAFKA__*` are read by [`kafka_env`].
+/// Settings that are text whatever they look like: a password `007` must stay `007`, not
+/// become the number 7. They are read from the environment as exact strings.
+fn is_text_setting(section: &str, key: &str) -> bool {
+    section == "kafka"
+        || key.ends_with("_password")
+        || key.ends_with("_user")
+        || key.ends_with("_url")
+        || key == "topic"
+}
+
+/// Splits `TRIBUTARY_<SECTION>__<KEY>` into lowercase section and key, for the sections that
+/// are settings. Other `TRIBUTARY_*` variables (`TRIBUTARY_CONFIG`, `TRIBUTARY_LOG`,
+/// `TRIBUTARY_CACHE`, ...) are not settings and are left alone.
+fn setting_name(var: &str) -> Option<(String, String)> {
+    let rest = var.strip_prefix("TRIBUTARY_")?;
+    let (section, key) = rest.split_once("__")?;
+    let section = section.to_ascii_lowercase();
+    matches!(section.as_str(), "kafka" | "gateway" | "registry")
+        .then(|| (section, key.to_ascii_lowercase()))
+}
+
+/// `TRIBUTARY_<SECTION>__<KEY>` variables of the gateway and registry, parsed as values
+/// (numbers, booleans, addresses), except the text settings [`text_env`] reads.
 fn settings_env() -> Env {
     Env::prefixed("TRIBUTARY_")
         .filter(|k| {
-            let k = k.as_str().to_ascii_lowercase();
-            k.starts_with("gateway__") || k.starts_with("registry__")
+            let var = format!("TRIBUTARY_{}", k.as_str().to_ascii_uppercase());
+            setting_name(&var).is_some_and(|(section, key)| {
+                section != "kafka" && !is_text_setting(&section, &key)
+            })
         })
         .split("__")
 }
 
-/// `TRIBUTARY_KAFKA__<KEY>` variables, taken as exact text: every Kafka setting is text to
-/// librdkafka, and a password such as `007` must not become the number 7.
-fn kafka_env() -> Vec<(String, String)> {
+/// Text settings from the environment, exactly as given, as `section.key` paths.
+fn text_env() -> Vec<(String, String)> {
     std::env::vars()
-        .filter_map(|(k, v)| {
-            let key = k.strip_prefix("TRIBUTARY_KAFKA__")?.to_ascii_lowercase();
-            Some((format!("kafka.{key}"), v))
+        .filter_map(|(var, value)| {
+            let (section, key) = setting_name(&var)?;
+            is_text_setting(&section, &key).then(|| (format!("{section}.{key}"), value))
         })
         .collect()
 }
@@ -112,7 +132,7 @@ fn load_with_env(path: Option<&Path>, flags: &FlagOverrides, env: Env) -> anyhow
         }
     }
     let mut fig = fig.merge(env);
-    for (key, value) in kafka_env() {
+    for (key, value) in text_env() {
         fig = fig.merge(Serialized::default(&key, value));
     }
     let config: Config = fig
@@ -191,10 +211,14 @@ mod tests {
             jail.set_env("TRIBUTARY_KAFKA__SASL_PASSWORD", "007");
             jail.set_env("TRIBUTARY_KAFKA__CLIENT_ID", "true");
             jail.set_env("TRIBUTARY_GATEWAY__MAX_BODY_BYTES", "2048");
+            jail.set_env("TRIBUTARY_REGISTRY__AUTH_PASSWORD", "0042");
+            jail.set_env("TRIBUTARY_GATEWAY__REGISTRY_USER", "true");
             let c = load_with_env(None, &FlagOverrides::default(), settings_env()).expect("load");
             assert_eq!(c.kafka.sasl_password.as_deref(), Some("007"), "exactly as given");
             assert_eq!(c.kafka.client_id, "true");
             assert_eq!(c.gateway.max_body_bytes, 2048);
+            assert_eq!(c.registry.auth_password.as_deref(), Some("0042"));
+            assert_eq!(c.gateway.registry_user.as_deref(), Some("true"));
             Ok(())
         });
     }

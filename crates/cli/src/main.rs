@@ -226,6 +226,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             if shown.registry.auth_password.is_some() {
                 shown.registry.auth_password = Some("<redacted>".into());
             }
+            if shown.gateway.registry_password.is_some() {
+                shown.gateway.registry_password = Some("<redacted>".into());
+            }
             println!("{}", serde_json::to_string_pretty(&shown)?);
             Ok(std::process::ExitCode::SUCCESS)
         }

@@ -175,12 +175,16 @@ fn prepare(
             None => None,
         },
     };
+    // The dedupe fingerprint is over the event's canonical JSON, not the encoded value: a retry
+    // after the topic moved to a new schema version is still the same event.
+    let canonical = event.to_json_bytes();
+    let fingerprint = fingerprint(&canonical);
     let (value, content_type) = match schema {
         Some(schema) => (encode_avro(&event, schema)?, AVRO_CONTENT_TYPE.as_bytes()),
-        None => (event.to_json_bytes(), &b"application/json"[..]),
+        None => (canonical, &b"application/json"[..]),
     };
     Ok(Prepared {
-        fingerprint: fingerprint(&value),
+        fingerprint,
         event_id: event.event_id,
         event_type: event.event_type,
         key,

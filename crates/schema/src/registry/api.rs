@@ -30,16 +30,22 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// Query flags. Clients spell booleans differently (`true`, `True`, `1`): all are accepted.
 #[derive(Debug, Deserialize, Default)]
 pub struct Flags {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     deleted: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     permanent: bool,
-    #[serde(default, rename = "defaultToGlobal")]
+    #[serde(default, rename = "defaultToGlobal", deserialize_with = "flag")]
     default_to_global: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     verbose: bool,
+}
+
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(matches!(s.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -226,7 +232,7 @@ pub async fn lookup(
         }
         st.lookup(&subject, &parsed, f.deleted)
             .map(|e| Json(entry_json(&e)))
-            .ok_or_else(|| RegistryError::schema_not_found("not found for this subject"))
+            .ok_or_else(|| RegistryError::schema_not_found_in(&subject))
     })
     .await
 }
@@ -490,7 +496,10 @@ impl Registry {
                 .is_some_and(|e| e.schema.id == id);
             if won {
                 if new_id {
-                    self.write(&RecordKey::IdCeiling, Some(&IdCeiling { max_id: id })).await?;
+                    // The highest id this instance knows of, not just ours: compaction keeps only
+                    // the last ceiling, which must not be lower than any id ever handed out.
+                    let max_id = self.store.state().next_id().saturating_sub(1).max(id);
+                    self.write(&RecordKey::IdCeiling, Some(&IdCeiling { max_id })).await?;
                 }
                 return Ok(id);
             }

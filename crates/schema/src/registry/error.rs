@@ -36,6 +36,9 @@ impl RegistryError {
     pub fn schema_not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, 40403, format!("Schema {what} not found"))
     }
+    pub fn schema_not_found_in(subject: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, 40403, format!("Schema not found in subject '{subject}'"))
+    }
     pub fn subject_soft_deleted(s: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
