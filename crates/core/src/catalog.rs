@@ -24,6 +24,9 @@ pub enum ValueFormat {
     /// subject `<topic>-value`.
     #[default]
     Avro,
+    /// Protobuf with Confluent framing (magic byte, schema id, message indexes), the schema
+    /// registered as the subject `<topic>-value`.
+    Protobuf,
     /// The event's canonical JSON, UTF-8.
     Json,
 }
@@ -48,7 +51,8 @@ pub struct TopicSpec {
     pub require_key: bool,
     /// What the topic is for.
     pub role: TopicRole,
-    /// How values are encoded: `avro` (registry-framed, the default) or `json`.
+    /// How values are encoded: `avro` (registry-framed, the default), `protobuf`
+    /// (registry-framed) or `json`.
     #[serde(default)]
     pub value_format: ValueFormat,
 }

@@ -139,24 +139,36 @@ struct Prepared {
 
 /// The `content_type` header of registry-framed Avro values.
 pub const AVRO_CONTENT_TYPE: &str = "application/vnd.confluent.avro";
+/// The `content_type` header of registry-framed Protobuf values.
+pub const PROTOBUF_CONTENT_TYPE: &str = "application/vnd.confluent.protobuf";
 
-/// Encodes an event with its topic's registered Avro schema: the value is Confluent-framed
-/// (magic byte, schema id, Avro body). A field the schema requires and the event lacks, or
+/// Encodes an event with its topic's registered schema (Avro or Protobuf): the value is
+/// Confluent-framed (magic byte, schema id, for Protobuf the message indexes, then the body). A field the schema requires and the event lacks, or
 /// one whose type does not fit, is a 422 naming that field.
-fn encode_avro(event: &Event, schema: &WriteSchema) -> Result<Vec<u8>, ApiError> {
-    let Some(avro) = schema.schema.avro() else {
-        return Err(ApiError::Internal(format!("schema {} is not an Avro schema", schema.id)));
-    };
+fn encode_framed(
+    event: &Event,
+    schema: &WriteSchema,
+) -> Result<(Vec<u8>, &'static [u8]), ApiError> {
     let mut fields = match serde_json::to_value(event) {
         Ok(Value::Object(m)) => m,
         _ => return Err(ApiError::Internal("an event did not serialize to an object".into())),
     };
     // The event schema keeps time as epoch milliseconds, not text.
     fields.insert("timestamp".into(), Value::from(event.timestamp_millis()));
-    let body = tributary_schema::codec::encode_record(avro, &fields).map_err(|e| {
+    let invalid = |e: tributary_schema::codec::EncodeError| {
         ApiError::Validation(tributary_core::FieldError { field: e.field, message: e.message })
-    })?;
-    Ok(tributary_schema::frame(schema.id, &body))
+    };
+    let (body, content_type) = if let Some(proto) = schema.schema.proto() {
+        (proto.encode(&fields).map_err(invalid)?, PROTOBUF_CONTENT_TYPE)
+    } else if let Some(avro) = schema.schema.avro() {
+        (tributary_schema::codec::encode_record(avro, &fields).map_err(invalid)?, AVRO_CONTENT_TYPE)
+    } else {
+        return Err(ApiError::Internal(format!(
+            "schema {} is neither Avro nor Protobuf",
+            schema.id
+        )));
+    };
+    Ok((tributary_schema::frame(schema.id, &body), content_type.as_bytes()))
 }
 
 fn prepare(
@@ -180,7 +192,7 @@ fn prepare(
     let canonical = event.to_json_bytes();
     let fingerprint = fingerprint(&canonical);
     let (value, content_type) = match schema {
-        Some(schema) => (encode_avro(&event, schema)?, AVRO_CONTENT_TYPE.as_bytes()),
+        Some(schema) => encode_framed(&event, schema)?,
         None => (canonical, &b"application/json"[..]),
     };
     Ok(Prepared {

@@ -14,8 +14,9 @@ use tributary_core::{Catalog, TopicSpec, ValueFormat};
 use tributary_schema::client::{ClientError, RegistryClient};
 use tributary_schema::{ParsedSchema, SchemaType};
 
-/// The event schema the gateway registers for a topic whose subject has none.
+/// The event schemas the gateway registers for a topic whose subject has none.
 pub const EVENT_AVSC: &str = include_str!("../../../schemas/event.avsc");
+pub const EVENT_PROTO: &str = include_str!("../../../schemas/event.proto");
 
 #[derive(Clone)]
 struct Resolved {
@@ -52,7 +53,7 @@ impl TopicSchemas {
         );
         let entries = catalog
             .iter()
-            .filter(|t| t.value_format == ValueFormat::Avro && t.writable())
+            .filter(|t| t.value_format != ValueFormat::Json && t.writable())
             .map(|t| (t.name.clone(), RwLock::new(None)))
             .collect();
         Self {
@@ -96,14 +97,18 @@ impl TopicSchemas {
         if let Some(latest) = self.client.latest(&subject).await? {
             return Ok(latest);
         }
-        let id = self.client.register(&subject, SchemaType::Avro, EVENT_AVSC).await?;
+        let (schema_type, text) = match spec.value_format {
+            ValueFormat::Protobuf => (SchemaType::Protobuf, EVENT_PROTO),
+            _ => (SchemaType::Avro, EVENT_AVSC),
+        };
+        let id = self.client.register(&subject, schema_type, text).await?;
         let schema = self.client.schema(id).await?.ok_or_else(|| {
             ClientError::Invalid(format!("schema {id} was registered but cannot be read back"))
         })?;
         Ok((id, schema))
     }
 
-    /// Decodes a registry-framed Avro value to JSON: the schema id and the value, or `None`
+    /// Decodes a registry-framed Avro or Protobuf value to JSON: the schema id and the value, or `None`
     /// when the bytes are not such a value or its schema is unknown.
     pub async fn decode(&self, bytes: &[u8]) -> Option<(u32, Value)> {
         let (id, body) = tributary_schema::unframe(bytes).ok()?;
@@ -111,7 +116,10 @@ impl TopicSchemas {
             Some(s) => s,
             None => self.client.schema(id).await.ok()??,
         };
-        let value = tributary_schema::codec::decode_to_json(schema.avro()?, body).ok()?;
+        let value = match schema.proto() {
+            Some(proto) => proto.decode_to_json(body).ok()?,
+            None => tributary_schema::codec::decode_to_json(schema.avro()?, body).ok()?,
+        };
         Some((id, value))
     }
 }

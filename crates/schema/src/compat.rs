@@ -46,6 +46,7 @@ pub struct ParsedSchema {
     /// same canonical text, and so the same id.
     pub canonical: String,
     avro: Option<apache_avro::Schema>,
+    proto: Option<crate::protobuf::ProtoSchema>,
 }
 
 /// Why a schema was refused.
@@ -63,13 +64,29 @@ impl ParsedSchema {
                 let avro = apache_avro::Schema::parse(&json)
                     .map_err(|e| InvalidSchema(format!("invalid Avro schema: {e}")))?;
                 let canonical = serde_json::to_string(&json).unwrap_or_default();
-                Ok(Self { schema_type, canonical, avro: Some(avro) })
+                Ok(Self { schema_type, canonical, avro: Some(avro), proto: None })
+            }
+            SchemaType::Protobuf => {
+                let proto = crate::protobuf::ProtoSchema::parse(text).map_err(InvalidSchema)?;
+                // .proto text has no normal form short of a printer; identity is the text with
+                // surrounding whitespace removed.
+                Ok(Self {
+                    schema_type,
+                    canonical: text.trim().to_owned(),
+                    avro: None,
+                    proto: Some(proto),
+                })
             }
             other => Err(InvalidSchema(format!(
-                "schema type {} is not supported by this registry yet; use AVRO",
+                "schema type {} is not supported by this registry yet; use AVRO or PROTOBUF",
                 other.as_str()
             ))),
         }
+    }
+
+    /// The parsed `.proto` file, for Protobuf schemas.
+    pub fn proto(&self) -> Option<&crate::protobuf::ProtoSchema> {
+        self.proto.as_ref()
     }
 
     /// The Avro schema, for Avro schemas.
@@ -79,6 +96,9 @@ impl ParsedSchema {
 
     /// Whether data written with `writer` can be read with `reader`. `Err` says why not.
     pub fn can_read(writer: &Self, reader: &Self) -> Result<(), String> {
+        if let (Some(w), Some(r)) = (&writer.proto, &reader.proto) {
+            return crate::protobuf::ProtoSchema::can_read(w, r);
+        }
         match (&writer.avro, &reader.avro) {
             (Some(w), Some(r)) => crate::avro::can_read(w, r),
             _ => Err(format!(

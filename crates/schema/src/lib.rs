@@ -10,6 +10,7 @@ pub mod client;
 pub mod codec;
 pub mod compat;
 pub mod framing;
+pub mod protobuf;
 
 pub use compat::{InvalidSchema, Level, ParsedSchema, SchemaType};
 pub use framing::{frame, unframe, FramingError};

@@ -131,7 +131,7 @@ async fn registers_reads_and_looks_up_like_confluent() {
         r.get("/schemas/ids/1/versions").await.1,
         json!([{"subject":"orders-value","version":1},{"subject":"other-value","version":1}])
     );
-    assert_eq!(r.get("/schemas/types").await.1, json!(["AVRO"]));
+    assert_eq!(r.get("/schemas/types").await.1, json!(["AVRO", "PROTOBUF"]));
 
     let (s, found) = r.post("/subjects/orders-value", json!({"schema": v1})).await;
     assert_eq!(s, StatusCode::OK);
@@ -142,6 +142,42 @@ async fn registers_reads_and_looks_up_like_confluent() {
     assert_eq!((s, code(&e)), (StatusCode::NOT_FOUND, 40403));
     let (s, e) = r.post("/subjects/nobody", json!({"schema": v1})).await;
     assert_eq!((s, code(&e)), (StatusCode::NOT_FOUND, 40401));
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_schemas_register_and_evolve_by_wire_rules() {
+    let r = start(config(&tributary_test_support::random_topic("schemas"))).await;
+    let proto = |body: &str| format!("syntax = \"proto3\";\npackage t;\n{body}");
+    let v1 = proto("message M { string a = 1; }");
+    let (s, b) =
+        r.post("/subjects/p-value/versions", json!({"schema": v1, "schemaType": "PROTOBUF"})).await;
+    assert_eq!((s, &b), (StatusCode::OK, &json!({"id": 1})));
+    let (_, latest) = r.get("/subjects/p-value/versions/latest").await;
+    assert_eq!(latest["schemaType"], "PROTOBUF");
+    assert_eq!(latest["schema"], v1.trim());
+    assert_eq!(r.get("/schemas/ids/1").await.1["schemaType"], "PROTOBUF");
+    // A new optional field is fine; changing a field's wire type is not.
+    let v2 = proto("message M { string a = 1; int64 b = 2; }");
+    assert_eq!(
+        r.post("/subjects/p-value/versions", json!({"schema": v2, "schemaType": "PROTOBUF"}))
+            .await
+            .1,
+        json!({"id": 2})
+    );
+    let bad = proto("message M { int64 a = 1; int64 b = 2; }");
+    let (s, e) = r
+        .post("/subjects/p-value/versions", json!({"schema": bad, "schemaType": "PROTOBUF"}))
+        .await;
+    assert_eq!((s, code(&e)), (StatusCode::CONFLICT, 409), "{e}");
+    assert!(e["message"].as_str().unwrap_or_default().contains("type changed"), "{e}");
+    let (s, e) = r
+        .post(
+            "/subjects/p-value/versions",
+            json!({"schema": "message {", "schemaType": "PROTOBUF"}),
+        )
+        .await;
+    assert_eq!((s, code(&e)), (StatusCode::UNPROCESSABLE_ENTITY, 42201));
     r.stop().await;
 }
 

@@ -111,7 +111,7 @@ pub async fn root() -> Json<Value> {
 }
 
 pub async fn schema_types() -> Json<Vec<&'static str>> {
-    Json(vec!["AVRO"])
+    Json(vec!["AVRO", "PROTOBUF"])
 }
 
 pub async fn mode() -> Json<Value> {
