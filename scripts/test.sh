@@ -32,7 +32,7 @@ export TRIBUTARY_TEST_BOOTSTRAP
 
 log="$(mktemp /tmp/tributary-test-log.XXXXXX)"
 set +e
-cargo test --release --workspace --all-targets "$@" 2>&1 | tee "$log"
+cargo test --release --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 read -r passed failed < <(awk '/^test result: /{for(i=1;i<=NF;i++){if($(i+1) ~ /^passed;/) p+=$i; if($(i+1) ~ /^failed;/) f+=$i}} END{print p+0, f+0}' "$log")

@@ -127,6 +127,21 @@ impl Dedupe {
         lock(&self.shards[i])
     }
 
+    /// Where `event_id` was written on `topic`, if it was, with the same content; reserves
+    /// nothing (a cheap check before work that [`Self::begin`] would make unnecessary).
+    pub fn written(&self, topic: &str, event_id: &str, fingerprint: u64) -> Option<Delivered> {
+        let key = Self::key(topic, event_id);
+        let s = self.lock(Self::shard_of(key));
+        match s.map.get(&key) {
+            Some(Entry::Done { fingerprint: f, delivered, at })
+                if *f == fingerprint && at.elapsed() <= self.window =>
+            {
+                Some(*delivered)
+            }
+            _ => None,
+        }
+    }
+
     /// Looks `event_id` up on `topic` and, when it is new, reserves it.
     pub fn begin(&self, topic: &str, event_id: &str, fingerprint: u64) -> Begin {
         let key = Self::key(topic, event_id);

@@ -69,7 +69,7 @@ pub struct RecordView {
     pub timestamp: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub key: Option<String>,
-    /// The record value when it is JSON.
+    /// The record value: JSON as written, or a registry-framed Avro/Protobuf value decoded.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     #[schema(value_type = Option<Object>)]
     pub event: Option<Value>,
@@ -171,11 +171,17 @@ fn encode_framed(
     Ok((tributary_schema::frame(schema.id, &body), content_type.as_bytes()))
 }
 
-fn prepare(
-    spec: &TopicSpec,
-    value: Value,
-    schema: Option<&WriteSchema>,
-) -> Result<Prepared, ApiError> {
+/// An event that passed validation, before it is encoded for its topic.
+struct Checked {
+    event: Event,
+    key: Option<String>,
+    canonical: Vec<u8>,
+    fingerprint: u64,
+}
+
+/// Validates an event and finds its key. Needs nothing but the event: bad input is a 4xx even
+/// while the schema registry is down.
+fn check(spec: &TopicSpec, value: Value) -> Result<Checked, ApiError> {
     let event = Event::from_json(value).map_err(ApiError::Validation)?;
     let key = match &spec.key_field {
         None => None,
@@ -191,15 +197,20 @@ fn prepare(
     // after the topic moved to a new schema version is still the same event.
     let canonical = event.to_json_bytes();
     let fingerprint = fingerprint(&canonical);
+    Ok(Checked { event, key, canonical, fingerprint })
+}
+
+/// Encodes a checked event for its topic: framed with `schema`, or its canonical JSON.
+fn encode(c: Checked, schema: Option<&WriteSchema>) -> Result<Prepared, ApiError> {
     let (value, content_type) = match schema {
-        Some(schema) => encode_framed(&event, schema)?,
-        None => (canonical, &b"application/json"[..]),
+        Some(schema) => encode_framed(&c.event, schema)?,
+        None => (c.canonical, &b"application/json"[..]),
     };
     Ok(Prepared {
-        fingerprint,
-        event_id: event.event_id,
-        event_type: event.event_type,
-        key,
+        fingerprint: c.fingerprint,
+        event_id: c.event.event_id,
+        event_type: c.event.event_type,
+        key: c.key,
         value,
         content_type,
     })
@@ -420,7 +431,7 @@ impl AppState {
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Invalid event; `field` names the offending field", body = ErrorBody),
-        (status = 503, description = "Kafka unavailable; retry after Retry-After seconds", body = ErrorBody),
+        (status = 503, description = "Kafka (`kafka_unavailable`) or the schema registry (`schema_registry_unavailable`) unavailable; retry after Retry-After seconds", body = ErrorBody),
     )
 )]
 pub async fn publish(
@@ -431,18 +442,28 @@ pub async fn publish(
 ) -> Result<Response, ApiError> {
     let spec = state.writable_topic(&topic)?;
     let m = state.metrics_for(&spec.name);
-    let prepared = async {
+    let checked = async {
         let bytes = read_json_body(&headers, body, state.inner.config.max_body_bytes).await?;
-        let value = parse_json(&bytes)?;
-        let schema = state.inner.schemas.for_topic(spec).await?;
-        prepare(spec, value, schema.as_ref())
+        check(spec, parse_json(&bytes)?)
     }
     .await
     .inspect_err(|e| m.rejected(e.status_and_code().1))?;
-    let event_id = prepared.event_id.clone();
-    let deadline = state.write_deadline();
-    let started = state.start_write(&spec.name, prepared, &Ingest::now(), deadline).await?;
-    let (status, code, d) = match state.finish_write(&spec.name, started, deadline).await? {
+    let event_id = checked.event.event_id.clone();
+    // A retry of a written event is answered before encoding: neither a newer schema version
+    // nor an unreachable registry turns it into an error.
+    let known = state.inner.dedupe.written(&spec.name, &event_id, checked.fingerprint);
+    let written = match known {
+        Some(d) => Written::Duplicate(d),
+        None => {
+            let schema = state.inner.schemas.for_topic(spec).await?;
+            let prepared = encode(checked, schema.as_ref())
+                .inspect_err(|e| m.rejected(e.status_and_code().1))?;
+            let deadline = state.write_deadline();
+            let started = state.start_write(&spec.name, prepared, &Ingest::now(), deadline).await?;
+            state.finish_write(&spec.name, started, deadline).await?
+        }
+    };
+    let (status, code, d) = match written {
         Written::New(d) => (StatusCode::CREATED, "accepted", d),
         Written::Duplicate(d) => {
             m.duplicate(1);
@@ -496,10 +517,18 @@ pub async fn publish_batch(
         return Err(ApiError::BatchTooLarge { count: items.len(), limit });
     }
     let m = state.metrics_for(&spec.name);
-    let schema = state.inner.schemas.for_topic(spec).await?;
+    let checked: Vec<Result<Checked, ApiError>> =
+        items.into_iter().map(|item| check(spec, item)).collect();
+    // The schema is fetched once, and only when some event has to be encoded.
+    let needs_schema = checked.iter().any(|c| {
+        c.as_ref().is_ok_and(|c| {
+            state.inner.dedupe.written(&spec.name, &c.event.event_id, c.fingerprint).is_none()
+        })
+    });
+    let schema = if needs_schema { state.inner.schemas.for_topic(spec).await? } else { None };
     let deadline = state.write_deadline();
     let ingest = Ingest::now();
-    let mut results: Vec<Option<BatchItem>> = vec![None; items.len()];
+    let mut results: Vec<Option<BatchItem>> = vec![None; checked.len()];
     let mut pending = Vec::new();
     let mut in_flight = Vec::new();
     // `id` is `None` for an event too malformed to have one.
@@ -515,16 +544,28 @@ pub async fn publish_batch(
     };
     // Start every write in array order (so same-key events keep their order on the
     // partition), then wait for all of them together.
-    for (index, item) in items.into_iter().enumerate() {
-        let p = match prepare(spec, item, schema.as_ref()) {
-            Ok(p) => p,
+    for (index, c) in checked.into_iter().enumerate() {
+        let c = match c {
+            Ok(c) => c,
             Err(e) => {
                 m.rejected(e.status_and_code().1);
                 done(index, None, Err(e));
                 continue;
             }
         };
-        let id = Some(p.event_id.clone());
+        let id = Some(c.event.event_id.clone());
+        if let Some(d) = state.inner.dedupe.written(&spec.name, &c.event.event_id, c.fingerprint) {
+            done(index, id, Ok(Written::Duplicate(d)));
+            continue;
+        }
+        let p = match encode(c, schema.as_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                m.rejected(e.status_and_code().1);
+                done(index, id, Err(e));
+                continue;
+            }
+        };
         match state.start_write(&spec.name, p, &ingest, deadline).await {
             Ok(Started::Answered(w)) => done(index, id, Ok(w)),
             Ok(Started::Pending(w)) => pending.push((index, id, w)),

@@ -185,6 +185,8 @@ pub struct TopicView {
     pub partitions: i32,
     pub key_field: Option<String>,
     pub role: TopicRole,
+    /// How values are encoded on Kafka.
+    pub value_format: tributary_core::ValueFormat,
     /// Whether `POST /api/v1/events/{topic}` accepts events.
     pub writable: bool,
 }
@@ -202,6 +204,7 @@ pub async fn topics(State(state): State<AppState>) -> Json<Vec<TopicView>> {
                 partitions: t.partitions,
                 key_field: t.key_field.clone(),
                 role: t.role,
+                value_format: t.value_format,
                 writable: t.writable(),
             })
             .collect(),

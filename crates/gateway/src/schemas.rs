@@ -82,6 +82,9 @@ impl TopicSchemas {
             Err(e) => match cached {
                 Some(r) => {
                     tracing::warn!(topic = %spec.name, error = %e, "refreshing the topic's schema; using the last known one");
+                    // Try again after another refresh interval, not on every write.
+                    let kept = Resolved { at: Instant::now(), ..r.clone() };
+                    *entry.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(kept);
                     Ok(Some(WriteSchema { id: r.id, schema: r.schema }))
                 }
                 None => Err(ApiError::RegistryUnavailable {

@@ -157,6 +157,9 @@ async fn new_schema_versions_are_used_and_required_fields_are_named() {
         "{resp}"
     );
     assert_eq!(gw.end_offsets(&topic), before);
+    // A retry of an event written before that version is still answered as a duplicate.
+    let (status, resp) = gw.post(&topic, &event("v2", "u1")).await;
+    assert_eq!((status, resp["status"].as_str()), (200, Some("duplicate")), "{resp}");
     gw.shutdown().await;
 }
 

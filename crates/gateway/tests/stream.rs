@@ -165,7 +165,8 @@ async fn a_client_that_cannot_keep_up_is_told_and_disconnected_then_resumes_exac
     })
     .await;
     let topic = gw.topics.click.clone();
-    // ~24 MiB backlog: more than the loopback socket buffers can hold.
+    // ~24 MiB backlog, read through a socket with a small receive buffer (no autotuning, which
+    // on loopback can grow to tens of MiB): the server must block on this client.
     let blob = "x".repeat(8 * 1024);
     let total = 3_000;
     for chunk in 0..(total / 500) {
@@ -184,18 +185,29 @@ async fn a_client_that_cannot_keep_up_is_told_and_disconnected_then_resumes_exac
             .await
             .expect("batch");
         assert_eq!(r.status().as_u16(), 200);
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["accepted"], 500, "{}", body["results"][0]);
     }
 
-    let mut ws = connect(&gw, &topic, "from=earliest").await;
-    assert_eq!(expect_frame(&mut ws).await["type"], "subscribed");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    let stream = socket.connect(gw.addr).await.expect("connect");
+    let url = format!("ws://{}/api/v1/stream/{topic}?from=earliest", gw.addr);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.expect("upgrade");
+    let hello = tokio::time::timeout(Duration::from_secs(15), ws.next())
+        .await
+        .expect("frame")
+        .expect("open")
+        .expect("ok");
+    assert!(hello.to_text().expect("text").contains("subscribed"));
     // Stop reading long enough for the server's send deadline to pass.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
     let mut first: Vec<String> = Vec::new();
     let mut error = None;
     let mut close_code = None;
     while let Some(msg) = tokio::time::timeout(Duration::from_secs(15), ws.next())
         .await
-        .expect("server ends the stream")
+        .unwrap_or_else(|_| panic!("server ends the stream (after {} frames)", first.len()))
     {
         match msg {
             Ok(Message::Text(t)) => {

@@ -165,7 +165,8 @@ pub fn decode_to_json(writer: &Schema, mut body: &[u8]) -> Result<Json, String> 
     let json = Json::try_from(value).map_err(|e| e.to_string())?;
     Ok(match json {
         Json::Object(mut o) => {
-            for v in o.values_mut() {
+            // The event schema keeps these two JSON objects as text; show them as objects.
+            for (_, v) in o.iter_mut().filter(|(k, _)| *k == "payload" || *k == "metadata") {
                 if let Json::String(s) = v {
                     if s.starts_with('{') {
                         if let Ok(obj @ Json::Object(_)) = serde_json::from_str::<Json>(s) {

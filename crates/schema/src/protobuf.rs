@@ -25,23 +25,44 @@ pub struct ProtoSchema {
     file: FileDescriptor,
 }
 
-struct Single(String);
+struct Single(File);
 
 impl FileResolver for Single {
     fn open_file(&self, name: &str) -> Result<File, protox::Error> {
         if name == FILE_NAME {
-            File::from_source(name, &self.0)
+            Ok(self.0.clone())
         } else {
             Err(protox::Error::file_not_found(name))
         }
     }
 }
 
+/// Confluent's newer clients (confluent-kafka for Python, for one) register a Protobuf schema
+/// as a base64-encoded `FileDescriptorProto` rather than as `.proto` text.
+fn descriptor_file(text: &str) -> Option<File> {
+    use base64::Engine as _;
+    let trimmed = text.trim();
+    if trimmed.contains(char::is_whitespace) || trimmed.contains(';') {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD.decode(trimmed).ok()?;
+    let file = File::decode_file_descriptor_proto(bytes.as_slice()).ok()?;
+    let mut descriptor = file.file_descriptor_proto().clone();
+    descriptor.name = Some(FILE_NAME.to_owned());
+    Some(File::from_file_descriptor_proto(descriptor))
+}
+
 impl ProtoSchema {
-    /// Parses `.proto` text (imports of Google's well-known types are available).
+    /// Parses `.proto` text, or a base64-encoded `FileDescriptorProto` (imports of Google's
+    /// well-known types are available).
     pub fn parse(text: &str) -> Result<Self, String> {
+        let file = match descriptor_file(text) {
+            Some(f) => f,
+            None => File::from_source(FILE_NAME, text)
+                .map_err(|e| format!("invalid Protobuf schema: {e}"))?,
+        };
         let mut chain = ChainFileResolver::new();
-        chain.add(Single(text.to_owned()));
+        chain.add(Single(file));
         chain.add(GoogleFileResolver::new());
         let mut compiler = protox::Compiler::with_file_resolver(chain);
         compiler.include_imports(true);
@@ -129,7 +150,8 @@ impl ProtoSchema {
         msg.serialize_with_options(&mut ser, &options).map_err(|e| e.to_string())?;
         let mut json: Json = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
         if let Json::Object(o) = &mut json {
-            for v in o.values_mut() {
+            // The event schema keeps these two JSON objects as text; show them as objects.
+            for (_, v) in o.iter_mut().filter(|(k, _)| *k == "payload" || *k == "metadata") {
                 if let Json::String(s) = v {
                     if s.starts_with('{') {
                         if let Ok(obj @ Json::Object(_)) = serde_json::from_str::<Json>(s) {
@@ -278,6 +300,21 @@ mod tests {
         assert_eq!(back["timestamp"], 1_796_040_000_250i64);
         assert_eq!(back["payload"], json!({"url": "/"}));
         assert_eq!(back["user_id"], "u1");
+    }
+
+    #[test]
+    fn base64_descriptors_parse_like_text() {
+        use base64::Engine as _;
+        let text = ProtoSchema::parse(EVENT).expect("text");
+        let proto = text.file.file_descriptor_proto().clone();
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(prost::Message::encode_to_vec(&proto));
+        let from_descriptor = ProtoSchema::parse(&encoded).expect("descriptor");
+        assert_eq!(
+            from_descriptor.message(&[0]).expect("message").full_name(),
+            "dev.tributary.Event"
+        );
+        assert!(ProtoSchema::can_read(&text, &from_descriptor).is_ok());
     }
 
     #[test]
