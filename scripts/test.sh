@@ -41,10 +41,12 @@ read -r passed failed < <(awk '/^test result: /{for(i=1;i<=NF;i++){if($(i+1) ~ /
 # tests above just built. Their virtualenv lives in the cache, made once per machine.
 if [ $# -eq 0 ]; then
   venv="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}/venv"
-  if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c "import confluent_kafka, fastavro" 2>/dev/null; then
+  # Reinstalled whenever tests/interop/requirements.txt changes.
+  if ! cmp -s "$ROOT/tests/interop/requirements.txt" "$venv/.requirements" 2>/dev/null || [ ! -x "$venv/bin/pytest" ]; then
     echo "test: installing the Python interop tools into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/tests/interop/requirements.txt"
+    cp "$ROOT/tests/interop/requirements.txt" "$venv/.requirements"
   fi
   set +e
   TRIBUTARY_BIN="$CARGO_TARGET_DIR/release/tributary" "$venv/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/tests/interop" 2>&1 | tee "$log"

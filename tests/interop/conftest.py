@@ -67,6 +67,7 @@ class Platform:
     def __init__(self, workdir):
         suffix = secrets.token_hex(5)
         self.topic = f"interop-{suffix}.click"
+        self.proto_topic = f"interop-{suffix}.pb"
         self.registry_port = free_port()
         self.gateway_port = free_port()
         self.registry = f"http://127.0.0.1:{self.registry_port}"
@@ -93,6 +94,13 @@ partitions = 3
 key_field = "user_id"
 role = "source"
 value_format = "avro"
+
+[[topics]]
+name = "{self.proto_topic}"
+partitions = 3
+key_field = "user_id"
+role = "source"
+value_format = "protobuf"
 """
             )
         self.procs = []
