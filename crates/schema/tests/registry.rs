@@ -132,6 +132,12 @@ async fn registers_reads_and_looks_up_like_confluent() {
         json!([{"subject":"orders-value","version":1},{"subject":"other-value","version":1}])
     );
     assert_eq!(r.get("/schemas/types").await.1, json!(["AVRO", "PROTOBUF"]));
+    let (_, raw_by_id) = r.get("/schemas/ids/2/schema").await;
+    assert_eq!(raw_by_id, raw, "raw schema by id is the schema itself");
+    assert_eq!(r.get("/").await, (StatusCode::OK, json!({})));
+    assert_eq!(r.get("/mode").await.1, json!({"mode": "READWRITE"}));
+    let (s, e) = r.get("/no/such/route").await;
+    assert_eq!((s, code(&e)), (StatusCode::NOT_FOUND, 404));
 
     let (s, found) = r.post("/subjects/orders-value", json!({"schema": v1})).await;
     assert_eq!(s, StatusCode::OK);
