@@ -316,14 +316,16 @@ pub async fn get_global_config(State(r): Api) -> Json<Value> {
     Json(json!({"compatibilityLevel": r.store.state().level(None)}))
 }
 
-pub async fn put_global_config(State(r): Api, body: Bytes) -> Result<Json<Value>> {
-    let level = level_request(&body)?;
-    r.write(
-        &RecordKey::Config { subject: None },
-        Some(&ConfigValue { compatibility_level: level }),
-    )
-    .await?;
+/// Sets the level of `subject`, or the global one; answers as Confluent does.
+async fn set_level(r: &Registry, subject: Option<String>, body: &Bytes) -> Result<Json<Value>> {
+    let level = level_request(body)?;
+    let value = ConfigValue { compatibility_level: level };
+    r.write(&RecordKey::Config { subject }, Some(&value)).await?;
     Ok(Json(json!({"compatibility": level})))
+}
+
+pub async fn put_global_config(State(r): Api, body: Bytes) -> Result<Json<Value>> {
+    set_level(&r, None, &body).await
 }
 
 pub async fn get_subject_config(
@@ -344,13 +346,7 @@ pub async fn put_subject_config(
     Path(subject): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>> {
-    let level = level_request(&body)?;
-    r.write(
-        &RecordKey::Config { subject: Some(subject) },
-        Some(&ConfigValue { compatibility_level: level }),
-    )
-    .await?;
-    Ok(Json(json!({"compatibility": level})))
+    set_level(&r, Some(subject), &body).await
 }
 
 pub async fn delete_subject_config(
