@@ -517,14 +517,17 @@ pub async fn publish_batch(
         return Err(ApiError::BatchTooLarge { count: items.len(), limit });
     }
     let m = state.metrics_for(&spec.name);
-    let checked: Vec<Result<Checked, ApiError>> =
-        items.into_iter().map(|item| check(spec, item)).collect();
-    // The schema is fetched once, and only when some event has to be encoded.
-    let needs_schema = checked.iter().any(|c| {
-        c.as_ref().is_ok_and(|c| {
-            state.inner.dedupe.written(&spec.name, &c.event.event_id, c.fingerprint).is_none()
+    // Each event checked, and where it was written if this is a retry (looked up once).
+    let checked: Vec<Result<(Checked, Option<Delivered>), ApiError>> = items
+        .into_iter()
+        .map(|item| {
+            let c = check(spec, item)?;
+            let known = state.inner.dedupe.written(&spec.name, &c.event.event_id, c.fingerprint);
+            Ok((c, known))
         })
-    });
+        .collect();
+    // The schema is fetched once, and only when some event has to be encoded.
+    let needs_schema = checked.iter().any(|c| matches!(c, Ok((_, None))));
     let schema = if needs_schema { state.inner.schemas.for_topic(spec).await? } else { None };
     let deadline = state.write_deadline();
     let ingest = Ingest::now();
@@ -545,7 +548,7 @@ pub async fn publish_batch(
     // Start every write in array order (so same-key events keep their order on the
     // partition), then wait for all of them together.
     for (index, c) in checked.into_iter().enumerate() {
-        let c = match c {
+        let (c, known) = match c {
             Ok(c) => c,
             Err(e) => {
                 m.rejected(e.status_and_code().1);
@@ -554,7 +557,7 @@ pub async fn publish_batch(
             }
         };
         let id = Some(c.event.event_id.clone());
-        if let Some(d) = state.inner.dedupe.written(&spec.name, &c.event.event_id, c.fingerprint) {
+        if let Some(d) = known {
             done(index, id, Ok(Written::Duplicate(d)));
             continue;
         }
