@@ -1,0 +1,480 @@
+//! One input partition's processing state, and how it survives a restart.
+//!
+//! A [`Task`] owns a partition's window engine and event-time clock. Keys never span
+//! partitions (producers partition by the key with murmur2), so a partition's windows depend
+//! on nothing but its own records, in offset order.
+//!
+//! ## Recovery by replay
+//!
+//! Each transaction commits, per partition, the next offset to process and a small
+//! [`Checkpoint`] as the offset's metadata (Kafka stores both atomically with the output).
+//! The checkpoint holds the clock, the first window end not emitted yet, the offset of the
+//! oldest record an open window still needs (`replay_from`), and for each pane whose tumbling
+//! window closed while sliding windows over it are still open, the offset at which it closed.
+//!
+//! After a crash or a rebalance, the new owner seeks to `replay_from` and reads forward. Records
+//! before the committed position were processed already: they are put back into their panes
+//! when they were on time then — a record of a closed pane was on time exactly when its offset
+//! is below the pane's closing offset, because the watermark only grows with the offset — and
+//! produce no output. From the committed position on, processing continues as if nothing had
+//! happened, so the output is the same as that of a run without the crash.
+
+use crate::watermark::{Clock, WatermarkConfig};
+use crate::window::{Engine, Late, WindowConfig, WindowResult};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+/// A partition's recovery point, stored as the committed offset's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Format version.
+    pub v: u8,
+    /// Offset of the oldest record an open window still needs.
+    #[serde(rename = "r")]
+    pub replay_from: i64,
+    /// Largest event time seen.
+    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+    pub max_event_ms: Option<i64>,
+    /// Where the idle rule last moved the watermark.
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
+    pub idle_floor_ms: Option<i64>,
+    /// The first window end not emitted yet.
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub next_end_ms: Option<i64>,
+    /// Closed panes still feeding open sliding windows: (pane start, offset it closed at).
+    #[serde(rename = "c", default, skip_serializing_if = "Vec::is_empty")]
+    pub closed: Vec<(i64, i64)>,
+}
+
+impl Checkpoint {
+    const VERSION: u8 = 1;
+
+    /// Compact JSON, well under Kafka's 4096-byte offset metadata limit.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// `None` for metadata this version did not write (empty, another tool's, or garbage).
+    pub fn decode(metadata: &str) -> Option<Self> {
+        let c: Self = serde_json::from_str(metadata).ok()?;
+        (c.v == Self::VERSION).then_some(c)
+    }
+}
+
+/// Settings of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskConfig {
+    pub window: WindowConfig,
+    pub watermark: WatermarkConfig,
+}
+
+/// What became of a valid record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Counted in its windows.
+    Accepted,
+    /// Its tumbling window had closed; counted in no window.
+    Late(Late),
+    /// Read again after a restart (before the committed position); no output.
+    Replayed,
+}
+
+/// One partition's windows and clock.
+#[derive(Debug)]
+pub struct Task<K> {
+    settings: TaskConfig,
+    engine: Engine<K>,
+    clock: Clock,
+    /// Offset of the first accepted record of each pane kept.
+    pane_first: BTreeMap<i64, i64>,
+    /// Panes whose tumbling window closed, with the offset they closed at.
+    pane_closed: BTreeMap<i64, i64>,
+    /// The next offset to process.
+    position: i64,
+    /// Records below this offset were processed before the restart.
+    replay_until: i64,
+    /// The checkpoint replayed records are judged by.
+    restored: Option<Checkpoint>,
+}
+
+impl<K: Clone + Eq + Hash + Ord> Task<K> {
+    /// A task for a partition with no checkpoint, starting at `offset`.
+    pub fn fresh(config: TaskConfig, offset: i64, now_ms: i64) -> Self {
+        Self {
+            settings: config,
+            engine: Engine::new(config.window),
+            clock: Clock::new(config.watermark, None, None, now_ms),
+            pane_first: BTreeMap::new(),
+            pane_closed: BTreeMap::new(),
+            position: offset,
+            replay_until: offset,
+            restored: None,
+        }
+    }
+
+    /// A task resuming at committed position `position` with checkpoint `cp`; the consumer
+    /// must read from `cp.replay_from`.
+    pub fn resume(config: TaskConfig, position: i64, cp: Checkpoint, now_ms: i64) -> Self {
+        Self {
+            settings: config,
+            engine: Engine::resume(config.window, cp.next_end_ms),
+            clock: Clock::new(config.watermark, cp.max_event_ms, cp.idle_floor_ms, now_ms),
+            pane_first: BTreeMap::new(),
+            pane_closed: cp.closed.iter().copied().collect(),
+            position: cp.replay_from,
+            replay_until: position,
+            restored: Some(cp),
+        }
+    }
+
+    /// The offset the consumer must read from.
+    pub fn start_offset(&self) -> i64 {
+        self.position
+    }
+
+    /// The next offset to process.
+    pub fn position(&self) -> i64 {
+        self.position.max(self.replay_until)
+    }
+
+    /// Whether the record at `offset` is being read again after a restart.
+    pub fn replaying(&self, offset: i64) -> bool {
+        offset < self.replay_until
+    }
+
+    pub fn watermark(&self) -> Option<i64> {
+        self.clock.current()
+    }
+
+    fn config(&self) -> WindowConfig {
+        self.settings.window
+    }
+
+    /// A record that passed the filters, at `offset`.
+    pub fn record(
+        &mut self,
+        offset: i64,
+        key: K,
+        event_ms: i64,
+        measure: Option<f64>,
+        category: Option<&str>,
+        now_ms: i64,
+    ) -> Outcome {
+        self.position = self.position.max(offset + 1);
+        if offset < self.replay_until {
+            self.replay(offset, key, event_ms, measure, category);
+            return Outcome::Replayed;
+        }
+        let pane = self.engine.pane_of(event_ms);
+        let outcome = match self.engine.add(key, event_ms, measure, category, self.clock.current())
+        {
+            Ok(()) => {
+                self.pane_first.entry(pane).or_insert(offset);
+                Outcome::Accepted
+            }
+            Err(late) => Outcome::Late(late),
+        };
+        let before = self.clock.current();
+        self.clock.observe(event_ms, now_ms);
+        if self.clock.current() != before {
+            self.mark_closed(offset + 1);
+        }
+        outcome
+    }
+
+    /// A record that was routed elsewhere (dead-lettered) at `offset`, read at `now_ms`: it
+    /// moves the position, and shows the partition is not idle, but not its event time.
+    pub fn skip(&mut self, offset: i64, now_ms: i64) {
+        self.position = self.position.max(offset + 1);
+        self.clock.touch(now_ms);
+    }
+
+    /// Re-adds a record processed before the restart, if it was on time then.
+    fn replay(
+        &mut self,
+        offset: i64,
+        key: K,
+        event_ms: i64,
+        measure: Option<f64>,
+        category: Option<&str>,
+    ) {
+        let Some(cp) = &self.restored else { return };
+        let cfg = self.config();
+        let pane = self.engine.pane_of(event_ms);
+        let ooo = self.settings.watermark.out_of_orderness_ms;
+        let wm = cp.max_event_ms.map(|m| m.saturating_sub(ooo)).max(cp.idle_floor_ms);
+        let closed_then = wm.is_some_and(|w| w >= pane + cfg.pane_ms + cfg.grace_ms);
+        if closed_then {
+            match self.pane_closed.get(&pane) {
+                Some(&closed_at) if offset < closed_at => {}
+                // Closed before this record arrived (or before any record of the pane did).
+                _ => return,
+            }
+        }
+        if self.engine.retained_from().is_some_and(|from| pane < from) {
+            return;
+        }
+        self.pane_first.entry(pane).or_insert(offset);
+        self.engine.restore(key, event_ms, measure, category);
+    }
+
+    /// Notes, at position `next_offset`, the panes whose tumbling window the watermark closed.
+    fn mark_closed(&mut self, next_offset: i64) {
+        let Some(wm) = self.clock.current() else { return };
+        let cfg = self.config();
+        let limit = wm - cfg.grace_ms - cfg.pane_ms;
+        for (&pane, _) in self.pane_first.range(..=limit).rev() {
+            if self.pane_closed.contains_key(&pane) {
+                break;
+            }
+            self.pane_closed.insert(pane, next_offset);
+        }
+    }
+
+    /// Whether the consumer has read everything the partition holds, at `now_ms`; when it has,
+    /// `consumer_position` is its position (past any transaction markers at the end).
+    pub fn set_caught_up(&mut self, caught_up: bool, consumer_position: i64, now_ms: i64) {
+        if caught_up {
+            self.position = self.position.max(consumer_position);
+        }
+        self.clock.set_caught_up(caught_up, now_ms);
+    }
+
+    /// Applies the idle rule and returns every window the watermark has closed, oldest first.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<WindowResult<K>> {
+        if self.replay_until > self.position {
+            // Still reading records processed before the restart: the panes are incomplete.
+            return Vec::new();
+        }
+        if self.clock.idle_tick(now_ms) {
+            self.mark_closed(self.position);
+        }
+        let out = self.engine.advance(self.clock.current());
+        if let Some(from) = self.engine.retained_from() {
+            self.pane_first = self.pane_first.split_off(&from);
+            self.pane_closed = self.pane_closed.split_off(&from);
+        }
+        if self.restored.is_some() && self.position >= self.replay_until {
+            self.restored = None;
+        }
+        out
+    }
+
+    /// The recovery point after the last [`Task::tick`].
+    pub fn checkpoint(&self) -> Checkpoint {
+        if let Some(cp) = self.restored.as_ref().filter(|_| self.replay_until > self.position) {
+            // Nothing new was processed: the old recovery point still holds.
+            return cp.clone();
+        }
+        let replay_from = self.pane_first.values().copied().min().unwrap_or(self.position());
+        Checkpoint {
+            v: Checkpoint::VERSION,
+            replay_from: replay_from.min(self.position()),
+            max_event_ms: self.clock.max_event_ms(),
+            idle_floor_ms: self.clock.idle_floor_ms(),
+            next_end_ms: self.engine.next_end(),
+            closed: self.pane_closed.iter().map(|(&p, &o)| (p, o)).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::WindowKind;
+    use proptest::prelude::*;
+
+    const MIN: i64 = 60_000;
+    const CFG: TaskConfig = TaskConfig {
+        window: WindowConfig { pane_ms: MIN, sliding_panes: 5, grace_ms: 5_000 },
+        watermark: WatermarkConfig { out_of_orderness_ms: 10_000, idle_ms: 3_000 },
+    };
+
+    /// One step of a run: a record of the input (valid or dead-lettered), a tick (with the
+    /// partition caught up and idle, or not), or a transaction commit.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Record { key: u8, step_ms: i64, jitter_ms: i64, value: u8, valid: bool },
+        Tick { idle: bool },
+        Commit,
+    }
+
+    type Out = (WindowKind, i64, u8, u64, i64);
+
+    /// What a `read_committed` reader would see: window results and late offsets.
+    #[derive(Debug, Default, PartialEq)]
+    struct Seen {
+        results: Vec<Out>,
+        late: Vec<i64>,
+    }
+
+    struct Input {
+        /// (key, event time, value, valid) by offset.
+        records: Vec<(u8, i64, u8, bool)>,
+        /// Step index of each record.
+        at_step: Vec<usize>,
+    }
+
+    fn input(steps: &[Step]) -> Input {
+        let mut t = 0;
+        let mut records = Vec::new();
+        let mut at_step = Vec::new();
+        for (i, s) in steps.iter().enumerate() {
+            if let Step::Record { key, step_ms, jitter_ms, value, valid } = s {
+                t += step_ms;
+                records.push((*key, (t - jitter_ms).max(0), *value, *valid));
+                at_step.push(i);
+            }
+        }
+        Input { records, at_step }
+    }
+
+    /// Runs `steps`; at each step index in `crashes` (after that step) the process dies: what
+    /// was not committed is lost, and a new task resumes from the last commit.
+    fn run(steps: &[Step], crashes: &[usize]) -> Seen {
+        let inp = input(steps);
+        let mut seen = Seen::default();
+        let mut pending = Seen::default();
+        let mut task: Task<u8> = Task::fresh(CFG, 0, 0);
+        let mut committed: (i64, Option<Checkpoint>, usize) = (0, None, 0);
+        let mut crashed = vec![false; steps.len()];
+        let mut i = 0;
+        let mut offset = 0usize;
+        while i < steps.len() {
+            let now = i as i64 * 12_000;
+            match &steps[i] {
+                Step::Record { .. } => {
+                    let (key, t, v, valid) = inp.records[offset];
+                    let o = offset as i64;
+                    if valid {
+                        if let Outcome::Late(_) = task.record(o, key, t, Some(f64::from(v)), None, now) {
+                            pending.late.push(o);
+                        }
+                    } else {
+                        task.skip(o, now);
+                    }
+                    offset += 1;
+                }
+                Step::Tick { idle } => {
+                    // Caught up and quiet, or records are waiting to be read.
+                    task.set_caught_up(*idle, task.position(), now);
+                    let later = if *idle { now + CFG.watermark.idle_ms } else { now };
+                    pending.results.extend(task.tick(later).into_iter().map(|r| {
+                        (r.kind, r.end_ms, r.key, r.aggregate.count, r.aggregate.sum as i64)
+                    }));
+                }
+                Step::Commit => {
+                    // The driver closes what it can, then commits it with the positions.
+                    pending.results.extend(task.tick(now).into_iter().map(|r| {
+                        (r.kind, r.end_ms, r.key, r.aggregate.count, r.aggregate.sum as i64)
+                    }));
+                    seen.results.append(&mut pending.results);
+                    seen.late.append(&mut pending.late);
+                    committed = (task.position(), Some(task.checkpoint()), i);
+                }
+            }
+            if crashes.contains(&i) && !crashed[i] {
+                crashed[i] = true;
+                pending = Seen::default();
+                let (position, cp, step) = committed.clone();
+                task = match cp {
+                    Some(cp) => Task::resume(CFG, position, cp, now),
+                    None => Task::fresh(CFG, 0, now),
+                };
+                // The consumer reads from the task's start offset; records up to the committed
+                // position are replayed right away (they are all in the log already).
+                let start = task.start_offset() as usize;
+                for o in start..position as usize {
+                    let (key, t, v, valid) = inp.records[o];
+                    if valid {
+                        let r = task.record(o as i64, key, t, Some(f64::from(v)), None, now);
+                        assert_eq!(r, Outcome::Replayed);
+                    } else {
+                        task.skip(o as i64, now);
+                    }
+                }
+                offset = position as usize;
+                // Continue with the step after the commit (or from the start).
+                i = if committed.1.is_some() { step + 1 } else { 0 };
+                // Steps between the commit and the crash run again; their records are next.
+                debug_assert!(inp.at_step.get(offset).is_none_or(|&s| s >= i));
+                continue;
+            }
+            i += 1;
+        }
+        // Drain: a final commit of what is left.
+        seen.results.append(&mut pending.results);
+        seen.late.append(&mut pending.late);
+        seen
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            8 => (0u8..5, 0i64..30_000, 0i64..120_000, 1u8..50, proptest::bool::weighted(0.9))
+                .prop_map(|(key, step_ms, jitter_ms, value, valid)| Step::Record { key, step_ms, jitter_ms, value, valid }),
+            2 => proptest::bool::weighted(0.2).prop_map(|idle| Step::Tick { idle }),
+            2 => Just(Step::Commit),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        /// Crashes at random moments, each followed by recovery from the last commit, give
+        /// exactly the committed output of a run without crashes.
+        #[test]
+        fn recovery_gives_the_same_output(
+            steps in proptest::collection::vec(step(), 1..250),
+            crash_points in proptest::collection::vec(0usize..250, 0..6),
+        ) {
+            let clean = run(&steps, &[]);
+            let crashed = run(&steps, &crash_points);
+            prop_assert_eq!(crashed, clean);
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_and_fits_in_offset_metadata() {
+        let cp = Checkpoint {
+            v: 1,
+            replay_from: 1_234_567_890,
+            max_event_ms: Some(1_764_500_000_000),
+            idle_floor_ms: None,
+            next_end_ms: Some(1_764_500_040_000),
+            closed: (0..4).map(|i| (1_764_499_800_000 + i * MIN, 1_234_567_999 + i)).collect(),
+        };
+        let text = cp.encode();
+        assert!(text.len() < 400, "{text}");
+        assert_eq!(Checkpoint::decode(&text), Some(cp));
+        assert_eq!(Checkpoint::decode(""), None);
+        assert_eq!(Checkpoint::decode("{\"v\":9,\"r\":1}"), None, "a newer format is not guessed at");
+    }
+
+    #[test]
+    fn replay_restores_closed_panes_only_with_records_that_were_on_time() {
+        let mut t: Task<u8> = Task::fresh(CFG, 0, 0);
+        assert_eq!(t.record(0, 1, 10_000, Some(1.0), None, 0), Outcome::Accepted);
+        // Moves the watermark past minute 0 plus grace: minute 0 closes at offset 2.
+        assert_eq!(t.record(1, 1, 80_000, Some(2.0), None, 0), Outcome::Accepted);
+        assert!(matches!(t.record(2, 1, 20_000, Some(4.0), None, 0), Outcome::Late(_)));
+        let out = t.tick(0);
+        assert_eq!(out.len(), 2, "tumbling and sliding of minute 0: {out:?}");
+        let cp = t.checkpoint();
+        assert_eq!(cp.replay_from, 0, "minute 0 still feeds open sliding windows");
+        assert_eq!(cp.closed, vec![(0, 2)]);
+        let mut r: Task<u8> = Task::resume(CFG, t.position(), cp, 0);
+        assert_eq!(r.start_offset(), 0);
+        for (o, ts, v) in [(0, 10_000, 1.0), (1, 80_000, 2.0), (2, 20_000, 4.0)] {
+            assert_eq!(r.record(o, 1, ts, Some(v), None, 0), Outcome::Replayed);
+        }
+        // Close everything: the sliding windows count offsets 0 and 1, never the late 2.
+        r.set_caught_up(true, 3, 0);
+        let out = r.tick(10 * MIN);
+        let sums: Vec<(i64, u64)> = out
+            .iter()
+            .filter(|w| w.kind == WindowKind::Sliding)
+            .map(|w| (w.end_ms, w.aggregate.count))
+            .collect();
+        assert_eq!(sums, vec![(2 * MIN, 2), (3 * MIN, 2), (4 * MIN, 2), (5 * MIN, 2), (6 * MIN, 1)]);
+    }
+}
