@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The local platform: Kafka, the topic catalog and the gateway, started in the background.
+# The local platform: Kafka, the topic catalog, the registry, the gateway and the processor,
+# started in the background.
 #
 #   platform.sh up       start everything, wait until ready, print where it is
 #   platform.sh down     stop everything this script started
@@ -23,9 +24,12 @@ resolve_config() {
   GATEWAY_ADDR="$(printf '%s\n' "$json" | sed -n 's/^ *"listen": "\(.*\)",\{0,1\}$/\1/p' | sed -n 1p)"
   # config show prints [gateway] before [registry]: the first "listen" is the gateway's.
   REGISTRY_ADDR="$(printf '%s\n' "$json" | sed -n 's/^ *"listen": "\(.*\)",\{0,1\}$/\1/p' | sed -n 2p)"
+  # ... and [processor] third.
+  PROCESSOR_ADDR="$(printf '%s\n' "$json" | sed -n 's/^ *"listen": "\(.*\)",\{0,1\}$/\1/p' | sed -n 3p)"
   BOOTSTRAP="$(printf '%s\n' "$json" | sed -n 's/^ *"bootstrap_servers": "\(.*\)",\{0,1\}$/\1/p' | head -n 1)"
   GATEWAY_ADDR="${GATEWAY_ADDR:-127.0.0.1:8080}"
   REGISTRY_ADDR="${REGISTRY_ADDR:-127.0.0.1:8081}"
+  PROCESSOR_ADDR="${PROCESSOR_ADDR:-127.0.0.1:8082}"
   BOOTSTRAP="${BOOTSTRAP:-127.0.0.1:9092}"
 }
 
@@ -85,6 +89,8 @@ up() {
   wait_healthy registry "http://$REGISTRY_ADDR/subjects" registry_up
   start_service gateway "$BIN" gateway
   wait_healthy gateway "http://$GATEWAY_ADDR/api/v1/health"
+  start_service processor "$BIN" processor
+  wait_healthy processor "http://$PROCESSOR_ADDR/health"
   local kstate; kstate="$("$KAFKA" env | sed -n 's/^KAFKA_STATE_DIR=//p')"
   local khome; khome="$("$KAFKA" env | sed -n 's/^KAFKA_HOME=//p')"
   cat <<EOT
@@ -95,6 +101,7 @@ Tributary is up.
   Registry     http://$REGISTRY_ADDR   (Confluent Schema Registry API; schemas in the _schemas topic)
   Health       http://$GATEWAY_ADDR/api/v1/health
   Metrics      http://$GATEWAY_ADDR/metrics  (Prometheus)  and  /api/v1/metrics (JSON)
+  Processor    http://$PROCESSOR_ADDR/metrics  (windowed aggregates into aggregates.*, bad records into events.dlq)
   Kafka        $BOOTSTRAP  (Apache Kafka, KRaft; tools in $khome/bin)
 
 Send an event:
@@ -107,12 +114,19 @@ Read it back:
 
   curl -s 'http://$GATEWAY_ADDR/api/v1/events/events.clickstream/latest?limit=5'
 
-Logs: $STATE/logs/gateway.log, $STATE/logs/registry.log and $kstate/logs/server.log
+Generate traffic for the three sources (late, skewed and malformed records included), and
+watch one-minute windows appear a minute later:
+
+  $BIN gen --rate 200 --duration 120
+  curl -s 'http://$GATEWAY_ADDR/api/v1/events/aggregates.iot.sensors.1m/latest?limit=3'
+
+Logs: $STATE/logs/{gateway,registry,processor}.log and $kstate/logs/server.log
 Stop: make down
 EOT
 }
 
 down() {
+  stop_service processor
   stop_service gateway
   stop_service registry
   "$KAFKA" stop
@@ -120,7 +134,7 @@ down() {
 
 status() {
   local rc=0
-  if [ -x "$BIN" ]; then resolve_config; else GATEWAY_ADDR=127.0.0.1:8080; REGISTRY_ADDR=127.0.0.1:8081; fi
+  if [ -x "$BIN" ]; then resolve_config; else GATEWAY_ADDR=127.0.0.1:8080; REGISTRY_ADDR=127.0.0.1:8081; PROCESSOR_ADDR=127.0.0.1:8082; fi
   "$KAFKA" status || rc=1
   if pid_alive "$STATE/registry.pid" && registry_up "http://$REGISTRY_ADDR/subjects"; then
     say "registry: running (pid $(cat "$STATE/registry.pid")) on http://$REGISTRY_ADDR"
@@ -136,6 +150,11 @@ status() {
     fi
   else
     say "gateway: not running"; rc=1
+  fi
+  if pid_alive "$STATE/processor.pid" && http_ok "http://$PROCESSOR_ADDR/health"; then
+    say "processor: running (pid $(cat "$STATE/processor.pid")), metrics on http://$PROCESSOR_ADDR/metrics"
+  else
+    say "processor: not running or not healthy (see $STATE/logs/processor.log)"; rc=1
   fi
   return $rc
 }

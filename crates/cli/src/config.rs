@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use tributary_core::{Catalog, TopicSpec};
 use tributary_gateway::GatewayConfig;
 use tributary_kafka::KafkaConfig;
+use tributary_processor::ProcessorConfig;
 use tributary_schema::registry::RegistryConfig;
 
 /// Everything `tributary` can be configured with.
@@ -20,6 +21,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// The schema registry (`[registry]`).
     pub registry: RegistryConfig,
+    /// The stream processor (`[processor]`).
+    pub processor: ProcessorConfig,
     /// The topic catalog (`[[topics]]`); when given, it replaces the built-in catalog whole.
     pub topics: Vec<TopicSpec>,
 }
@@ -30,6 +33,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             gateway: GatewayConfig::default(),
             registry: RegistryConfig::default(),
+            processor: ProcessorConfig::default(),
             topics: Catalog::default_specs(),
         }
     }
@@ -51,6 +55,16 @@ pub struct FlagOverrides {
     pub gateway: Option<GatewayFlags>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<GatewayFlags>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processor: Option<ProcessorFlags>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ProcessorFlags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -79,6 +93,9 @@ fn is_text_setting(section: &str, key: &str) -> bool {
         || key.ends_with("_user")
         || key.ends_with("_url")
         || key == "topic"
+        || key.ends_with("_topic")
+        || key == "instance"
+        || key == "group_id"
 }
 
 /// Splits `TRIBUTARY_<SECTION>__<KEY>` into lowercase section and key, for the sections that
@@ -88,7 +105,7 @@ fn setting_name(var: &str) -> Option<(String, String)> {
     let rest = var.strip_prefix("TRIBUTARY_")?;
     let (section, key) = rest.split_once("__")?;
     let section = section.to_ascii_lowercase();
-    matches!(section.as_str(), "kafka" | "gateway" | "registry")
+    matches!(section.as_str(), "kafka" | "gateway" | "registry" | "processor")
         .then(|| (section, key.to_ascii_lowercase()))
 }
 
@@ -196,10 +213,16 @@ mod tests {
                 kafka: Some(KafkaFlags { bootstrap_servers: Some("flag:3".into()) }),
                 gateway: None,
                 registry: None,
+                processor: Some(ProcessorFlags { listen: None, instance: Some("7".into()) }),
             };
+            jail.set_env("TRIBUTARY_PROCESSOR__INSTANCE", "3");
+            let c = load_with_env(Some(&path), &FlagOverrides::default(), settings_env())
+                .expect("load");
+            assert_eq!(c.processor.instance, "3", "a number-like slot stays text");
             let c = load_with_env(Some(&path), &flags, settings_env()).expect("load");
             assert_eq!(c.kafka.bootstrap_servers, "flag:3");
             assert_eq!(c.gateway.listen.port(), 2222);
+            assert_eq!(c.processor.transactional_id(), "tributary-processor-7");
             Ok(())
         });
     }

@@ -2,6 +2,7 @@
 //! `tributary.toml`, `TRIBUTARY_*` environment variables and flags (see docs/configuration.md).
 
 mod config;
+mod gen;
 
 /// mimalloc instead of glibc's malloc: the gateway allocates per event on many threads, and
 /// glibc's arena locks were the largest item in its profile (see docs/performance.md).
@@ -11,6 +12,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tributary_kafka::admin::{apply_topics, describe_topics};
 
@@ -44,6 +47,20 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Run the stream processor: windowed aggregates, enrichment and the dead-letter queue,
+    /// exactly once.
+    Processor {
+        /// Address of /metrics and /health, for example 127.0.0.1:8082.
+        #[arg(long)]
+        listen: Option<String>,
+        /// This instance's slot (its transactional id is <group_id>-<instance>); give each
+        /// running instance its own, and a restarted one the slot it had.
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// Produce synthetic IoT, clickstream and transaction traffic, with late, clock-skewed
+    /// and malformed records, plus reference data for the keys.
+    Gen(gen::GenArgs),
     /// Manage the topic catalog on the cluster.
     Topics {
         #[command(subcommand)]
@@ -127,6 +144,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Command::Registry { listen } => listen_flag(listen),
             _ => None,
         },
+        processor: match &cli.command {
+            Command::Processor { listen, instance } => {
+                Some(config::ProcessorFlags { listen: listen.clone(), instance: instance.clone() })
+            }
+            _ => None,
+        },
     };
     let cfg = config::load(cli.config.as_deref(), &flags)?;
     match cli.command {
@@ -166,6 +189,36 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             tracing::info!("registry stopped");
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Processor { .. } => {
+            let catalog = cfg.catalog()?;
+            let listener = tokio::net::TcpListener::bind(cfg.processor.listen)
+                .await
+                .with_context(|| format!("binding the processor to {}", cfg.processor.listen))?;
+            let addr = listener.local_addr()?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let handle = tokio::runtime::Handle::current();
+            let (pcfg, kafka, flag) = (cfg.processor.clone(), cfg.kafka.clone(), Arc::clone(&stop));
+            let processor = tokio::task::spawn_blocking(move || {
+                tributary_processor::Processor::setup(pcfg, kafka, &catalog, handle, flag)
+            })
+            .await?
+            .context("starting the processor")?;
+            let server = axum::serve(listener, tributary_processor::router(processor.status()));
+            tracing::info!(%addr, instance = %cfg.processor.instance, "processor metrics listening");
+            let server = tokio::spawn(async move { server.await });
+            let flag = Arc::clone(&stop);
+            tokio::spawn(async move {
+                tributary_gateway::shutdown_signal().await;
+                tracing::info!("stopping: committing the open transaction");
+                flag.store(true, Ordering::Relaxed);
+            });
+            let result = tokio::task::spawn_blocking(move || processor.run(&stop)).await?;
+            server.abort();
+            result.context("processing")?;
+            tracing::info!("processor stopped");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Gen(args) => gen::run(&cfg, args).await,
         Command::Topics { command: TopicsCommand::Apply { replication_factor } } => {
             let mut catalog = cfg.catalog()?;
             if let Some(rf) = replication_factor {
@@ -225,6 +278,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
             if shown.registry.auth_password.is_some() {
                 shown.registry.auth_password = Some("<redacted>".into());
+            }
+            if shown.processor.registry_password.is_some() {
+                shown.processor.registry_password = Some("<redacted>".into());
             }
             if shown.gateway.registry_password.is_some() {
                 shown.gateway.registry_password = Some("<redacted>".into());

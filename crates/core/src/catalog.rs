@@ -14,6 +14,9 @@ pub enum TopicRole {
     DeadLetter,
     /// Results written by the processor; read-only through the gateway.
     Output,
+    /// Compacted reference data (the latest value per key) the processor enriches results
+    /// with; read-only through the gateway.
+    Reference,
 }
 
 /// How record values of a topic are encoded.
@@ -55,6 +58,10 @@ pub struct TopicSpec {
     /// (registry-framed) or `json`.
     #[serde(default)]
     pub value_format: ValueFormat,
+    /// Topic-level settings applied when the topic is created, for example
+    /// `cleanup.policy = "compact"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, String>,
 }
 
 fn default_replication_factor() -> i16 {
@@ -78,6 +85,13 @@ impl TopicSpec {
 }
 
 /// Why a catalog is unusable.
+/// The processor's output topic for `source` and `window` (`1m` or `5m`):
+/// `events.clickstream` → `aggregates.clickstream.1m`.
+pub fn aggregate_topic(source: &str, window: &str) -> String {
+    let base = source.strip_prefix("events.").unwrap_or(source);
+    format!("aggregates.{base}.{window}")
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CatalogError {
     #[error("topic {0:?} appears twice in the catalog")]
@@ -124,32 +138,60 @@ impl Catalog {
         Ok(Self { topics })
     }
 
-    /// The spec's topics: three event sources and the dead-letter queue.
+    /// The spec's topics: three event sources and the dead-letter queue; the processor's
+    /// results (`aggregates.<source>.<window>`, with the source's partition count); and the
+    /// compacted reference topics it enriches with.
     pub fn default_specs() -> Vec<TopicSpec> {
-        let source = |name: &str, partitions, key: &str| TopicSpec {
-            name: name.to_owned(),
+        let spec = |name: String, partitions, key: Option<&str>, role, value_format| TopicSpec {
+            name,
             partitions,
             replication_factor: 1,
-            key_field: Some(key.to_owned()),
-            require_key: true,
-            role: TopicRole::Source,
-            value_format: ValueFormat::Avro,
+            key_field: key.map(str::to_owned),
+            require_key: key.is_some(),
+            role,
+            value_format,
+            configs: BTreeMap::new(),
         };
-        vec![
-            source("events.iot.sensors", 12, "device_id"),
-            source("events.clickstream", 24, "user_id"),
-            source("events.transactions", 12, "user_id"),
-            TopicSpec {
-                name: "events.dlq".to_owned(),
-                partitions: 6,
-                replication_factor: 1,
-                key_field: None,
-                require_key: false,
-                role: TopicRole::DeadLetter,
-                // Dead letters keep the original bytes of whatever failed.
-                value_format: ValueFormat::Json,
-            },
-        ]
+        let sources = [
+            ("events.iot.sensors", 12, "device_id"),
+            ("events.clickstream", 24, "user_id"),
+            ("events.transactions", 12, "user_id"),
+        ];
+        let mut specs = Vec::new();
+        for (name, partitions, key) in sources {
+            specs.push(spec(
+                name.to_owned(),
+                partitions,
+                Some(key),
+                TopicRole::Source,
+                ValueFormat::Avro,
+            ));
+            for window in ["1m", "5m"] {
+                let output = aggregate_topic(name, window);
+                specs.push(spec(
+                    output,
+                    partitions,
+                    Some("key"),
+                    TopicRole::Output,
+                    ValueFormat::Avro,
+                ));
+            }
+        }
+        // Dead letters keep the original bytes of whatever failed.
+        specs.push(spec(
+            "events.dlq".to_owned(),
+            6,
+            None,
+            TopicRole::DeadLetter,
+            ValueFormat::Json,
+        ));
+        for (name, key) in [("reference.devices", "device_id"), ("reference.users", "user_id")] {
+            let mut r =
+                spec(name.to_owned(), 3, Some(key), TopicRole::Reference, ValueFormat::Json);
+            r.configs.insert("cleanup.policy".to_owned(), "compact".to_owned());
+            specs.push(r);
+        }
+        specs
     }
 
     /// Looks a topic up by its full name.
@@ -203,10 +245,18 @@ mod tests {
         assert_eq!(
             counts,
             vec![
+                ("aggregates.clickstream.1m", 24),
+                ("aggregates.clickstream.5m", 24),
+                ("aggregates.iot.sensors.1m", 12),
+                ("aggregates.iot.sensors.5m", 12),
+                ("aggregates.transactions.1m", 12),
+                ("aggregates.transactions.5m", 12),
                 ("events.clickstream", 24),
                 ("events.dlq", 6),
                 ("events.iot.sensors", 12),
                 ("events.transactions", 12),
+                ("reference.devices", 3),
+                ("reference.users", 3),
             ]
         );
         assert_eq!(
@@ -219,6 +269,10 @@ mod tests {
         );
         assert!(catalog.get("events.transactions").is_some_and(TopicSpec::writable));
         assert!(!catalog.get("events.dlq").is_some_and(TopicSpec::writable));
+        assert!(!catalog.get("aggregates.iot.sensors.1m").is_some_and(TopicSpec::writable));
+        let devices = catalog.get("reference.devices").expect("reference topic");
+        assert_eq!(devices.configs.get("cleanup.policy").map(String::as_str), Some("compact"));
+        assert_eq!(aggregate_topic("events.iot.sensors", "5m"), "aggregates.iot.sensors.5m");
     }
 
     #[test]

@@ -10,6 +10,6 @@ pub mod catalog;
 pub mod event;
 pub mod partition;
 
-pub use catalog::{Catalog, CatalogError, TopicRole, TopicSpec, ValueFormat};
+pub use catalog::{aggregate_topic, Catalog, CatalogError, TopicRole, TopicSpec, ValueFormat};
 pub use event::{Event, FieldError};
 pub use partition::{murmur2, murmur2_partition};

@@ -90,6 +90,7 @@ async fn keys_land_where_the_java_client_puts_them() {
         require_key: false,
         role: tributary_core::TopicRole::Source,
         value_format: tributary_core::ValueFormat::Json,
+        configs: Default::default(),
     }])
     .expect("catalog");
     tributary_kafka::apply_topics(&kafka, &catalog, Duration::from_secs(30)).await.expect("topic");

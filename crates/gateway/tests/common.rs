@@ -45,6 +45,7 @@ fn source(name: &str, partitions: i32, key: &str, format: ValueFormat) -> TopicS
         require_key: true,
         role: TopicRole::Source,
         value_format: format,
+        configs: Default::default(),
     }
 }
 
@@ -69,6 +70,7 @@ pub fn test_catalog(format: ValueFormat) -> (Catalog, Topics) {
             require_key: false,
             role: TopicRole::DeadLetter,
             value_format: ValueFormat::Json,
+            configs: Default::default(),
         },
     ])
     .expect("valid test catalog");

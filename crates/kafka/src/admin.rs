@@ -129,10 +129,13 @@ pub async fn apply_topics(
         .zip(&existing)
         .filter(|(_, count)| count.is_none())
         .map(|(s, _)| {
-            NewTopic::new(
-                &s.name,
-                s.partitions,
-                TopicReplication::Fixed(i32::from(s.replication_factor)),
+            s.configs.iter().fold(
+                NewTopic::new(
+                    &s.name,
+                    s.partitions,
+                    TopicReplication::Fixed(i32::from(s.replication_factor)),
+                ),
+                |t, (k, v)| t.set(k, v),
             )
         })
         .collect();

@@ -118,7 +118,11 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
     pub fn resume(config: TaskConfig, position: i64, cp: Checkpoint, now_ms: i64) -> Self {
         Self {
             settings: config,
-            engine: Engine::resume(config.window, cp.next_end_ms),
+            engine: Engine::resume(config.window, cp.next_end_ms, {
+                let by_events =
+                    cp.max_event_ms.map(|m| m.saturating_sub(config.watermark.out_of_orderness_ms));
+                by_events.max(cp.idle_floor_ms)
+            }),
             clock: Clock::new(config.watermark, cp.max_event_ms, cp.idle_floor_ms, now_ms),
             pane_first: BTreeMap::new(),
             pane_closed: cp.closed.iter().copied().collect(),
@@ -317,13 +321,13 @@ mod tests {
     }
 
     fn input(steps: &[Step]) -> Input {
-        let mut t = 0;
+        let mut t = 600_000;
         let mut records = Vec::new();
         let mut at_step = Vec::new();
         for (i, s) in steps.iter().enumerate() {
             if let Step::Record { key, step_ms, jitter_ms, value, valid } = s {
                 t += step_ms;
-                records.push((*key, (t - jitter_ms).max(0), *value, *valid));
+                records.push((*key, t - jitter_ms, *value, *valid));
                 at_step.push(i);
             }
         }
@@ -348,7 +352,9 @@ mod tests {
                     let (key, t, v, valid) = inp.records[offset];
                     let o = offset as i64;
                     if valid {
-                        if let Outcome::Late(_) = task.record(o, key, t, Some(f64::from(v)), None, now) {
+                        if let Outcome::Late(_) =
+                            task.record(o, key, t, Some(f64::from(v)), None, now)
+                        {
                             pending.late.push(o);
                         }
                     } else {
@@ -411,7 +417,7 @@ mod tests {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            8 => (0u8..5, 0i64..30_000, 0i64..120_000, 1u8..50, proptest::bool::weighted(0.9))
+            8 => (0u8..5, prop_oneof![19 => 0i64..30_000, 1 => 150_000i64..400_000], 0i64..120_000, 1u8..50, proptest::bool::weighted(0.9))
                 .prop_map(|(key, step_ms, jitter_ms, value, valid)| Step::Record { key, step_ms, jitter_ms, value, valid }),
             2 => proptest::bool::weighted(0.2).prop_map(|idle| Step::Tick { idle }),
             2 => Just(Step::Commit),
@@ -447,7 +453,11 @@ mod tests {
         assert!(text.len() < 400, "{text}");
         assert_eq!(Checkpoint::decode(&text), Some(cp));
         assert_eq!(Checkpoint::decode(""), None);
-        assert_eq!(Checkpoint::decode("{\"v\":9,\"r\":1}"), None, "a newer format is not guessed at");
+        assert_eq!(
+            Checkpoint::decode("{\"v\":9,\"r\":1}"),
+            None,
+            "a newer format is not guessed at"
+        );
     }
 
     #[test]
@@ -475,6 +485,9 @@ mod tests {
             .filter(|w| w.kind == WindowKind::Sliding)
             .map(|w| (w.end_ms, w.aggregate.count))
             .collect();
-        assert_eq!(sums, vec![(2 * MIN, 2), (3 * MIN, 2), (4 * MIN, 2), (5 * MIN, 2), (6 * MIN, 1)]);
+        assert_eq!(
+            sums,
+            vec![(2 * MIN, 2), (3 * MIN, 2), (4 * MIN, 2), (5 * MIN, 2), (6 * MIN, 1)]
+        );
     }
 }

@@ -46,7 +46,8 @@ impl Clock {
 
     /// The watermark; `None` until the partition delivered a record or went idle.
     pub fn current(&self) -> Option<i64> {
-        let by_events = self.max_event_ms.map(|m| m.saturating_sub(self.config.out_of_orderness_ms));
+        let by_events =
+            self.max_event_ms.map(|m| m.saturating_sub(self.config.out_of_orderness_ms));
         by_events.max(self.idle_floor_ms)
     }
 
