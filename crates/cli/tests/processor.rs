@@ -228,7 +228,8 @@ reference = "{users}"
         });
     }
 
-    fn start(&self, instance: u32) -> KillOnDrop {
+    /// Starts instance `instance`; returns it and its metrics port.
+    fn start(&self, instance: u32) -> (KillOnDrop, u16) {
         let port = tributary_test_support::free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -249,7 +250,7 @@ reference = "{users}"
             .stderr(log)
             .spawn()
             .expect("starting the processor");
-        KillOnDrop(child)
+        (KillOnDrop(child), port)
     }
 
     fn logs(&self) -> String {
@@ -488,6 +489,17 @@ fn produce(s: &Scenario) -> Expected {
     Expected { rows, dead }
 }
 
+/// The sum of a metric over its labels, as the processor on `port` reports it.
+fn metric(port: u16, name: &str) -> f64 {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let out = Command::new("curl").args(["-fsS", "-m", "2", &url]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn rfc3339_ms(text: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(text).expect("RFC 3339").timestamp_millis()
 }
@@ -657,7 +669,7 @@ fn results_and_dead_letters_are_exact() {
     let expected = produce(&s);
     let reasons = kinds(&expected);
     assert_eq!(reasons.len(), 7, "the data set has every kind of bad record: {reasons:?}");
-    let _p = s.start(0);
+    let _p = s.start(0).0;
     let (rows, dead) = read_all(&s, expected.rows.len() + expected.dead.len());
     check(&s, &expected, rows, dead);
 }
@@ -667,20 +679,28 @@ fn sigkill_at_random_moments_changes_nothing() {
     let s = Scenario::new();
     let expected = produce(&s);
     let mut rng = rand::rng();
-    for _ in 0..4 {
-        let mut p = s.start(0);
-        std::thread::sleep(Duration::from_millis(rng.random_range(1_500..4_000)));
-        // SIGKILL: no commit, no goodbye to the group.
+    for run in 1..=4 {
+        let (mut p, port) = s.start(0);
+        // Let it process a random number of new records, then SIGKILL: no commit, no goodbye
+        // to the group, an open transaction left behind.
+        let target = f64::from(rng.random_range(2_000..15_000u32));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metric(port, "processor_records_in_total") < target {
+            assert!(Instant::now() < deadline, "run {run} made no progress\n{}", s.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
         p.0.kill().expect("SIGKILL");
         let _ = p.0.wait();
     }
-    let _p = s.start(0);
+    let _p = s.start(0).0;
     let (rows, dead) = read_all(&s, expected.rows.len() + expected.dead.len());
     check(&s, &expected, rows, dead);
     let log = std::fs::read_to_string(s.dir.join("processor-0.log")).unwrap_or_default();
+    assert_eq!(log.matches("processor running").count(), 5, "four kills, five runs");
+    // Later runs resumed from checkpoints rather than from the beginning.
     assert!(
-        log.matches("processor running").count() >= 5,
-        "the processor was restarted after each kill"
+        log.lines().any(|l| l.contains("partition assigned") && !l.contains("position=0")),
+        "{log}"
     );
 }
 
@@ -688,13 +708,22 @@ fn sigkill_at_random_moments_changes_nothing() {
 fn a_second_instance_joins_and_dies_without_loss_or_duplicates() {
     let s = Scenario::new();
     let expected = produce(&s);
-    let _first = s.start(0);
-    std::thread::sleep(Duration::from_millis(2_500));
-    let mut second = s.start(1);
-    std::thread::sleep(Duration::from_millis(4_000));
+    let (_first, port) = s.start(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(port, "processor_records_in_total") < 5_000.0 {
+        assert!(Instant::now() < deadline, "no progress\n{}", s.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut second = s.start(1).0;
+    // Once the group has given the second instance partitions, let it work a moment, then
+    // kill it: its partitions go back to the first instance after the session timeout.
+    let log = || std::fs::read_to_string(s.dir.join("processor-1.log")).unwrap_or_default();
+    while !log().contains("partition assigned") {
+        assert!(Instant::now() < deadline, "the second instance got no partitions\n{}", s.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1_000));
     second.0.kill().expect("SIGKILL");
     let (rows, dead) = read_all(&s, expected.rows.len() + expected.dead.len());
     check(&s, &expected, rows, dead);
-    let log = std::fs::read_to_string(s.dir.join("processor-1.log")).unwrap_or_default();
-    assert!(log.contains("partition assigned"), "the second instance took partitions:\n{log}");
 }

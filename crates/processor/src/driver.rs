@@ -388,12 +388,21 @@ impl Core {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
+            let t0 = Instant::now();
             let r = if offsets.count() > 0 {
                 self.producer.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)
             } else {
                 Ok(())
+            };
+            // commit_transaction flushes first, and the rdkafka crate's flush sleeps in 100 ms
+            // steps while the producer's own thread takes the delivery reports: wait for them
+            // here, in short steps, so that flush finds nothing left to do.
+            let drained = Instant::now() + TXN_TIMEOUT;
+            while self.producer.in_flight_count() > 0 && Instant::now() < drained {
+                std::thread::sleep(Duration::from_micros(200));
             }
-            .and_then(|()| self.producer.commit_transaction(TXN_TIMEOUT));
+            let r = r.and_then(|()| self.producer.commit_transaction(TXN_TIMEOUT));
+            tracing::trace!(took_ms = t0.elapsed().as_millis() as u64, "transaction");
             match r {
                 Err(e) if Self::retriable(&e) && attempt < 5 => {
                     tracing::debug!(error = %e, "retrying the commit");
@@ -712,6 +721,12 @@ impl Processor {
         let mut c = self.shared.kafka.producer(tuning);
         c.set("transactional.id", &self.shared.transactional_id)
             .set("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string());
+        if c.get("retry.backoff.ms").is_none() {
+            // Right after a commit the coordinator answers CONCURRENT_TRANSACTIONS until its
+            // markers are written; librdkafka retries after retry.backoff.ms (100 ms by
+            // default), which capped the processor at ten transactions a second.
+            c.set("retry.backoff.ms", "5");
+        }
         let producer: ThreadedProducer<DefaultProducerContext> =
             c.create().map_err(|e| format!("creating the producer: {e}"))?;
         // Fences the previous producer with this transactional id and aborts what it left open.
@@ -733,6 +748,12 @@ impl Processor {
         if c.get("session.timeout.ms").is_none() {
             // A killed instance's partitions move after this long.
             c.set("session.timeout.ms", "10000");
+        }
+        if c.get("fetch.queue.backoff.ms").is_none() {
+            // The shared consumer settings keep a small prefetch queue (queued.min.messages);
+            // librdkafka then waits this long before fetching again, 1 s by default, which
+            // starves a busy processor. Fetch again soon instead.
+            c.set("fetch.queue.backoff.ms", "5");
         }
         c.set("statistics.interval.ms", "1000");
         c.create_with_context(Ctx { core: Mutex::new(core) })

@@ -111,9 +111,25 @@ impl References {
         let mut ends: HashMap<(String, i32), i64> = HashMap::new();
         for t in md.topics().iter().filter(|t| tables.contains_key(t.name())) {
             for p in t.partitions() {
-                let (_, high) = consumer
-                    .fetch_watermarks(t.name(), p.id(), timeout)
-                    .map_err(|e| KafkaError::new(format!("reading the end of {}", t.name()), e))?;
+                // Right after a broker start, leaders may not be elected yet: retry a while.
+                let mut attempt = 0;
+                let high = loop {
+                    attempt += 1;
+                    match consumer.fetch_watermarks(t.name(), p.id(), timeout) {
+                        Ok((_, high)) => break high,
+                        Err(e) if attempt < 20 => {
+                            tracing::debug!(topic = t.name(), error = %e, "reading the end of a reference topic; retrying");
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                        Err(e) => {
+                            return Err(KafkaError::new(
+                                format!("reading the end of {}", t.name()),
+                                e,
+                            )
+                            .into())
+                        }
+                    }
+                };
                 tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)
                     .map_err(|e| KafkaError::new("assigning the reference topics", e))?;
                 if high > 0 {
