@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tributary/target
 BIN := $(CARGO_TARGET_DIR)/release/tributary
 
-.PHONY: help build up down status test lint fmt kafka-up kafka-down kafka-status bench docs clean-state
+.PHONY: help build up down status test test-connect lint fmt kafka-up kafka-down kafka-status bench docs clean-state
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ status: ## Say what is running
 
 test: ## Run every test against a real broker (starts one if none is running)
 	@scripts/test.sh
+
+test-connect: ## Kafka Connect worker + Snowflake sink config validation against a broker (TRIBUTARY_TEST_BOOTSTRAP)
+	@tests/connect/test_connect.sh
 
 lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all -- --check

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: every test of the workspace against a real Kafka broker.
+# `make test`: every test of the workspace against a real Kafka broker, then the Python
+# interoperability tests and the Kafka Connect validation test.
 #
 # Uses the broker named by TRIBUTARY_TEST_BOOTSTRAP, else one already answering on
 # 127.0.0.1:9092 (for example from `make up`), else starts a throwaway broker on 127.0.0.1:19092
@@ -58,6 +59,17 @@ if [ $# -eq 0 ]; then
   failed=$((failed + ${py_failed:-0}))
   # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
   [ "$prc" -eq 0 ] || rc=$((rc == 0 ? 1 : rc))
+
+  # Kafka Connect with the Snowflake sink connector, both from Maven Central: the shipped
+  # connector config must validate except for not reaching Snowflake (tests/connect).
+  crc=0
+  "$ROOT/tests/connect/test_connect.sh" > "$log" 2>&1 || crc=$?
+  cat "$log"
+  read -r c_passed c_failed < <(sed -n 's/^connect: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log") || true
+  passed=$((passed + ${c_passed:-0}))
+  # No summary line means the script died early: count that as a failure.
+  failed=$((failed + ${c_failed:-1}))
+  [ "$crc" -eq 0 ] || rc=$((rc == 0 ? 1 : rc))
 fi
 rm -f "$log"
 echo
