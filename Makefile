@@ -13,7 +13,7 @@ help: ## List the targets
 build: ## Build the tributary binary (release profile, shared with the tests)
 	cargo build --release -p tributary-cli
 
-up: build ## Start Kafka, create the topics, start the gateway; prints where everything is
+up: build ## Start Kafka, the topics, registry, gateway and processor; prints where everything is
 	@TRIBUTARY_BIN=$(BIN) deploy/local/platform.sh up
 
 down: ## Stop everything `make up` started

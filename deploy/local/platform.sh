@@ -108,7 +108,7 @@ Send an event:
 
   curl -s -X POST http://$GATEWAY_ADDR/api/v1/events/events.clickstream \\
     -H 'content-type: application/json' \\
-    -d '{"event_id":"evt-1","timestamp":"2026-01-01T00:00:00Z","event_type":"page_view","user_id":"user-1","payload":{"url":"/home"}}'
+    -d '{"event_id":"evt-'"\$(date +%s%N)"'","timestamp":"'"\$(date -u +%Y-%m-%dT%H:%M:%SZ)"'","event_type":"page_view","user_id":"user-1","payload":{"url":"/home"}}'
 
 Read it back:
 

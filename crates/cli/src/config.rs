@@ -267,4 +267,21 @@ mod tests {
         let catalog = c.catalog().expect("valid");
         assert_eq!(catalog.names(), vec!["events.custom"]);
     }
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tributary.example.toml");
+        let loaded = load_with_env(
+            Some(&path),
+            &FlagOverrides::default(),
+            Env::prefixed("TRIBUTARY_NOTHING_"),
+        )
+        .expect("the example parses");
+        let mut want = Config::default();
+        let mut got = loaded;
+        // The catalog's order does not matter.
+        want.topics.sort_by(|a, b| a.name.cmp(&b.name));
+        got.topics.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(got, want, "tributary.example.toml documents the defaults");
+    }
 }

@@ -55,7 +55,8 @@ pub struct Event {
     pub metadata: Option<Map<String, Value>>,
 }
 
-const FIELDS: &[&str] =
+/// The fields of an event; [`Event::from_json`] refuses any other.
+pub const FIELDS: &[&str] =
     &["event_id", "timestamp", "event_type", "user_id", "device_id", "payload", "metadata"];
 
 fn serialize_millis<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {

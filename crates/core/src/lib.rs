@@ -11,5 +11,5 @@ pub mod event;
 pub mod partition;
 
 pub use catalog::{aggregate_topic, Catalog, CatalogError, TopicRole, TopicSpec, ValueFormat};
-pub use event::{Event, FieldError};
+pub use event::{Event, FieldError, FIELDS as EVENT_FIELDS};
 pub use partition::{murmur2, murmur2_partition};

@@ -452,8 +452,12 @@ impl Core {
         for e in committed.elements() {
             let Some(src) = self.shared.source_index(e.topic()) else { continue };
             let task = match (e.offset(), Checkpoint::decode(e.metadata())) {
-                (Offset::Offset(position), Some(cp)) => {
+                (Offset::Offset(position), Some(cp)) if cp.fits(&self.shared.task) => {
                     Task::resume(self.shared.task, position, cp, now)
+                }
+                (Offset::Offset(position), Some(_)) => {
+                    tracing::warn!(topic = e.topic(), partition = e.partition(), "the window settings changed since the last commit: windows still open then start over empty");
+                    Task::fresh(self.shared.task, position, now)
                 }
                 (Offset::Offset(position), None) => Task::fresh(self.shared.task, position, now),
                 // Never committed: auto.offset.reset decides, from the first offset there is.
@@ -487,6 +491,7 @@ impl Core {
                 let labels =
                     [("topic", e.topic().to_owned()), ("partition", e.partition().to_string())];
                 metrics::gauge!(m::LAG, &labels).set(0.0);
+                metrics::gauge!(m::WATERMARK_LAG, &labels).set(0.0);
             }
         }
         self.status.assigned.store(self.tasks.len(), Ordering::Relaxed);
@@ -591,6 +596,17 @@ impl Processor {
         runtime: tokio::runtime::Handle,
         stop: Arc<AtomicBool>,
     ) -> Result<Self, Error> {
+        let invalid = [
+            (config.window_ms < 1_000, "window_ms must be at least 1000"),
+            (config.sliding_panes < 1, "sliding_panes must be at least 1"),
+            (config.grace_ms < 0, "grace_ms must not be negative"),
+            (config.out_of_orderness_ms < 0, "out_of_orderness_ms must not be negative"),
+            (config.idle_ms < 1, "idle_ms must be positive"),
+            (config.commit_interval_ms == 0, "commit_interval_ms must be positive"),
+        ];
+        if let Some((_, why)) = invalid.iter().find(|(bad, _)| *bad) {
+            return Err(Error::Setup(format!("[processor] {why}")));
+        }
         let auth = config
             .registry_user
             .clone()
@@ -610,6 +626,14 @@ impl Processor {
             Duration::from_millis(config.reference_load_timeout_ms),
             stop,
         )?;
+        // Partition counts as the cluster has them (the key check must agree with the topic).
+        let md_client: BaseConsumer = kafka
+            .consumer(None)
+            .create()
+            .map_err(|e| tributary_kafka::KafkaError::new("creating a metadata client", e))?;
+        let md = md_client
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|e| tributary_kafka::KafkaError::new("fetching topic metadata", e))?;
         let mut sources = Vec::new();
         for s in &config.sources {
             let spec = catalog.get(&s.topic).ok_or_else(|| {
@@ -653,7 +677,17 @@ impl Processor {
                     key_field,
                     measure: s.measure.clone(),
                     count_by: s.count_by.clone(),
-                    partitions: spec.partitions,
+                    partitions: md
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == s.topic && !t.partitions().is_empty())
+                        .map_or(spec.partitions, |t| {
+                            let n = t.partitions().len() as i32;
+                            if n != spec.partitions {
+                                tracing::warn!(topic = %s.topic, cluster = n, catalog = spec.partitions, "the topic's partition count differs from the catalog; using the cluster's");
+                            }
+                            n
+                        }),
                     max_future_ms: config.max_future_ms,
                     max_past_ms: config.max_past_ms,
                 },
@@ -694,8 +728,10 @@ impl Processor {
 
     /// Processes until `stop` is set, rebuilding the consumer and producer after errors.
     pub fn run(&self, stop: &AtomicBool) -> Result<(), Error> {
-        let mut backoff = Duration::from_millis(500);
+        const FIRST: Duration = Duration::from_millis(500);
+        let mut backoff = FIRST;
         loop {
+            let started = Instant::now();
             match self.run_once(stop) {
                 Ok(()) => return Ok(()),
                 Err(reason) => {
@@ -708,7 +744,12 @@ impl Processor {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    // A run that lasted a while was healthy: start over with a short backoff.
+                    backoff = if started.elapsed() > Duration::from_secs(60) {
+                        FIRST
+                    } else {
+                        (backoff * 2).min(Duration::from_secs(10))
+                    };
                 }
             }
         }
@@ -775,9 +816,15 @@ impl Processor {
             last_commit: Instant::now(),
             failed: None,
         };
-        let consumer = self.consumer(core)?;
+        let consumer = self.consumer(core).map_err(|e| {
+            tracing::warn!(error = %e, "starting the consumer");
+            "consumer".to_owned()
+        })?;
         let topics: Vec<&str> = self.shared.sources.iter().map(|s| s.topic.as_str()).collect();
-        consumer.subscribe(&topics).map_err(|e| format!("subscribing: {e}"))?;
+        consumer.subscribe(&topics).map_err(|e| {
+            tracing::warn!(error = %e, "subscribing");
+            "subscribe".to_owned()
+        })?;
         tracing::info!(transactional_id = %self.shared.transactional_id, topics = ?topics, "processor running");
         self.status.running.store(true, Ordering::Relaxed);
         let interval = Duration::from_millis(self.shared.config.commit_interval_ms);
@@ -788,7 +835,12 @@ impl Processor {
             }
             match consumer.poll(Duration::from_millis(20)) {
                 Some(Ok(msg)) => consumer.context().core().process(&msg),
-                Some(Err(e)) => tracing::debug!(error = %e, "consumer"),
+                Some(Err(RdError::MessageConsumptionFatal(code))) => {
+                    // For example FENCED_INSTANCE_ID: another process runs with this slot.
+                    tracing::error!(error = %code, "the consumer failed for good");
+                    consumer.context().core().failed.get_or_insert_with(|| "consumer_fatal".into());
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer"),
                 None => {}
             }
             let mut core = consumer.context().core();

@@ -88,10 +88,15 @@ impl Filter {
     /// Checks a decoded value read from `partition` with Kafka timestamp `record_ms`.
     pub fn check(
         &self,
-        value: Value,
+        mut value: Value,
         partition: i32,
         record_ms: Option<i64>,
     ) -> Result<Accepted, Rejected> {
+        // A newer version of the topic's schema may add fields: they do not make the record
+        // invalid here, they are just not used.
+        if let Value::Object(fields) = &mut value {
+            fields.retain(|k, _| tributary_core::EVENT_FIELDS.contains(&k.as_str()));
+        }
         let event = Event::from_json(value).map_err(|e| {
             Rejected::new(
                 Reason::InvalidEvent,
@@ -209,9 +214,10 @@ impl Decoder {
     /// Decodes `bytes` (called from a thread outside the async runtime).
     pub fn decode(&self, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {
         let bytes = bytes.ok_or_else(|| DecodeError::Bad("the record has no value".into()))?;
+        let text = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes).trim_ascii_start();
         match bytes.first() {
             Some(0) => self.decode_framed(bytes),
-            Some(b'{') => serde_json::from_slice(bytes)
+            _ if text.first() == Some(&b'{') => serde_json::from_slice(text)
                 .map_err(|e| DecodeError::Bad(format!("not valid JSON: {e}"))),
             _ => Err(DecodeError::Bad(
                 "neither a registry-framed value (magic byte 0) nor a JSON object".into(),
@@ -231,8 +237,13 @@ impl Decoder {
                         "schema id {id} is not in the schema registry"
                     )))
                 }
-                Err(ClientError::Unavailable(e)) => return Err(DecodeError::Unavailable(e)),
-                Err(e) => return Err(DecodeError::Bad(format!("schema id {id}: {e}"))),
+                // The schema itself cannot be used: no reader of this record can do better.
+                Err(e @ ClientError::Invalid(_)) => {
+                    return Err(DecodeError::Bad(format!("schema id {id}: {e}")))
+                }
+                // Unreachable, or refusing us (authentication, for example): not the record's
+                // fault, so it must not become a dead letter.
+                Err(e) => return Err(DecodeError::Unavailable(e.to_string())),
             },
         };
         let decoded = match (schema.proto(), schema.avro()) {
@@ -313,6 +324,13 @@ mod tests {
         // Within bounds on both sides.
         assert!(reason(event("d-1", 1_000, json!({"value": 1})), p, 0).is_ok());
         assert!(reason(event("d-1", 0, json!({"value": 1})), p, 10_000).is_ok());
+    }
+
+    #[test]
+    fn fields_added_by_a_newer_schema_are_ignored() {
+        let mut v = event("d-1", 0, json!({"value": 2.0}));
+        v["firmware"] = json!("2.4.1");
+        assert!(filter().check(v, home("d-1"), None).is_ok());
     }
 
     #[test]

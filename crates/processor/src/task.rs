@@ -45,10 +45,19 @@ pub struct Checkpoint {
     /// Closed panes still feeding open sliding windows: (pane start, offset it closed at).
     #[serde(rename = "c", default, skip_serializing_if = "Vec::is_empty")]
     pub closed: Vec<(i64, i64)>,
+    /// The pane width and sliding-window panes it was written with: state from other window
+    /// settings cannot be resumed.
+    #[serde(rename = "w", default)]
+    pub windows: (i64, i64),
 }
 
 impl Checkpoint {
     const VERSION: u8 = 1;
+
+    /// Whether a task with `config` can resume from this checkpoint.
+    pub fn fits(&self, config: &TaskConfig) -> bool {
+        self.windows == (config.window.pane_ms, config.window.sliding_panes)
+    }
 
     /// Compact JSON, well under Kafka's 4096-byte offset metadata limit.
     pub fn encode(&self) -> String {
@@ -239,6 +248,11 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
     /// Whether the consumer has read everything the partition holds, at `now_ms`; when it has,
     /// `consumer_position` is its position (past any transaction markers at the end).
     pub fn set_caught_up(&mut self, caught_up: bool, consumer_position: i64, now_ms: i64) {
+        if self.replay_until > self.position {
+            // Still rebuilding state: a report from before the restart or rebalance must not
+            // end the replay early.
+            return;
+        }
         if caught_up {
             self.position = self.position.max(consumer_position);
         }
@@ -279,6 +293,7 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
             idle_floor_ms: self.clock.idle_floor_ms(),
             next_end_ms: self.engine.next_end(),
             closed: self.pane_closed.iter().map(|(&p, &o)| (p, o)).collect(),
+            windows: (self.settings.window.pane_ms, self.settings.window.sliding_panes),
         }
     }
 }
@@ -448,7 +463,12 @@ mod tests {
             idle_floor_ms: None,
             next_end_ms: Some(1_764_500_040_000),
             closed: (0..4).map(|i| (1_764_499_800_000 + i * MIN, 1_234_567_999 + i)).collect(),
+            windows: (MIN, 5),
         };
+        assert!(cp.fits(&CFG));
+        let mut other = CFG;
+        other.window.pane_ms = 30_000;
+        assert!(!cp.fits(&other), "other window settings do not resume this state");
         let text = cp.encode();
         assert!(text.len() < 400, "{text}");
         assert_eq!(Checkpoint::decode(&text), Some(cp));
