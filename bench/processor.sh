@@ -29,7 +29,7 @@ echo "== throughput: backlog of ${BENCH_BACKLOG_SECS:-40} s of gen at ${BENCH_BA
 kill "$(cat "$STATE/processor.pid")"
 while kill -0 "$(cat "$STATE/processor.pid")" 2>/dev/null; do sleep 0.2; done
 "$BIN" gen --rate "${BENCH_BACKLOG_RATE:-30000}" --duration "${BENCH_BACKLOG_SECS:-40}" | tail -n 1 >&2
-(cd "$ROOT" && setsid nohup "$BIN" processor >> "$STATE/logs/processor.log" 2>&1 < /dev/null & echo $! > "$STATE/processor.pid")
+(cd "$ROOT" || exit 1; setsid nohup "$BIN" processor >> "$STATE/logs/processor.log" 2>&1 < /dev/null & echo $! > "$STATE/processor.pid")
 t0=$(date +%s.%N)
 until curl -fsS -m 1 -o /dev/null "$METRICS" 2>/dev/null; do sleep 0.1; done
 rates=()

@@ -24,12 +24,14 @@ resolve_config() {
   GATEWAY_ADDR="$(printf '%s\n' "$json" | sed -n 's/^ *"listen": "\(.*\)",\{0,1\}$/\1/p' | sed -n 1p)"
   # config show prints [gateway] before [registry]: the first "listen" is the gateway's.
   REGISTRY_ADDR="$(printf '%s\n' "$json" | sed -n 's/^ *"listen": "\(.*\)",\{0,1\}$/\1/p' | sed -n 2p)"
-  # ... and [processor] third.
+  # ... and [processor] third, [sink] fourth.
   PROCESSOR_ADDR="$(printf '%s\n' "$json" | sed -n 's/^ *"listen": "\(.*\)",\{0,1\}$/\1/p' | sed -n 3p)"
+  SINK_ADDR="$(printf '%s\n' "$json" | sed -n 's/^ *"listen": "\(.*\)",\{0,1\}$/\1/p' | sed -n 4p)"
   BOOTSTRAP="$(printf '%s\n' "$json" | sed -n 's/^ *"bootstrap_servers": "\(.*\)",\{0,1\}$/\1/p' | head -n 1)"
   GATEWAY_ADDR="${GATEWAY_ADDR:-127.0.0.1:8080}"
   REGISTRY_ADDR="${REGISTRY_ADDR:-127.0.0.1:8081}"
   PROCESSOR_ADDR="${PROCESSOR_ADDR:-127.0.0.1:8082}"
+  SINK_ADDR="${SINK_ADDR:-127.0.0.1:8084}"
   BOOTSTRAP="${BOOTSTRAP:-127.0.0.1:9092}"
 }
 
@@ -91,6 +93,10 @@ up() {
   wait_healthy gateway "http://$GATEWAY_ADDR/api/v1/health"
   start_service processor "$BIN" processor
   wait_healthy processor "http://$PROCESSOR_ADDR/health"
+  # Locally the warehouse flushes every 2 s (production keeps the 60 s default), so rows show
+  # up while you watch; a setting of your own in tributary.toml or the environment wins.
+  TRIBUTARY_SINK__BUFFER_FLUSH_TIME_SECS="${TRIBUTARY_SINK__BUFFER_FLUSH_TIME_SECS:-2}" start_service sink "$BIN" sink
+  wait_healthy sink "http://$SINK_ADDR/health"
   local kstate; kstate="$("$KAFKA" env | sed -n 's/^KAFKA_STATE_DIR=//p')"
   local khome; khome="$("$KAFKA" env | sed -n 's/^KAFKA_HOME=//p')"
   cat <<EOT
@@ -102,6 +108,7 @@ Tributary is up.
   Health       http://$GATEWAY_ADDR/api/v1/health
   Metrics      http://$GATEWAY_ADDR/metrics  (Prometheus)  and  /api/v1/metrics (JSON)
   Processor    http://$PROCESSOR_ADDR/metrics  (windowed aggregates into aggregates.*, bad records into events.dlq)
+  Warehouse    $BIN warehouse sql "SELECT count(*) FROM raw.EVENTS_CLICKSTREAM"  (DuckDB, loaded by the sink; metrics http://$SINK_ADDR/metrics)
   Kafka        $BOOTSTRAP  (Apache Kafka, KRaft; tools in $khome/bin)
 
 Send an event:
@@ -120,12 +127,13 @@ watch one-minute windows appear a minute later:
   $BIN gen --rate 200 --duration 120
   curl -s 'http://$GATEWAY_ADDR/api/v1/events/aggregates.iot.sensors.1m/latest?limit=3'
 
-Logs: $STATE/logs/{gateway,registry,processor}.log and $kstate/logs/server.log
+Logs: $STATE/logs/{gateway,registry,processor,sink}.log and $kstate/logs/server.log
 Stop: make down
 EOT
 }
 
 down() {
+  stop_service sink
   stop_service processor
   stop_service gateway
   stop_service registry
@@ -134,7 +142,7 @@ down() {
 
 status() {
   local rc=0
-  if [ -x "$BIN" ]; then resolve_config; else GATEWAY_ADDR=127.0.0.1:8080; REGISTRY_ADDR=127.0.0.1:8081; PROCESSOR_ADDR=127.0.0.1:8082; fi
+  if [ -x "$BIN" ]; then resolve_config; else GATEWAY_ADDR=127.0.0.1:8080; REGISTRY_ADDR=127.0.0.1:8081; PROCESSOR_ADDR=127.0.0.1:8082; SINK_ADDR=127.0.0.1:8084; fi
   "$KAFKA" status || rc=1
   if pid_alive "$STATE/registry.pid" && registry_up "http://$REGISTRY_ADDR/subjects"; then
     say "registry: running (pid $(cat "$STATE/registry.pid")) on http://$REGISTRY_ADDR"
@@ -150,6 +158,11 @@ status() {
     fi
   else
     say "gateway: not running"; rc=1
+  fi
+  if pid_alive "$STATE/sink.pid" && http_ok "http://$SINK_ADDR/health"; then
+    say "sink: running (pid $(cat "$STATE/sink.pid")), warehouse queries: tributary warehouse sql \"...\""
+  else
+    say "sink: not running or not healthy (see $STATE/logs/sink.log)"; rc=1
   fi
   if pid_alive "$STATE/processor.pid" && http_ok "http://$PROCESSOR_ADDR/health"; then
     say "processor: running (pid $(cat "$STATE/processor.pid")), metrics on http://$PROCESSOR_ADDR/metrics"

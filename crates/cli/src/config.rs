@@ -10,6 +10,7 @@ use tributary_gateway::GatewayConfig;
 use tributary_kafka::KafkaConfig;
 use tributary_processor::ProcessorConfig;
 use tributary_schema::registry::RegistryConfig;
+use tributary_sink::SinkConfig;
 
 /// Everything `tributary` can be configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +24,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// The stream processor (`[processor]`).
     pub processor: ProcessorConfig,
+    /// The warehouse sink (`[sink]`).
+    pub sink: SinkConfig,
     /// The topic catalog (`[[topics]]`); when given, it replaces the built-in catalog whole.
     pub topics: Vec<TopicSpec>,
 }
@@ -34,6 +37,7 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             registry: RegistryConfig::default(),
             processor: ProcessorConfig::default(),
+            sink: SinkConfig::default(),
             topics: Catalog::default_specs(),
         }
     }
@@ -57,6 +61,8 @@ pub struct FlagOverrides {
     pub registry: Option<GatewayFlags>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processor: Option<ProcessorFlags>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink: Option<GatewayFlags>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -96,6 +102,7 @@ fn is_text_setting(section: &str, key: &str) -> bool {
         || key.ends_with("_topic")
         || key == "instance"
         || key == "group_id"
+        || key == "database"
 }
 
 /// Splits `TRIBUTARY_<SECTION>__<KEY>` into lowercase section and key, for the sections that
@@ -105,7 +112,7 @@ fn setting_name(var: &str) -> Option<(String, String)> {
     let rest = var.strip_prefix("TRIBUTARY_")?;
     let (section, key) = rest.split_once("__")?;
     let section = section.to_ascii_lowercase();
-    matches!(section.as_str(), "kafka" | "gateway" | "registry" | "processor")
+    matches!(section.as_str(), "kafka" | "gateway" | "registry" | "processor" | "sink")
         .then(|| (section, key.to_ascii_lowercase()))
 }
 
@@ -214,6 +221,7 @@ mod tests {
                 gateway: None,
                 registry: None,
                 processor: Some(ProcessorFlags { listen: None, instance: Some("7".into()) }),
+                sink: None,
             };
             jail.set_env("TRIBUTARY_PROCESSOR__INSTANCE", "3");
             let c = load_with_env(Some(&path), &FlagOverrides::default(), settings_env())

@@ -58,6 +58,17 @@ enum Command {
         #[arg(long)]
         instance: Option<String>,
     },
+    /// Run the warehouse sink: topics into the DuckDB warehouse, exactly once.
+    Sink {
+        /// Address of /metrics, /health and the SQL endpoint, for example 127.0.0.1:8084.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Query the warehouse.
+    Warehouse {
+        #[command(subcommand)]
+        command: WarehouseCommand,
+    },
     /// Produce synthetic IoT, clickstream and transaction traffic, with late, clock-skewed
     /// and malformed records, plus reference data for the keys.
     Gen(gen::GenArgs),
@@ -85,6 +96,19 @@ enum TopicsCommand {
     },
     /// Show catalog topics with partitions and end offsets.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum WarehouseCommand {
+    /// Run a query and print the result as a table: through the running sink when there is
+    /// one (DuckDB lets only one process write a file), else on the file, read-only.
+    Sql {
+        /// The query, for example "SELECT count(*) FROM raw.EVENTS_CLICKSTREAM".
+        query: String,
+        /// Print JSON ({"columns": [...], "rows": [[...]]}) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +166,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         },
         registry: match &cli.command {
             Command::Registry { listen } => listen_flag(listen),
+            _ => None,
+        },
+        sink: match &cli.command {
+            Command::Sink { listen } => listen_flag(listen),
             _ => None,
         },
         processor: match &cli.command {
@@ -219,6 +247,38 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Gen(args) => gen::run(&cfg, args).await,
+        Command::Sink { .. } => {
+            let catalog = cfg.catalog()?;
+            let listener = tokio::net::TcpListener::bind(cfg.sink.listen)
+                .await
+                .with_context(|| format!("binding the sink to {}", cfg.sink.listen))?;
+            let addr = listener.local_addr()?;
+            let handle = tokio::runtime::Handle::current();
+            let (scfg, kafka) = (cfg.sink.clone(), cfg.kafka.clone());
+            let sink = tokio::task::spawn_blocking(move || {
+                tributary_sink::Sink::setup(scfg, kafka, &catalog, handle)
+            })
+            .await?
+            .context("starting the sink")?;
+            let router = tributary_sink::router(sink.status(), sink.reader()?);
+            let server = tokio::spawn(async move { axum::serve(listener, router).await });
+            tracing::info!(%addr, "sink listening");
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&stop);
+            tokio::spawn(async move {
+                tributary_gateway::shutdown_signal().await;
+                tracing::info!("stopping: flushing the buffer");
+                flag.store(true, Ordering::Relaxed);
+            });
+            let result = tokio::task::spawn_blocking(move || sink.run(&stop)).await?;
+            server.abort();
+            result.context("loading")?;
+            tracing::info!("sink stopped");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Warehouse { command: WarehouseCommand::Sql { query, json } } => {
+            warehouse_sql(&cfg, &query, json).await
+        }
         Command::Topics { command: TopicsCommand::Apply { replication_factor } } => {
             let mut catalog = cfg.catalog()?;
             if let Some(rf) = replication_factor {
@@ -279,6 +339,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             if shown.registry.auth_password.is_some() {
                 shown.registry.auth_password = Some("<redacted>".into());
             }
+            if shown.sink.registry_password.is_some() {
+                shown.sink.registry_password = Some("<redacted>".into());
+            }
             if shown.processor.registry_password.is_some() {
                 shown.processor.registry_password = Some("<redacted>".into());
             }
@@ -293,4 +356,58 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
     }
+}
+
+/// `tributary warehouse sql`: through the running sink, else on the file read-only.
+async fn warehouse_sql(
+    cfg: &config::Config,
+    query: &str,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let url = format!("http://{}/api/v1/sql", cfg.sink.listen);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
+    let (columns, rows): (Vec<String>, Vec<Vec<Option<String>>>) =
+        match http.post(&url).body(query.to_owned()).send().await {
+            Ok(resp) => {
+                let status = resp.status();
+                let body: serde_json::Value =
+                    resp.json().await.context("reading the sink's answer")?;
+                if !status.is_success() {
+                    eprintln!("error: {}", body["message"].as_str().unwrap_or("the query failed"));
+                    return Ok(std::process::ExitCode::from(2));
+                }
+                (
+                    serde_json::from_value(body["columns"].clone())?,
+                    serde_json::from_value(body["rows"].clone())?,
+                )
+            }
+            Err(e) if e.is_connect() => {
+                let path = cfg.sink.database_path();
+                let (q, p) = (query.to_owned(), path.clone());
+                let result = tokio::task::spawn_blocking(move || {
+                    let conf = duckdb::Config::default()
+                        .access_mode(duckdb::AccessMode::ReadOnly)
+                        .map_err(|e| e.to_string())?;
+                    let conn = duckdb::Connection::open_with_flags(&p, conf).map_err(|e| {
+                        format!("opening {} (is the sink running elsewhere?): {e}", p.display())
+                    })?;
+                    tributary_sink::warehouse::query(&conn, &q)
+                })
+                .await?;
+                match result {
+                    Ok(r) => r,
+                    Err(message) => {
+                        eprintln!("error: {message}");
+                        return Ok(std::process::ExitCode::from(2));
+                    }
+                }
+            }
+            Err(e) => return Err(e).context(format!("asking the sink at {url}")),
+        };
+    if json {
+        println!("{}", serde_json::json!({"columns": columns, "rows": rows}));
+    } else {
+        print!("{}", tributary_sink::warehouse::render(&columns, &rows));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -14,9 +14,10 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tributary_core::{aggregate_topic, murmur2_partition};
+use tributary_test_support::{metric, wait_http, KillOnDrop};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 const MIN: i64 = 60_000;
@@ -28,16 +29,6 @@ const IOT_PARTITIONS: i32 = 4;
 const CLICK_PARTITIONS: i32 = 3;
 const DEVICES: usize = 40;
 const USERS: usize = 30;
-
-/// A child process that is killed if the test ends before it does.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn device(i: usize) -> String {
     format!("d-{i:03}")
@@ -88,21 +79,6 @@ fn run(config: &Path, args: &[&str]) -> (i32, String) {
     let text =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
-}
-
-fn wait_http(url: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let ok = Command::new("curl")
-            .args(["-fsS", "-m", "2", "-o", "/dev/null", url])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{url} did not answer within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 impl Scenario {
@@ -487,17 +463,6 @@ fn produce(s: &Scenario) -> Expected {
         })
         .collect();
     Expected { rows, dead }
-}
-
-/// The sum of a metric over its labels, as the processor on `port` reports it.
-fn metric(port: u16, name: &str) -> f64 {
-    let url = format!("http://127.0.0.1:{port}/metrics");
-    let out = Command::new("curl").args(["-fsS", "-m", "2", &url]).output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn rfc3339_ms(text: &str) -> i64 {

@@ -17,20 +17,23 @@ use crate::watermark::WatermarkConfig;
 use crate::window::{WindowConfig, WindowKind, WindowResult};
 use crate::Error;
 use chrono::{SecondsFormat, TimeZone, Utc};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::statistics::Statistics;
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tributary_core::{aggregate_topic, Catalog, ValueFormat};
+use tributary_kafka::group::{run_with_rebuilds, GroupContext, GroupHandler};
 use tributary_kafka::{KafkaConfig, ProducerTuning};
+
+/// The processor's consumer.
+type Member = BaseConsumer<GroupContext<Core>>;
 use tributary_schema::client::RegistryClient;
 use tributary_schema::compat::{ParsedSchema, SchemaType};
 
@@ -135,7 +138,7 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 impl Core {
     /// Classifies a Kafka error once: retriable errors are the caller's to retry; anything
     /// else marks the core failed, aborting the transaction first when Kafka allows it.
-    fn fail(&mut self, what: &str, e: &RdError) {
+    fn fail_on(&mut self, what: &str, e: &RdError) {
         if self.failed.is_some() {
             return;
         }
@@ -166,7 +169,7 @@ impl Core {
                 }
                 Err((e, r)) => {
                     let what = format!("producing to {}", r.topic);
-                    self.fail(&what, &e);
+                    self.fail_on(&what, &e);
                     return;
                 }
             }
@@ -351,7 +354,7 @@ impl Core {
 
     /// Closes what the watermarks allow, then commits output, dead letters and offsets (with
     /// checkpoints) as one transaction and begins the next.
-    fn commit(&mut self, consumer: &BaseConsumer<Ctx>) {
+    fn commit(&mut self, consumer: &Member) {
         self.last_commit = Instant::now();
         if self.failed.is_some() {
             return;
@@ -381,7 +384,7 @@ impl Core {
             e.set_metadata(task.checkpoint().encode());
         }
         let Some(group) = consumer.group_metadata() else {
-            self.fail("reading the consumer group metadata", &RdError::Canceled);
+            self.fail_on("reading the consumer group metadata", &RdError::Canceled);
             return;
         };
         let started = Instant::now();
@@ -412,7 +415,7 @@ impl Core {
             }
         };
         if let Err(e) = result {
-            self.fail("committing the transaction", &e);
+            self.fail_on("committing the transaction", &e);
             return;
         }
         metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
@@ -434,17 +437,17 @@ impl Core {
         }
         self.dirty = false;
         if let Err(e) = self.producer.begin_transaction() {
-            self.fail("beginning a transaction", &e);
+            self.fail_on("beginning a transaction", &e);
         }
     }
 
     /// New partitions: each resumes from its committed position and checkpoint; `tpl` gets the
     /// offsets to read from (the checkpoint's replay start).
-    fn assign(&mut self, consumer: &BaseConsumer<Ctx>, tpl: &mut TopicPartitionList) {
+    fn assign(&mut self, consumer: &Member, tpl: &mut TopicPartitionList) {
         let committed = match consumer.committed_offsets(tpl.clone(), TXN_TIMEOUT) {
             Ok(c) => c,
             Err(e) => {
-                self.fail("reading the committed offsets of new partitions", &e);
+                self.fail_on("reading the committed offsets of new partitions", &e);
                 return;
             }
         };
@@ -466,7 +469,7 @@ impl Core {
             if matches!(e.offset(), Offset::Offset(_)) {
                 let start = Offset::Offset(task.start_offset());
                 if let Err(err) = tpl.set_partition_offset(e.topic(), e.partition(), start) {
-                    self.fail("positioning a new partition", &err);
+                    self.fail_on("positioning a new partition", &err);
                 }
             }
             tracing::info!(
@@ -483,7 +486,7 @@ impl Core {
     }
 
     /// Partitions leaving: commit what they did, then forget them.
-    fn revoke(&mut self, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
+    fn revoke(&mut self, consumer: &Member, tpl: &TopicPartitionList) {
         self.commit(consumer);
         for e in tpl.elements() {
             if let Some(src) = self.shared.source_index(e.topic()) {
@@ -518,64 +521,21 @@ impl Core {
     }
 }
 
-/// The consumer's context: rebalances and statistics go to the core.
-pub struct Ctx {
-    core: Mutex<Core>,
-}
-
-impl std::fmt::Debug for Ctx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").finish_non_exhaustive()
+impl GroupHandler for Core {
+    fn assign(&mut self, consumer: &Member, tpl: &mut TopicPartitionList) {
+        Core::assign(self, consumer, tpl);
     }
-}
 
-impl Ctx {
-    fn core(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn revoke(&mut self, consumer: &Member, tpl: &TopicPartitionList) {
+        Core::revoke(self, consumer, tpl);
     }
-}
 
-impl ClientContext for Ctx {
-    fn stats(&self, statistics: Statistics) {
-        self.core().stats(&statistics);
+    fn stats(&mut self, stats: &Statistics) {
+        Core::stats(self, stats);
     }
-}
 
-impl ConsumerContext for Ctx {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        let result = match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.core().assign(consumer, tpl);
-                if cooperative {
-                    consumer.incremental_assign(tpl)
-                } else {
-                    consumer.assign(tpl)
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.core().revoke(consumer, tpl);
-                if cooperative {
-                    consumer.incremental_unassign(tpl)
-                } else {
-                    consumer.unassign()
-                }
-            }
-            other => {
-                tracing::warn!(error = ?other, "rebalance error");
-                self.core().failed.get_or_insert_with(|| "rebalance".into());
-                consumer.unassign()
-            }
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "applying a rebalance");
-            self.core().failed.get_or_insert_with(|| "rebalance".into());
-        }
+    fn fail(&mut self, reason: &str) {
+        self.failed.get_or_insert_with(|| reason.to_owned());
     }
 }
 
@@ -728,31 +688,14 @@ impl Processor {
 
     /// Processes until `stop` is set, rebuilding the consumer and producer after errors.
     pub fn run(&self, stop: &AtomicBool) -> Result<(), Error> {
-        const FIRST: Duration = Duration::from_millis(500);
-        let mut backoff = FIRST;
-        loop {
-            let started = Instant::now();
-            match self.run_once(stop) {
-                Ok(()) => return Ok(()),
-                Err(reason) => {
-                    metrics::counter!(m::REBUILDS, "reason" => reason.clone()).increment(1);
-                    tracing::warn!(reason = %reason, backoff_ms = backoff.as_millis() as u64, "rebuilding the consumer and producer");
-                    let until = Instant::now() + backoff;
-                    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    if stop.load(Ordering::Relaxed) {
-                        return Ok(());
-                    }
-                    // A run that lasted a while was healthy: start over with a short backoff.
-                    backoff = if started.elapsed() > Duration::from_secs(60) {
-                        FIRST
-                    } else {
-                        (backoff * 2).min(Duration::from_secs(10))
-                    };
-                }
-            }
-        }
+        run_with_rebuilds(
+            stop,
+            || self.run_once(stop),
+            |reason| {
+                metrics::counter!(m::REBUILDS, "reason" => reason.to_owned()).increment(1);
+            },
+        );
+        Ok(())
     }
 
     fn producer(&self) -> Result<ThreadedProducer<DefaultProducerContext>, String> {
@@ -776,7 +719,7 @@ impl Processor {
         Ok(producer)
     }
 
-    fn consumer(&self, core: Core) -> Result<BaseConsumer<Ctx>, String> {
+    fn consumer(&self, core: Core) -> Result<Member, String> {
         let mut c = self.shared.kafka.consumer(Some(&self.shared.config.group_id));
         if c.get("partition.assignment.strategy").is_none() {
             c.set("partition.assignment.strategy", "cooperative-sticky");
@@ -797,7 +740,7 @@ impl Processor {
             c.set("fetch.queue.backoff.ms", "5");
         }
         c.set("statistics.interval.ms", "1000");
-        c.create_with_context(Ctx { core: Mutex::new(core) })
+        c.create_with_context(GroupContext::new(core))
             .map_err(|e| format!("creating the consumer: {e}"))
     }
 
@@ -830,20 +773,24 @@ impl Processor {
         let interval = Duration::from_millis(self.shared.config.commit_interval_ms);
         let result = loop {
             if stop.load(Ordering::Relaxed) {
-                consumer.context().core().commit(&consumer);
+                consumer.context().handler().commit(&consumer);
                 break Ok(());
             }
             match consumer.poll(Duration::from_millis(20)) {
-                Some(Ok(msg)) => consumer.context().core().process(&msg),
+                Some(Ok(msg)) => consumer.context().handler().process(&msg),
                 Some(Err(RdError::MessageConsumptionFatal(code))) => {
                     // For example FENCED_INSTANCE_ID: another process runs with this slot.
                     tracing::error!(error = %code, "the consumer failed for good");
-                    consumer.context().core().failed.get_or_insert_with(|| "consumer_fatal".into());
+                    consumer
+                        .context()
+                        .handler()
+                        .failed
+                        .get_or_insert_with(|| "consumer_fatal".into());
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer"),
                 None => {}
             }
-            let mut core = consumer.context().core();
+            let mut core = consumer.context().handler();
             self.status.last_loop_ms.store(now_ms(), Ordering::Relaxed);
             if core.last_commit.elapsed() >= interval {
                 core.commit(&consumer);

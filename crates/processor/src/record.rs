@@ -2,9 +2,8 @@
 //! when it is not. Decoding (registry-framed Avro or Protobuf, or plain JSON) comes first.
 
 use serde_json::Value;
-use std::sync::Arc;
 use tributary_core::{murmur2_partition, Event};
-use tributary_schema::client::{ClientError, RegistryClient};
+pub use tributary_schema::decode::{DecodeError, Decoder};
 
 /// Why a record went to the dead-letter (or late) topic: the `dlq.reason` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -186,72 +185,6 @@ fn text_at(event: &Event, path: &str) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
-    }
-}
-
-/// Why a value could not be decoded.
-#[derive(Debug)]
-pub enum DecodeError {
-    /// The record is bad: dead-letter it.
-    Bad(String),
-    /// The registry could not be asked: try again later, do not dead-letter.
-    Unavailable(String),
-}
-
-/// Decodes values: registry-framed Avro or Protobuf through the registry (each schema is
-/// fetched once), or plain JSON.
-#[derive(Debug)]
-pub struct Decoder {
-    client: Arc<RegistryClient>,
-    runtime: tokio::runtime::Handle,
-}
-
-impl Decoder {
-    pub fn new(client: Arc<RegistryClient>, runtime: tokio::runtime::Handle) -> Self {
-        Self { client, runtime }
-    }
-
-    /// Decodes `bytes` (called from a thread outside the async runtime).
-    pub fn decode(&self, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {
-        let bytes = bytes.ok_or_else(|| DecodeError::Bad("the record has no value".into()))?;
-        let text = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes).trim_ascii_start();
-        match bytes.first() {
-            Some(0) => self.decode_framed(bytes),
-            _ if text.first() == Some(&b'{') => serde_json::from_slice(text)
-                .map_err(|e| DecodeError::Bad(format!("not valid JSON: {e}"))),
-            _ => Err(DecodeError::Bad(
-                "neither a registry-framed value (magic byte 0) nor a JSON object".into(),
-            )),
-        }
-    }
-
-    fn decode_framed(&self, bytes: &[u8]) -> Result<Value, DecodeError> {
-        let (id, body) =
-            tributary_schema::unframe(bytes).map_err(|e| DecodeError::Bad(e.to_string()))?;
-        let schema = match self.client.cached(id) {
-            Some(s) => s,
-            None => match self.runtime.block_on(self.client.schema(id)) {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    return Err(DecodeError::Bad(format!(
-                        "schema id {id} is not in the schema registry"
-                    )))
-                }
-                // The schema itself cannot be used: no reader of this record can do better.
-                Err(e @ ClientError::Invalid(_)) => {
-                    return Err(DecodeError::Bad(format!("schema id {id}: {e}")))
-                }
-                // Unreachable, or refusing us (authentication, for example): not the record's
-                // fault, so it must not become a dead letter.
-                Err(e) => return Err(DecodeError::Unavailable(e.to_string())),
-            },
-        };
-        let decoded = match (schema.proto(), schema.avro()) {
-            (Some(proto), _) => proto.decode_to_json(body).map_err(|e| e.to_string()),
-            (None, Some(avro)) => tributary_schema::codec::decode_to_json(avro, body),
-            (None, None) => Err(format!("schema {id} is neither Avro nor Protobuf")),
-        };
-        decoded.map_err(|e| DecodeError::Bad(format!("schema id {id}: {e}")))
     }
 }
 

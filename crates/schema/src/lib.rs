@@ -9,6 +9,7 @@ pub mod avro;
 pub mod client;
 pub mod codec;
 pub mod compat;
+pub mod decode;
 pub mod framing;
 pub mod protobuf;
 

@@ -52,3 +52,42 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("binding an ephemeral port on 127.0.0.1")
 }
+
+/// A child process that is killed (SIGKILL) if the test ends before it does.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `url` answers 2xx (asked with curl), or panics after `timeout`.
+pub fn wait_http(url: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ok = std::process::Command::new("curl")
+            .args(["-fsS", "-m", "2", "-o", "/dev/null", url])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} did not answer within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The sum over its labels of a Prometheus metric served at `http://127.0.0.1:<port>/metrics`
+/// (0 when it is not there yet).
+pub fn metric(port: u16, name: &str) -> f64 {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let out = std::process::Command::new("curl").args(["-fsS", "-m", "2", &url]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

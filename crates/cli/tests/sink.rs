@@ -1,0 +1,301 @@
+//! The warehouse sink as users run it — the real binary, the real broker, a real DuckDB file:
+//! every record lands exactly once as a row with its metadata, also when the sink is killed
+//! with SIGKILL mid-load; undecodable records go to the dead-letter topic; and the warehouse
+//! answers queries through the running sink.
+
+use rand::Rng;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tributary_test_support::{metric, wait_http, KillOnDrop};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tributary");
+
+struct Scenario {
+    dir: PathBuf,
+    config: PathBuf,
+    topic: String,
+    dlq: String,
+    table: String,
+    sink_port: u16,
+}
+
+impl Scenario {
+    fn new(buffer_count: usize) -> Self {
+        let s = tributary_test_support::random_suffix();
+        let dir = std::env::temp_dir().join(format!("tributary-sink-{s}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let topic = format!("test-sink-{s}");
+        let dlq = format!("test-sink-dlq-{s}");
+        let sink_port = tributary_test_support::free_port();
+        let gateway_port = tributary_test_support::free_port();
+        let toml = format!(
+            r#"[kafka]
+bootstrap_servers = "{bootstrap}"
+[gateway]
+listen = "127.0.0.1:{gateway_port}"
+[sink]
+listen = "127.0.0.1:{sink_port}"
+database = "{db}"
+group_id = "test-sink-{s}"
+topics = ["{topic}"]
+tables = {{ "{topic}" = "EVENTS_UNDER_TEST" }}
+buffer_count_records = {buffer_count}
+buffer_flush_time_secs = 0.5
+dlq_topic = "{dlq}"
+[[topics]]
+name = "{topic}"
+partitions = 3
+key_field = "user_id"
+role = "source"
+value_format = "json"
+[[topics]]
+name = "{dlq}"
+partitions = 1
+require_key = false
+role = "dead_letter"
+value_format = "json"
+"#,
+            bootstrap = tributary_test_support::bootstrap(),
+            db = dir.join("warehouse.duckdb").display(),
+        );
+        let config = dir.join("tributary.toml");
+        std::fs::write(&config, toml).expect("config");
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(["topics", "apply"])
+            .output()
+            .expect("topics apply");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Self { dir, config, topic, dlq, table: "EVENTS_UNDER_TEST".into(), sink_port }
+    }
+
+    fn spawn(&self, what: &str) -> KillOnDrop {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{what}.log")))
+            .expect("log");
+        KillOnDrop(
+            Command::new(BIN)
+                .arg("--config")
+                .arg(&self.config)
+                .arg(what)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("starting tributary"),
+        )
+    }
+
+    /// `tributary warehouse sql` as a user runs it; the JSON rows.
+    fn sql(&self, query: &str) -> Vec<Vec<Option<String>>> {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(["warehouse", "sql", "--json", query])
+            .output()
+            .expect("warehouse sql");
+        assert!(out.status.success(), "{query}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON answer");
+        serde_json::from_value(v["rows"].clone()).expect("rows")
+    }
+
+    fn count(&self, extra: &str) -> i64 {
+        let rows = self.sql(&format!("SELECT count(*) FROM raw.{} {extra}", self.table));
+        rows[0][0].as_deref().unwrap_or("0").parse().expect("a count")
+    }
+
+    /// Writes `n` valid events and `bad` undecodable records straight to Kafka.
+    fn produce(&self, n: usize, bad: usize) {
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", tributary_test_support::bootstrap())
+            .set("enable.idempotence", "true")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "20")
+            .create()
+            .expect("producer");
+        rt.block_on(async {
+            let mut sends = Vec::new();
+            for i in 0..n + bad {
+                let key = format!("user-{}", i % 97);
+                let value = if i >= n {
+                    b"\x02not json, not framed".to_vec()
+                } else {
+                    json!({"event_id": format!("direct-{i}"), "timestamp": 1_764_500_000_000i64 + i as i64, "event_type": "page_view", "user_id": key, "payload": {"n": i}}).to_string().into_bytes()
+                };
+                let mut rec = FutureRecord::<str, [u8]>::to(&self.topic).key(&key).payload(&value);
+                loop {
+                    match producer.send_result(rec) {
+                        Ok(f) => break sends.push(f),
+                        Err((_, back)) => {
+                            rec = back;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+            }
+            for f in sends {
+                f.await.expect("delivery").expect("written");
+            }
+        });
+    }
+
+    fn dead_letters(&self, expected: usize) -> Vec<(String, String)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", tributary_test_support::bootstrap())
+            .set("group.id", "unused")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.dlq, 0, Offset::Beginning).expect("partition");
+        consumer.assign(&tpl).expect("assign");
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while out.len() < expected && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let h = m.headers().expect("headers");
+                let get = |k: &str| {
+                    h.iter()
+                        .find(|x| x.key == k)
+                        .and_then(|x| x.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default()
+                };
+                out.push((get("dlq.reason"), get("dlq.source.offset")));
+            }
+        }
+        out
+    }
+
+    fn wait_rows(&self, want: i64) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if metric(self.sink_port, "sink_rows_written_total") as i64 >= want
+                || Instant::now() > deadline
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn events_from_the_gateway_and_from_kafka_become_exactly_one_row_each() {
+    let s = Scenario::new(5_000);
+    // Through the gateway ...
+    let gateway = s.spawn("gateway");
+    let gw = {
+        let text = std::fs::read_to_string(&s.config).expect("config");
+        let line =
+            text.lines().find(|l| l.starts_with("listen = ")).expect("gateway listen").to_owned();
+        line.trim_start_matches("listen = ").trim_matches('"').to_owned()
+    };
+    wait_http(&format!("http://{gw}/api/v1/health"), Duration::from_secs(30));
+    let batch: Vec<Value> = (0..500)
+        .map(|i| json!({"event_id": format!("gw-{i}"), "timestamp": "2026-11-30T12:00:00Z", "event_type": "click", "user_id": format!("user-{i}"), "payload": {"i": i}}))
+        .collect();
+    let out = Command::new("curl")
+        .args([
+            "-fsS",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &serde_json::to_string(&batch).expect("json"),
+        ])
+        .arg(format!("http://{gw}/api/v1/events/{}/batch", s.topic))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(gateway);
+    // ... and straight to Kafka, with undecodable records among them.
+    s.produce(20_000, 25);
+    let _sink = s.spawn("sink");
+    wait_http(&format!("http://127.0.0.1:{}/health", s.sink_port), Duration::from_secs(60));
+    s.wait_rows(20_500);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Queries go through the running sink (which holds the file open for writing).
+    assert_eq!(s.count(""), 20_500, "every event once");
+    let distinct = s.sql(&format!(
+        "SELECT count(DISTINCT (RECORD_METADATA->>'partition', RECORD_METADATA->>'offset')) FROM raw.{}",
+        s.table
+    ));
+    assert_eq!(distinct[0][0].as_deref(), Some("20500"), "no (partition, offset) twice");
+    let row = s.sql(&format!(
+        "SELECT RECORD_CONTENT->>'user_id', RECORD_CONTENT->'payload'->>'i', RECORD_METADATA->>'topic', RECORD_METADATA->>'key', RECORD_METADATA->>'CreateTime' IS NOT NULL FROM raw.{} WHERE RECORD_CONTENT->>'event_id' = 'gw-42'",
+        s.table
+    ));
+    assert_eq!(
+        row,
+        vec![vec![
+            Some("user-42".into()),
+            Some("42".into()),
+            Some(s.topic.clone()),
+            Some("user-42".into()),
+            Some("true".into())
+        ]],
+        "content and metadata of a gateway event"
+    );
+    // The undecodable records: dead letters with a reason, counted, and not rows.
+    let dead = s.dead_letters(25);
+    assert_eq!(dead.len(), 25);
+    assert!(dead.iter().all(|(reason, _)| reason == "undecodable"), "{dead:?}");
+    assert_eq!(metric(s.sink_port, "sink_dead_letters_total") as usize, 25);
+    // A statement that is not a query is refused.
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&s.config)
+        .args(["warehouse", "sql", "DROP TABLE raw._offsets"])
+        .output()
+        .expect("sql");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn sigkill_mid_load_neither_loses_nor_repeats_rows() {
+    let s = Scenario::new(2_000);
+    let n = 150_000;
+    s.produce(n, 0);
+    let mut rng = rand::rng();
+    for round in 0..3 {
+        let mut sink = s.spawn("sink");
+        // Each run commits a random number of new rows (three runs stay well below n), then dies.
+        let target = f64::from(rng.random_range(5_000..40_000u32));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while metric(s.sink_port, "sink_rows_written_total") < target {
+            assert!(Instant::now() < deadline, "no progress in round {round}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sink.0.kill().expect("SIGKILL");
+        let _ = sink.0.wait();
+    }
+    let _sink = s.spawn("sink");
+    wait_http(&format!("http://127.0.0.1:{}/health", s.sink_port), Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while s.count("") < n as i64 {
+        assert!(Instant::now() < deadline, "only {} of {n} rows", s.count(""));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.count(""), n as i64, "exactly one row per record");
+    let distinct = s.sql(&format!(
+        "SELECT count(DISTINCT (RECORD_METADATA->>'partition', RECORD_METADATA->>'offset')) FROM raw.{}",
+        s.table
+    ));
+    assert_eq!(distinct[0][0].as_deref(), Some(n.to_string().as_str()));
+    let log = std::fs::read_to_string(s.dir.join("sink.log")).unwrap_or_default();
+    assert_eq!(log.matches("sink running").count(), 4, "three kills, four runs");
+}

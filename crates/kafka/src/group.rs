@@ -1,0 +1,122 @@
+//! A consumer-group member for long-running loaders (the processor, the sink): partition
+//! changes and statistics go to one handler, behind a mutex the poll loop also uses, and a
+//! failed member is rebuilt from scratch with a backoff.
+//!
+//! librdkafka runs rebalance and statistics callbacks inside `poll`, on the polling thread, so
+//! the loop must never hold the handler while it polls.
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, TopicPartitionList};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What a group member does when partitions move and statistics arrive.
+pub trait GroupHandler: Send + Sized + 'static {
+    /// Partitions arrive: set in `tpl` the offset each is to be read from (or leave it for
+    /// `auto.offset.reset`).
+    fn assign(&mut self, consumer: &BaseConsumer<GroupContext<Self>>, tpl: &mut TopicPartitionList);
+    /// Partitions leave: finish what was done with them (commit, flush).
+    fn revoke(&mut self, consumer: &BaseConsumer<GroupContext<Self>>, tpl: &TopicPartitionList);
+    /// librdkafka's statistics (every `statistics.interval.ms`).
+    fn stats(&mut self, stats: &Statistics);
+    /// The member cannot go on and must be rebuilt; `reason` is a short code.
+    fn fail(&mut self, reason: &str);
+}
+
+/// The consumer context that hands everything to a [`GroupHandler`].
+pub struct GroupContext<H> {
+    handler: Mutex<H>,
+}
+
+impl<H> std::fmt::Debug for GroupContext<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupContext").finish_non_exhaustive()
+    }
+}
+
+impl<H> GroupContext<H> {
+    pub fn new(handler: H) -> Self {
+        Self { handler: Mutex::new(handler) }
+    }
+
+    /// The handler; never hold it across `poll`.
+    pub fn handler(&self) -> MutexGuard<'_, H> {
+        self.handler.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<H: GroupHandler> ClientContext for GroupContext<H> {
+    fn stats(&self, statistics: Statistics) {
+        self.handler().stats(&statistics);
+    }
+}
+
+impl<H: GroupHandler> ConsumerContext for GroupContext<H> {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.handler().assign(consumer, tpl);
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.handler().revoke(consumer, tpl);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance error");
+                self.handler().fail("rebalance");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "applying a rebalance");
+            self.handler().fail("rebalance");
+        }
+    }
+}
+
+/// Runs `attempt` until it returns `Ok` (a clean stop) or `stop` is set. After each failure it
+/// reports the reason to `on_rebuild` and waits, 0.5 s doubling to 10 s (back to 0.5 s after an
+/// attempt that ran for a minute), so a broken dependency is retried without a busy loop.
+pub fn run_with_rebuilds(
+    stop: &AtomicBool,
+    mut attempt: impl FnMut() -> Result<(), String>,
+    on_rebuild: impl Fn(&str),
+) {
+    const FIRST: Duration = Duration::from_millis(500);
+    let mut backoff = FIRST;
+    loop {
+        let started = Instant::now();
+        let Err(reason) = attempt() else { return };
+        on_rebuild(&reason);
+        tracing::warn!(reason = %reason, backoff_ms = backoff.as_millis() as u64, "rebuilding the consumer");
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = FIRST;
+        }
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,80 @@
+//! Decoding record values for readers: registry-framed Avro or Protobuf through the registry
+//! (each schema fetched once), or plain JSON, into JSON.
+
+use crate::client::{ClientError, RegistryClient};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Why a value could not be decoded.
+#[derive(Debug)]
+pub enum DecodeError {
+    /// The record is bad: dead-letter it.
+    Bad(String),
+    /// The registry could not be asked: try again later, do not dead-letter.
+    Unavailable(String),
+}
+
+/// Decodes values: registry-framed Avro or Protobuf through the registry (each schema is
+/// fetched once), or plain JSON.
+#[derive(Debug)]
+pub struct Decoder {
+    client: Arc<RegistryClient>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Decoder {
+    pub fn new(client: Arc<RegistryClient>, runtime: tokio::runtime::Handle) -> Self {
+        Self { client, runtime }
+    }
+
+    /// Decodes `bytes` (called from a thread outside the async runtime).
+    pub fn decode(&self, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {
+        self.decode_with_id(bytes).map(|(_, v)| v)
+    }
+
+    /// Like [`Decoder::decode`], also giving the schema id of a registry-framed value.
+    pub fn decode_with_id(
+        &self,
+        bytes: Option<&[u8]>,
+    ) -> Result<(Option<u32>, Value), DecodeError> {
+        let bytes = bytes.ok_or_else(|| DecodeError::Bad("the record has no value".into()))?;
+        let text = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes).trim_ascii_start();
+        match bytes.first() {
+            Some(0) => self.decode_framed(bytes).map(|(id, v)| (Some(id), v)),
+            _ if text.first() == Some(&b'{') => serde_json::from_slice(text)
+                .map(|v| (None, v))
+                .map_err(|e| DecodeError::Bad(format!("not valid JSON: {e}"))),
+            _ => Err(DecodeError::Bad(
+                "neither a registry-framed value (magic byte 0) nor a JSON object".into(),
+            )),
+        }
+    }
+
+    fn decode_framed(&self, bytes: &[u8]) -> Result<(u32, Value), DecodeError> {
+        let (id, body) = crate::unframe(bytes).map_err(|e| DecodeError::Bad(e.to_string()))?;
+        let schema = match self.client.cached(id) {
+            Some(s) => s,
+            None => match self.runtime.block_on(self.client.schema(id)) {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    return Err(DecodeError::Bad(format!(
+                        "schema id {id} is not in the schema registry"
+                    )))
+                }
+                // The schema itself cannot be used: no reader of this record can do better.
+                Err(e @ ClientError::Invalid(_)) => {
+                    return Err(DecodeError::Bad(format!("schema id {id}: {e}")))
+                }
+                // Unreachable, or refusing us (authentication, for example): not the record's
+                // fault, so it must not become a dead letter.
+                Err(e) => return Err(DecodeError::Unavailable(e.to_string())),
+            },
+        };
+        let decoded = match (schema.proto(), schema.avro()) {
+            (Some(proto), _) => proto.decode_to_json(body).map_err(|e| e.to_string()),
+            (None, Some(avro)) => crate::codec::decode_to_json(avro, body),
+            (None, None) => Err(format!("schema {id} is neither Avro nor Protobuf")),
+        };
+        decoded.map(|v| (id, v)).map_err(|e| DecodeError::Bad(format!("schema id {id}: {e}")))
+    }
+}

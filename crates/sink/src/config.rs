@@ -1,0 +1,91 @@
+//! Sink settings (`[sink]` in `tributary.toml`). Every field has a default.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Settings of `tributary sink`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Address of `/metrics`, `/health` and the SQL endpoint (`POST /api/v1/sql`).
+    pub listen: SocketAddr,
+    /// The DuckDB file; `~` is the home directory. Created with its folder when missing.
+    pub database: String,
+    /// Consumer group of the sink.
+    pub group_id: String,
+    /// Topics to load; empty means every source, output and dead-letter topic of the catalog.
+    pub topics: Vec<String>,
+    /// Table name per topic, like the Snowflake connector's `snowflake.topic2table.map`; a topic
+    /// without an entry gets its name in upper case with `.` and `-` as `_`.
+    pub tables: BTreeMap<String, String>,
+    /// Flush when this many records are buffered (the connector's `buffer.count.records`).
+    pub buffer_count_records: usize,
+    /// Flush when the oldest buffered record is this old, in seconds (`buffer.flush.time`).
+    pub buffer_flush_time_secs: f64,
+    /// Flush when the buffered values reach this many bytes (`buffer.size.bytes`).
+    pub buffer_size_bytes: usize,
+    /// Where records that cannot be decoded go.
+    pub dlq_topic: String,
+    /// Schema registry for registry-framed values.
+    pub registry_url: String,
+    /// Basic-auth user for the registry.
+    pub registry_user: Option<String>,
+    /// Basic-auth password for the registry; prefer `TRIBUTARY_SINK__REGISTRY_PASSWORD`.
+    pub registry_password: Option<String>,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8084)),
+            database: "~/.cache/tributary/warehouse/tributary.duckdb".to_owned(),
+            group_id: "tributary-sink".to_owned(),
+            topics: Vec::new(),
+            tables: BTreeMap::new(),
+            buffer_count_records: 10_000,
+            buffer_flush_time_secs: 60.0,
+            buffer_size_bytes: 5_000_000,
+            dlq_topic: "events.dlq".to_owned(),
+            registry_url: "http://127.0.0.1:8081".to_owned(),
+            registry_user: None,
+            registry_password: None,
+        }
+    }
+}
+
+impl SinkConfig {
+    /// The database path with `~` expanded.
+    pub fn database_path(&self) -> PathBuf {
+        match self.database.strip_prefix("~/") {
+            Some(rest) => std::env::var_os("HOME")
+                .map_or_else(|| PathBuf::from(&self.database), |h| PathBuf::from(h).join(rest)),
+            None => PathBuf::from(&self.database),
+        }
+    }
+
+    /// The table of `topic`.
+    pub fn table_for(&self, topic: &str) -> String {
+        self.tables.get(topic).cloned().unwrap_or_else(|| {
+            topic
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_follow_the_map_or_the_topic_name() {
+        let mut c = SinkConfig::default();
+        assert_eq!(c.table_for("events.iot.sensors"), "EVENTS_IOT_SENSORS");
+        assert_eq!(c.table_for("aggregates.clickstream.1m"), "AGGREGATES_CLICKSTREAM_1M");
+        c.tables.insert("events.clickstream".into(), "CLICKS".into());
+        assert_eq!(c.table_for("events.clickstream"), "CLICKS");
+    }
+}

@@ -1,0 +1,225 @@
+//! The DuckDB warehouse, laid out like the Snowflake connector's tables.
+//!
+//! - `raw.<TABLE>`: one per topic, columns `RECORD_METADATA` and `RECORD_CONTENT` (JSON).
+//! - `raw._offsets`: per topic and partition, the next offset to load — the connector's
+//!   "channel offset token". It is written in the same transaction as the rows, so after a
+//!   crash the sink resumes exactly where the warehouse's rows end.
+//! - `analytics.<TABLE>`: for window-result topics, a view with typed columns (window start
+//!   and end, key, count, sum, avg, min, max) that needs no JSON functions.
+
+use duckdb::{params, Connection};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One row for a `raw` table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub metadata: String,
+    pub content: String,
+}
+
+/// Rows per table and the next offset per (topic, partition), written together.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub rows: HashMap<String, Vec<Row>>,
+    pub offsets: HashMap<(String, i32), i64>,
+}
+
+impl Batch {
+    pub fn row_count(&self) -> usize {
+        self.rows.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+}
+
+/// Double quotes an identifier for SQL.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The warehouse.
+pub struct Warehouse {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Warehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Warehouse").finish_non_exhaustive()
+    }
+}
+
+impl Warehouse {
+    /// Opens (creating when missing) the database at `path` for writing.
+    pub fn open(path: &Path) -> Result<Self, duckdb::Error> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path)?;
+        conn.execute_batch(
+            "SET autoinstall_known_extensions = false;
+             SET autoload_known_extensions = true;
+             CREATE SCHEMA IF NOT EXISTS raw;
+             CREATE SCHEMA IF NOT EXISTS analytics;
+             CREATE TABLE IF NOT EXISTS raw._offsets (
+                 topic VARCHAR NOT NULL,
+                 \"partition\" INTEGER NOT NULL,
+                 next_offset BIGINT NOT NULL,
+                 PRIMARY KEY (topic, \"partition\")
+             );",
+        )?;
+        Ok(Self { conn })
+    }
+
+    /// Another connection to the same database (for queries while the sink writes).
+    pub fn reader(&self) -> Result<Connection, duckdb::Error> {
+        self.conn.try_clone()
+    }
+
+    /// Creates the table of a topic, and for window results the typed view.
+    pub fn ensure_table(&self, table: &str, window_results: bool) -> Result<(), duckdb::Error> {
+        let t = ident(table);
+        self.conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS raw.{t} (RECORD_METADATA JSON, RECORD_CONTENT JSON);"
+        ))?;
+        if window_results {
+            self.conn.execute_batch(&format!(
+                "CREATE OR REPLACE VIEW analytics.{t} AS SELECT
+                     CAST(RECORD_CONTENT->>'window_start' AS TIMESTAMPTZ) AS window_start,
+                     CAST(RECORD_CONTENT->>'window_end' AS TIMESTAMPTZ) AS window_end,
+                     RECORD_CONTENT->>'window' AS \"window\",
+                     RECORD_CONTENT->>'key' AS \"key\",
+                     CAST(RECORD_CONTENT->>'count' AS BIGINT) AS \"count\",
+                     CAST(RECORD_CONTENT->>'sum' AS DOUBLE) AS \"sum\",
+                     CAST(RECORD_CONTENT->>'avg' AS DOUBLE) AS \"avg\",
+                     CAST(RECORD_CONTENT->>'min' AS DOUBLE) AS \"min\",
+                     CAST(RECORD_CONTENT->>'max' AS DOUBLE) AS \"max\",
+                     RECORD_CONTENT->'counts' AS counts,
+                     RECORD_CONTENT->'attributes' AS attributes,
+                     RECORD_CONTENT->>'source_topic' AS source_topic
+                 FROM raw.{t};"
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// The next offset to load per partition of `topic`.
+    pub fn offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, duckdb::Error> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT \"partition\", next_offset FROM raw._offsets WHERE topic = ?")?;
+        let rows =
+            stmt.query_map(params![topic], |r| Ok((r.get::<_, i32>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.collect()
+    }
+
+    /// Writes the rows and the offsets in one transaction.
+    pub fn write(&mut self, batch: &Batch) -> Result<(), duckdb::Error> {
+        let tx = self.conn.transaction()?;
+        for (table, rows) in &batch.rows {
+            let mut app = tx.appender_to_db(table, "raw")?;
+            for r in rows {
+                app.append_row(params![r.metadata, r.content])?;
+            }
+            app.flush()?;
+        }
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO raw._offsets VALUES (?, ?, ?)
+                 ON CONFLICT (topic, \"partition\") DO UPDATE SET next_offset = excluded.next_offset",
+            )?;
+            for ((topic, partition), next) in &batch.offsets {
+                stmt.execute(params![topic, partition, next])?;
+            }
+        }
+        tx.commit()
+    }
+}
+
+/// Column names and rows of a query result, every value as text (`None` for NULL).
+pub type Table = (Vec<String>, Vec<Vec<Option<String>>>);
+
+/// Runs a read-only statement and returns column names and rows, every value as text.
+pub fn query(conn: &Connection, sql: &str) -> Result<Table, String> {
+    let trimmed = sql.trim().trim_end_matches(';');
+    let first = trimmed.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+    if !matches!(
+        first.as_str(),
+        "select"
+            | "with"
+            | "from"
+            | "show"
+            | "describe"
+            | "summarize"
+            | "explain"
+            | "values"
+            | "table"
+    ) {
+        return Err(format!(
+            "only queries are accepted (SELECT, WITH, FROM, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN), not {first:?}"
+        ));
+    }
+    // Every column as text: one printable form for every DuckDB type.
+    let wrapped = match first.as_str() {
+        "show" | "describe" | "summarize" | "explain" => trimmed.to_owned(),
+        _ => format!("SELECT COLUMNS(*)::VARCHAR FROM ({trimmed})"),
+    };
+    let mut stmt = conn.prepare(&wrapped).map_err(|e| e.to_string())?;
+    let mut rows_out = Vec::new();
+    let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+    let mut columns: Option<Vec<String>> = None;
+    while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+        let stmt_ref = row.as_ref();
+        let n = stmt_ref.column_count();
+        if columns.is_none() {
+            columns = Some(stmt_ref.column_names());
+        }
+        let mut values = Vec::with_capacity(n);
+        for i in 0..n {
+            let v: duckdb::types::Value = row.get(i).map_err(|e| e.to_string())?;
+            values.push(match v {
+                duckdb::types::Value::Null => None,
+                duckdb::types::Value::Text(s) => Some(s),
+                other => Some(format!("{other:?}")),
+            });
+        }
+        rows_out.push(values);
+    }
+    drop(rows);
+    let columns = columns.unwrap_or_else(|| stmt.column_names());
+    Ok((columns, rows_out))
+}
+
+/// A result as an aligned text table.
+pub fn render(columns: &[String], rows: &[Vec<Option<String>>]) -> String {
+    let cell = |v: &Option<String>| v.clone().unwrap_or_else(|| "NULL".to_owned());
+    let mut width: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+    for r in rows {
+        for (i, v) in r.iter().enumerate() {
+            if let Some(w) = width.get_mut(i) {
+                *w = (*w).max(cell(v).chars().count());
+            }
+        }
+    }
+    let line = |vals: Vec<String>| {
+        vals.iter()
+            .zip(&width)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = line(columns.to_vec());
+    out.push('\n');
+    out.push_str(&width.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"));
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.iter().map(cell).collect()));
+        out.push('\n');
+    }
+    out.push_str(&format!("({} row{})\n", rows.len(), if rows.len() == 1 { "" } else { "s" }));
+    out
+}
