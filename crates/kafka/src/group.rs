@@ -6,6 +6,8 @@
 //! the loop must never hold the handler while it polls.
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, TopicPartitionList};
@@ -24,6 +26,54 @@ pub trait GroupHandler: Send + Sized + 'static {
     fn stats(&mut self, stats: &Statistics);
     /// The member cannot go on and must be rebuilt; `reason` is a short code.
     fn fail(&mut self, reason: &str);
+    /// Why the member must be rebuilt, once [`GroupHandler::fail`] (or anything else) said so.
+    fn failure(&self) -> Option<String>;
+    /// One consumed record.
+    fn message(&mut self, consumer: &BaseConsumer<GroupContext<Self>>, msg: &BorrowedMessage<'_>);
+    /// Called after every poll (with or without a record): commit or flush when due.
+    fn tick(&mut self, consumer: &BaseConsumer<GroupContext<Self>>);
+    /// The member is asked to stop: finish the open work (commit, flush).
+    fn finish(&mut self, consumer: &BaseConsumer<GroupContext<Self>>);
+}
+
+/// Subscribes `consumer` to `topics` and polls until `stop` is set (`Ok`, after
+/// [`GroupHandler::finish`]) or the handler reports a failure (`Err` with its reason). A fatal
+/// consumer error — for example `FENCED_INSTANCE_ID`, another process in this slot — is a
+/// failure too. `heartbeat` runs after every poll. The consumer leaves the group at the end.
+pub fn poll_until_stopped<H: GroupHandler>(
+    consumer: &BaseConsumer<GroupContext<H>>,
+    topics: &[&str],
+    stop: &AtomicBool,
+    heartbeat: impl Fn(),
+) -> Result<(), String> {
+    consumer.subscribe(topics).map_err(|e| {
+        tracing::warn!(error = %e, "subscribing");
+        "subscribe".to_owned()
+    })?;
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            consumer.context().handler().finish(consumer);
+            break Ok(());
+        }
+        match consumer.poll(Duration::from_millis(20)) {
+            Some(Ok(msg)) => consumer.context().handler().message(consumer, &msg),
+            Some(Err(RdError::MessageConsumptionFatal(code))) => {
+                tracing::error!(error = %code, "the consumer failed for good");
+                consumer.context().handler().fail("consumer_fatal");
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer"),
+            None => {}
+        }
+        let mut handler = consumer.context().handler();
+        heartbeat();
+        handler.tick(consumer);
+        if let Some(reason) = handler.failure() {
+            break Err(reason);
+        }
+    };
+    // Leaving the group revokes the partitions; a failed handler does nothing more with them.
+    consumer.unsubscribe();
+    result
 }
 
 /// The consumer context that hands everything to a [`GroupHandler`].

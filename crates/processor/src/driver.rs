@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tributary_core::{aggregate_topic, Catalog, ValueFormat};
-use tributary_kafka::group::{run_with_rebuilds, GroupContext, GroupHandler};
+use tributary_kafka::group::{poll_until_stopped, run_with_rebuilds, GroupContext, GroupHandler};
 use tributary_kafka::{KafkaConfig, ProducerTuning};
 
 /// The processor's consumer.
@@ -56,6 +56,10 @@ struct Output {
 #[derive(Debug)]
 struct Source {
     topic: String,
+    /// Per-record counters, registered once (the hot path only increments them).
+    records_in: metrics::Counter,
+    records_replayed: metrics::Counter,
+    late: metrics::Counter,
     filter: Filter,
     /// The tumbling (`1m`) and sliding (`5m`) result topics.
     outputs: [Output; 2],
@@ -123,6 +127,7 @@ struct Core {
     /// Something was consumed or produced since the last commit.
     dirty: bool,
     last_commit: Instant,
+    commit_interval: Duration,
     /// Why the producer or consumer must be rebuilt; once set, nothing more is committed.
     failed: Option<String>,
 }
@@ -209,17 +214,16 @@ impl Core {
         };
         self.dirty = true;
         if replaying {
-            metrics::counter!(m::RECORDS_REPLAYED, "topic" => source.topic.clone()).increment(1);
+            source.records_replayed.increment(1);
         } else {
-            metrics::counter!(m::RECORDS_IN, "topic" => source.topic.clone()).increment(1);
+            source.records_in.increment(1);
         }
         match checked {
             Ok(Accepted { key, event_ms, measure, category }) => {
                 match task.record(offset, key, event_ms, measure, category.as_deref(), now) {
                     Outcome::Accepted | Outcome::Replayed => {}
                     Outcome::Late(late) => {
-                        metrics::counter!(m::LATE_RECORDS, "topic" => source.topic.clone())
-                            .increment(1);
+                        source.late.increment(1);
                         let message = format!(
                             "the window ending {} had closed (watermark passed its end plus {} ms grace)",
                             rfc3339(late.window_end_ms),
@@ -537,6 +541,24 @@ impl GroupHandler for Core {
     fn fail(&mut self, reason: &str) {
         self.failed.get_or_insert_with(|| reason.to_owned());
     }
+
+    fn failure(&self) -> Option<String> {
+        self.failed.clone()
+    }
+
+    fn message(&mut self, _consumer: &Member, msg: &BorrowedMessage<'_>) {
+        self.process(msg);
+    }
+
+    fn tick(&mut self, consumer: &Member) {
+        if self.last_commit.elapsed() >= self.commit_interval {
+            self.commit(consumer);
+        }
+    }
+
+    fn finish(&mut self, consumer: &Member) {
+        self.commit(consumer);
+    }
 }
 
 /// A configured processor, ready to [`Processor::run`].
@@ -556,6 +578,8 @@ impl Processor {
         runtime: tokio::runtime::Handle,
         stop: Arc<AtomicBool>,
     ) -> Result<Self, Error> {
+        // The counters registered below must reach the exporter, not a no-op recorder.
+        m::prometheus();
         let invalid = [
             (config.window_ms < 1_000, "window_ms must be at least 1000"),
             (config.sliding_panes < 1, "sliding_panes must be at least 1"),
@@ -633,6 +657,9 @@ impl Processor {
                 outputs.try_into().map_err(|_| Error::Setup("two outputs per source".into()))?;
             sources.push(Source {
                 topic: s.topic.clone(),
+                records_in: metrics::counter!(m::RECORDS_IN, "topic" => s.topic.clone()),
+                records_replayed: metrics::counter!(m::RECORDS_REPLAYED, "topic" => s.topic.clone()),
+                late: metrics::counter!(m::LATE_RECORDS, "topic" => s.topic.clone()),
                 filter: Filter {
                     key_field,
                     measure: s.measure.clone(),
@@ -757,6 +784,7 @@ impl Processor {
             pending: Pending::default(),
             dirty: false,
             last_commit: Instant::now(),
+            commit_interval: Duration::from_millis(self.shared.config.commit_interval_ms),
             failed: None,
         };
         let consumer = self.consumer(core).map_err(|e| {
@@ -764,44 +792,12 @@ impl Processor {
             "consumer".to_owned()
         })?;
         let topics: Vec<&str> = self.shared.sources.iter().map(|s| s.topic.as_str()).collect();
-        consumer.subscribe(&topics).map_err(|e| {
-            tracing::warn!(error = %e, "subscribing");
-            "subscribe".to_owned()
-        })?;
         tracing::info!(transactional_id = %self.shared.transactional_id, topics = ?topics, "processor running");
         self.status.running.store(true, Ordering::Relaxed);
-        let interval = Duration::from_millis(self.shared.config.commit_interval_ms);
-        let result = loop {
-            if stop.load(Ordering::Relaxed) {
-                consumer.context().handler().commit(&consumer);
-                break Ok(());
-            }
-            match consumer.poll(Duration::from_millis(20)) {
-                Some(Ok(msg)) => consumer.context().handler().process(&msg),
-                Some(Err(RdError::MessageConsumptionFatal(code))) => {
-                    // For example FENCED_INSTANCE_ID: another process runs with this slot.
-                    tracing::error!(error = %code, "the consumer failed for good");
-                    consumer
-                        .context()
-                        .handler()
-                        .failed
-                        .get_or_insert_with(|| "consumer_fatal".into());
-                }
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer"),
-                None => {}
-            }
-            let mut core = consumer.context().handler();
+        let result = poll_until_stopped(&consumer, &topics, stop, || {
             self.status.last_loop_ms.store(now_ms(), Ordering::Relaxed);
-            if core.last_commit.elapsed() >= interval {
-                core.commit(&consumer);
-            }
-            if let Some(reason) = core.failed.clone() {
-                break Err(reason);
-            }
-        };
+        });
         self.status.running.store(false, Ordering::Relaxed);
-        // Leaving the group revokes the partitions; a failed core commits nothing more.
-        consumer.unsubscribe();
         drop(consumer);
         result
     }

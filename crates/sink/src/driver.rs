@@ -11,7 +11,6 @@ use crate::warehouse::{Batch, Row, Warehouse};
 use crate::Error;
 use base64::Engine as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
@@ -21,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tributary_core::{Catalog, TopicRole};
-use tributary_kafka::group::{run_with_rebuilds, GroupContext, GroupHandler};
+use tributary_kafka::group::{poll_until_stopped, run_with_rebuilds, GroupContext, GroupHandler};
 use tributary_kafka::{EventProducer, KafkaConfig, OutgoingRecord, ProducerTuning};
 
 /// The sink's consumer.
@@ -31,8 +30,8 @@ use tributary_schema::decode::{DecodeError, Decoder};
 
 #[derive(Debug)]
 struct Source {
-    topic: String,
-    table: String,
+    topic: Arc<str>,
+    table: Arc<str>,
     /// Dead letters are stored whatever their bytes are, never dead-lettered again.
     dead_letters: bool,
 }
@@ -87,7 +86,7 @@ struct Core {
 
 impl Core {
     fn source(&self, topic: &str) -> Option<usize> {
-        self.sources.iter().position(|s| s.topic == topic)
+        self.sources.iter().position(|s| &*s.topic == topic)
     }
 
     fn warehouse(&self) -> MutexGuard<'_, Warehouse> {
@@ -110,26 +109,25 @@ impl Core {
                 self.failed = Some("registry_unavailable".into());
                 return;
             }
-            Err(DecodeError::Bad(message)) if source.dead_letters => {
+            Err(DecodeError::Bad(_)) if source.dead_letters => {
                 // Stored as they are: a dead letter's bytes are whatever failed elsewhere.
                 let b64 = base64::engine::general_purpose::STANDARD
                     .encode(msg.payload().unwrap_or_default());
-                let _ = message;
                 (None, json!({ "undecoded_base64": b64 }))
             }
             Err(DecodeError::Bad(message)) => {
                 self.dead_letter(msg, &message);
                 self.batch
                     .offsets
-                    .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
+                    .insert((Arc::clone(&source.topic), msg.partition()), msg.offset() + 1);
                 return;
             }
         };
         let row =
             Row { metadata: metadata(msg, schema_id).to_string(), content: content.to_string() };
         self.bytes += row.metadata.len() + row.content.len();
-        self.batch.rows.entry(source.table.clone()).or_default().push(row);
-        self.batch.offsets.insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
+        self.batch.rows.entry(Arc::clone(&source.table)).or_default().push(row);
+        self.batch.offsets.insert((Arc::clone(&source.topic), msg.partition()), msg.offset() + 1);
         self.oldest.get_or_insert_with(Instant::now);
     }
 
@@ -202,7 +200,8 @@ impl Core {
         metrics::histogram!(m::FLUSH_ROWS).record(rows as f64);
         metrics::counter!(m::FLUSHES, "trigger" => trigger.label()).increment(1);
         for (table, r) in &batch.rows {
-            metrics::counter!(m::ROWS_WRITTEN, "table" => table.clone()).increment(r.len() as u64);
+            metrics::counter!(m::ROWS_WRITTEN, "table" => table.to_string())
+                .increment(r.len() as u64);
         }
         self.status.last_flush_ms.store(now_ms(), Ordering::Relaxed);
         let mut tpl = TopicPartitionList::new();
@@ -310,6 +309,24 @@ impl GroupHandler for Core {
     fn fail(&mut self, reason: &str) {
         self.failed.get_or_insert_with(|| reason.to_owned());
     }
+
+    fn failure(&self) -> Option<String> {
+        self.failed.clone()
+    }
+
+    fn message(&mut self, _consumer: &Member, msg: &BorrowedMessage<'_>) {
+        self.add(msg);
+    }
+
+    fn tick(&mut self, consumer: &Member) {
+        if let Some(trigger) = self.due() {
+            self.flush(consumer, trigger);
+        }
+    }
+
+    fn finish(&mut self, consumer: &Member) {
+        self.flush(consumer, Trigger::Shutdown);
+    }
 }
 
 /// A configured sink, ready to [`Sink::run`].
@@ -366,8 +383,8 @@ impl Sink {
                 .ensure_table(&table, role == Some(TopicRole::Output))
                 .map_err(|e| Error::Setup(format!("creating table raw.{table}: {e}")))?;
             sources.push(Source {
-                topic,
-                table,
+                topic: topic.into(),
+                table: table.into(),
                 dead_letters: role == Some(TopicRole::DeadLetter),
             });
         }
@@ -441,42 +458,13 @@ impl Sink {
             tracing::warn!(error = %e, "creating the consumer");
             "consumer".to_owned()
         })?;
-        let topics: Vec<&str> = self.sources.iter().map(|s| s.topic.as_str()).collect();
-        consumer.subscribe(&topics).map_err(|e| {
-            tracing::warn!(error = %e, "subscribing");
-            "subscribe".to_owned()
-        })?;
+        let topics: Vec<&str> = self.sources.iter().map(|s| &*s.topic).collect();
         tracing::info!(topics = ?topics, database = %self.config.database_path().display(), "sink running");
         self.status.running.store(true, Ordering::Relaxed);
-        let result = loop {
-            if stop.load(Ordering::Relaxed) {
-                consumer.context().handler().flush(&consumer, Trigger::Shutdown);
-                break Ok(());
-            }
-            match consumer.poll(Duration::from_millis(20)) {
-                Some(Ok(msg)) => consumer.context().handler().add(&msg),
-                Some(Err(RdError::MessageConsumptionFatal(code))) => {
-                    tracing::error!(error = %code, "the consumer failed for good");
-                    consumer
-                        .context()
-                        .handler()
-                        .failed
-                        .get_or_insert_with(|| "consumer_fatal".into());
-                }
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer"),
-                None => {}
-            }
-            let mut core = consumer.context().handler();
+        let result = poll_until_stopped(&consumer, &topics, stop, || {
             self.status.last_loop_ms.store(now_ms(), Ordering::Relaxed);
-            if let Some(trigger) = core.due() {
-                core.flush(&consumer, trigger);
-            }
-            if let Some(reason) = core.failed.clone() {
-                break Err(reason);
-            }
-        };
+        });
         self.status.running.store(false, Ordering::Relaxed);
-        consumer.unsubscribe();
         drop(consumer);
         result
     }

@@ -10,6 +10,7 @@
 use duckdb::{params, Connection};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// One row for a `raw` table.
 #[derive(Debug, Clone)]
@@ -21,8 +22,9 @@ pub struct Row {
 /// Rows per table and the next offset per (topic, partition), written together.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub rows: HashMap<String, Vec<Row>>,
-    pub offsets: HashMap<(String, i32), i64>,
+    /// Keyed by the shared names of the sink's topics, so buffering a record allocates no key.
+    pub rows: HashMap<Arc<str>, Vec<Row>>,
+    pub offsets: HashMap<(Arc<str>, i32), i64>,
 }
 
 impl Batch {
@@ -131,7 +133,7 @@ impl Warehouse {
                  ON CONFLICT (topic, \"partition\") DO UPDATE SET next_offset = excluded.next_offset",
             )?;
             for ((topic, partition), next) in &batch.offsets {
-                stmt.execute(params![topic, partition, next])?;
+                stmt.execute(params![&**topic, partition, next])?;
             }
         }
         tx.commit()
