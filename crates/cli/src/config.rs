@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn the_example_file_is_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tributary.example.toml");
+        let path = tributary_test_support::repo_root().join("tributary.example.toml");
         let loaded = load_with_env(
             Some(&path),
             &FlagOverrides::default(),

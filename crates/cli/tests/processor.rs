@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tributary_core::{aggregate_topic, murmur2_partition};
-use tributary_test_support::{metric, wait_http, KillOnDrop};
+use tributary_test_support::{metric, wait_http, KillOnDrop, LocalBroker};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 const MIN: i64 = 60_000;
@@ -60,6 +60,7 @@ type Row = (
 type Dead = ((String, i32, i64), (String, Vec<u8>));
 
 struct Scenario {
+    bootstrap: String,
     dir: PathBuf,
     config: PathBuf,
     iot: String,
@@ -83,6 +84,11 @@ fn run(config: &Path, args: &[&str]) -> (i32, String) {
 
 impl Scenario {
     fn new() -> Self {
+        Self::on(tributary_test_support::bootstrap())
+    }
+
+    /// A scenario on the broker at `bootstrap`.
+    fn on(bootstrap: String) -> Self {
         let s = tributary_test_support::random_suffix();
         let dir = std::env::temp_dir().join(format!("tributary-processor-{s}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -95,7 +101,6 @@ impl Scenario {
             .flat_map(|t| ["1m", "5m"].map(|w| aggregate_topic(t, w)))
             .collect();
         let registry_port = tributary_test_support::free_port();
-        let bootstrap = tributary_test_support::bootstrap();
         let mut toml = format!(
             r#"[kafka]
 bootstrap_servers = "{bootstrap}"
@@ -160,14 +165,15 @@ reference = "{users}"
             .expect("starting the registry");
         let registry = KillOnDrop(registry);
         wait_http(&format!("http://127.0.0.1:{registry_port}/subjects"), Duration::from_secs(30));
-        let scenario = Self { dir, config, iot, clicks, dlq, outputs, _registry: registry };
+        let scenario =
+            Self { bootstrap, dir, config, iot, clicks, dlq, outputs, _registry: registry };
         scenario.write_reference_data(&devices, &users);
         scenario
     }
 
     fn producer(&self) -> FutureProducer {
         ClientConfig::new()
-            .set("bootstrap.servers", tributary_test_support::bootstrap())
+            .set("bootstrap.servers", &self.bootstrap)
             .set("enable.idempotence", "true")
             .set("linger.ms", "20")
             .create()
@@ -227,6 +233,14 @@ reference = "{users}"
             .spawn()
             .expect("starting the processor");
         (KillOnDrop(child), port)
+    }
+
+    /// The informational lines of instance `i` (assignments, rewinds), last 40.
+    fn info(&self, i: u32) -> String {
+        let text = std::fs::read_to_string(self.dir.join(format!("processor-{i}.log")))
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(" INFO ")).collect();
+        format!("--- processor-{i} ---\n{}", lines[lines.len().saturating_sub(40)..].join("\n"))
     }
 
     fn logs(&self) -> String {
@@ -473,7 +487,7 @@ fn rfc3339_ms(text: &str) -> i64 {
 /// until `expected` records are there and then a little longer (so duplicates would show).
 fn read_all(s: &Scenario, expected: usize) -> (Vec<(String, Row)>, Vec<Dead>) {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", tributary_test_support::bootstrap())
+        .set("bootstrap.servers", &s.bootstrap)
         .set("group.id", "unused")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -679,16 +693,60 @@ fn a_second_instance_joins_and_dies_without_loss_or_duplicates() {
         assert!(Instant::now() < deadline, "no progress\n{}", s.logs());
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut second = s.start(1).0;
-    // Once the group has given the second instance partitions, let it work a moment, then
-    // kill it: its partitions go back to the first instance after the session timeout.
-    let log = || std::fs::read_to_string(s.dir.join("processor-1.log")).unwrap_or_default();
-    while !log().contains("partition assigned") {
-        assert!(Instant::now() < deadline, "the second instance got no partitions\n{}", s.logs());
+    let (mut second, second_port) = s.start(1);
+    // The group must end up with every partition assigned, some of them to the second
+    // instance: a member that gives partitions up and then rejoins mid-rebalance can leave
+    // them assigned to nobody.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let all = f64::from(IOT_PARTITIONS + CLICK_PARTITIONS);
+    loop {
+        let (a, b) = (
+            metric(port, "processor_assigned_partitions"),
+            metric(second_port, "processor_assigned_partitions"),
+        );
+        if b > 0.0 && a + b == all {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "assigned: {a} + {b} of {all} partitions\n{}\n{}",
+            s.logs(),
+            s.info(1)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Let it work a moment, then kill it: its partitions go back to the first instance after
+    // the session timeout.
     std::thread::sleep(Duration::from_millis(1_000));
     second.0.kill().expect("SIGKILL");
     let (rows, dead) = read_all(&s, expected.rows.len() + expected.dead.len());
     check(&s, &expected, rows, dead);
+    // A transaction lost to the rebalance is rewound in place; the first instance never had
+    // to leave the group and join again.
+    let first = std::fs::read_to_string(s.dir.join("processor-0.log")).unwrap_or_default();
+    assert!(!first.contains("rebuilding the consumer"), "{first}");
+}
+
+#[test]
+fn a_broker_crash_mid_run_changes_nothing() {
+    // A broker of its own, to SIGKILL while a transaction is open: the processor stays in
+    // the group, replaces its producer and goes back to its last commit.
+    let broker = LocalBroker::start();
+    let s = Scenario::on(broker.bootstrap());
+    let expected = produce(&s);
+    let (_p, port) = s.start(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(port, "processor_records_in_total") < 20_000.0 {
+        assert!(Instant::now() < deadline, "no progress\n{}", s.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    broker.kill();
+    // Longer than the transaction timeout (5 s here): the broker aborts the open
+    // transaction when it is back, and the processor's producer learns it was fenced.
+    std::thread::sleep(Duration::from_secs(6));
+    broker.restart();
+    let (rows, dead) = read_all(&s, expected.rows.len() + expected.dead.len());
+    check(&s, &expected, rows, dead);
+    let log = std::fs::read_to_string(s.dir.join("processor-0.log")).unwrap_or_default();
+    assert_eq!(log.matches("processor running").count(), 1, "it never left the group\n{log}");
 }

@@ -95,10 +95,10 @@ async fn keys_land_where_the_java_client_puts_them() {
     .expect("catalog");
     tributary_kafka::apply_topics(&kafka, &catalog, Duration::from_secs(30)).await.expect("topic");
     let input: String = JAVA_PARTITIONS.iter().map(|(k, _, _)| format!("{k}|v\n")).collect();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/kafka/kafka.sh");
+    let script = tributary_test_support::repo_root().join("deploy/kafka/kafka.sh");
     let mut child = std::process::Command::new("bash")
         .args([
-            script,
+            script.as_os_str().to_str().expect("utf-8 path"),
             "tool",
             "kafka-console-producer",
             "--bootstrap-server",

@@ -22,6 +22,7 @@ use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -81,6 +82,29 @@ impl Shared {
     fn source_index(&self, topic: &str) -> Option<usize> {
         self.sources.iter().position(|s| s.topic == topic)
     }
+
+    /// A transactional producer, initialised (which fences the previous producer with this
+    /// `transactional.id` and aborts what it left open) and in a transaction.
+    fn producer(&self) -> Result<ThreadedProducer<DefaultProducerContext>, String> {
+        let cfg = &self.config;
+        let tuning =
+            ProducerTuning { delivery_timeout_ms: cfg.transaction_timeout_ms, linger_ms: 5 };
+        let mut c = self.kafka.producer(tuning);
+        c.set("transactional.id", &self.transactional_id)
+            .set("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string());
+        if c.get("retry.backoff.ms").is_none() {
+            // Right after a commit the coordinator answers CONCURRENT_TRANSACTIONS until its
+            // markers are written; librdkafka retries after retry.backoff.ms (100 ms by
+            // default), which capped the processor at ten transactions a second.
+            c.set("retry.backoff.ms", "5");
+        }
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            c.create().map_err(|e| format!("creating the producer: {e}"))?;
+        // Fences the previous producer with this transactional id and aborts what it left open.
+        producer.init_transactions(TXN_TIMEOUT).map_err(|e| format!("init_transactions: {e}"))?;
+        producer.begin_transaction().map_err(|e| format!("begin_transaction: {e}"))?;
+        Ok(producer)
+    }
 }
 
 /// What the health endpoint reports.
@@ -128,8 +152,17 @@ struct Core {
     dirty: bool,
     last_commit: Instant,
     commit_interval: Duration,
-    /// Why the producer or consumer must be rebuilt; once set, nothing more is committed.
+    /// Why the consumer must be rebuilt; once set, nothing more is processed or committed.
     failed: Option<String>,
+    /// Why the open transaction was lost (aborted, or its producer is to be replaced): until
+    /// [`Core::rewind`] runs, records are ignored and nothing is committed.
+    lost: Option<String>,
+    /// When the next rewind may run, and how long the one after a quick relapse waits.
+    rewind_at: Instant,
+    rewind_backoff: Duration,
+    /// The first offset read of each partition that has no committed offset yet: where a
+    /// rewind takes it back to.
+    origins: HashMap<(usize, i32), i64>,
 }
 
 impl std::fmt::Debug for Core {
@@ -141,22 +174,119 @@ impl std::fmt::Debug for Core {
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Core {
-    /// Classifies a Kafka error once: retriable errors are the caller's to retry; anything
-    /// else marks the core failed, aborting the transaction first when Kafka allows it.
+    /// Classifies a Kafka error of the transaction once: retriable errors are the caller's to
+    /// retry; after anything else the open transaction is lost — aborted first when Kafka
+    /// allows it — and every partition goes back to its last commit ([`Core::rewind`]).
     fn fail_on(&mut self, what: &str, e: &RdError) {
-        if self.failed.is_some() {
+        if self.failed.is_some() || self.lost.is_some() {
             return;
         }
         let abortable = matches!(e, RdError::Transaction(t) if t.txn_requires_abort());
         if abortable {
             if let Err(a) = self.producer.abort_transaction(TXN_TIMEOUT) {
-                tracing::warn!(error = %a, "aborting the transaction failed; the producer will be recreated");
+                tracing::warn!(error = %a, "aborting the transaction failed");
             }
             metrics::counter!(m::TRANSACTIONS, "outcome" => "aborted").increment(1);
         }
         let kind = if abortable { "abort" } else { "fatal" };
-        tracing::warn!(error = %e, "{what}: {kind}; rebuilding from the last commit");
-        self.failed = Some(kind.to_owned());
+        tracing::warn!(error = %e, "{what}: {kind}; rewinding to the last commit");
+        self.lose(kind);
+    }
+
+    /// The consumer cannot go on (it could not take up new partitions): it is rebuilt.
+    fn fail_consumer(&mut self, what: &str, e: &RdError) {
+        tracing::warn!(error = %e, "{what}; rebuilding the consumer");
+        self.failed.get_or_insert_with(|| "consumer".to_owned());
+    }
+
+    /// The open transaction is lost, for `reason`: schedule a rewind, at once unless the last
+    /// one was less than a minute ago (then 0.5 s, doubling up to 10 s).
+    fn lose(&mut self, reason: &str) {
+        self.lost.get_or_insert_with(|| reason.to_owned());
+        let now = Instant::now();
+        let recent = self.rewind_at + Duration::from_secs(60) > now;
+        self.rewind_backoff = if recent {
+            (self.rewind_backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(10))
+        } else {
+            Duration::ZERO
+        };
+        self.rewind_at = now + self.rewind_backoff;
+    }
+
+    /// Takes every partition back to its last commit, with a new producer, without leaving
+    /// the group: a new producer with the same `transactional.id` bumps its epoch, which
+    /// fences whatever the old one may still have in flight; each task is rebuilt from its
+    /// committed checkpoint and the consumer seeks to the checkpoint's replay start — what a
+    /// new owner of the partition would do. Rejoining the group instead would trigger a
+    /// rebalance of its own, and a static member that rejoins mid-rebalance can leave the
+    /// partitions it was giving up assigned to nobody.
+    fn rewind(&mut self, consumer: &Member) {
+        let Some(reason) = self.lost.clone() else { return };
+        let producer = match self.shared.producer() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "replacing the transactional producer");
+                self.lose(&reason);
+                return;
+            }
+        };
+        self.producer = producer;
+        self.pending = Pending::default();
+        self.dirty = false;
+        let mut tpl = TopicPartitionList::new();
+        for &(src, partition) in self.tasks.keys() {
+            tpl.add_partition(&self.shared.sources[src].topic, partition);
+        }
+        let committed = match consumer.committed_offsets(tpl, TXN_TIMEOUT) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the committed offsets to rewind to");
+                self.lose(&reason);
+                return;
+            }
+        };
+        let now = now_ms();
+        let mut seek = TopicPartitionList::new();
+        for e in committed.elements() {
+            let Some(src) = self.shared.source_index(e.topic()) else { continue };
+            let task = self.task_from(&e, now);
+            let start = match e.offset() {
+                Offset::Offset(_) => Some(task.start_offset()),
+                _ => self.origins.get(&(src, e.partition())).copied(),
+            };
+            if let Some(start) = start {
+                if let Err(err) =
+                    seek.add_partition_offset(e.topic(), e.partition(), Offset::Offset(start))
+                {
+                    tracing::warn!(error = %err, "positioning a partition to rewind");
+                    self.failed = Some("rewind".into());
+                    return;
+                }
+            }
+            self.tasks.insert((src, e.partition()), task);
+        }
+        let partitions = seek.count();
+        // librdkafka refuses to seek an empty list (for example when the partitions were
+        // lost to a session timeout meanwhile).
+        let refused = if partitions == 0 {
+            None
+        } else {
+            match consumer.seek_partitions(seek, TXN_TIMEOUT) {
+                Ok(done) => {
+                    done.elements().iter().find_map(|e| e.error().err().map(|err| err.to_string()))
+                }
+                Err(e) => Some(e.to_string()),
+            }
+        };
+        if let Some(e) = refused {
+            // The consumer cannot go back: start over as a new member.
+            tracing::warn!(error = %e, "seeking back to the last commit");
+            self.failed = Some("rewind".into());
+            return;
+        }
+        self.lost = None;
+        metrics::counter!(m::REWINDS, "reason" => reason.clone()).increment(1);
+        tracing::info!(reason = %reason, partitions, "rewound to the last commit");
     }
 
     fn retriable(e: &RdError) -> bool {
@@ -183,12 +313,13 @@ impl Core {
 
     /// Processes one consumed record.
     fn process(&mut self, msg: &BorrowedMessage<'_>) {
-        if self.failed.is_some() {
-            return;
-        }
         let shared = Arc::clone(&self.shared);
         let Some(src) = shared.source_index(msg.topic()) else { return };
         let offset = msg.offset();
+        self.origins.entry((src, msg.partition())).or_insert(offset);
+        if self.failed.is_some() || self.lost.is_some() {
+            return;
+        }
         let now = now_ms();
         let Some(task) = self.tasks.get_mut(&(src, msg.partition())) else {
             tracing::warn!(
@@ -208,7 +339,7 @@ impl Core {
             Err(DecodeError::Unavailable(e)) => {
                 // Not the record's fault: stop and come back to it.
                 tracing::warn!(error = %e, "schema registry unavailable");
-                self.failed = Some("registry_unavailable".into());
+                self.lose("registry_unavailable");
                 return;
             }
         };
@@ -360,7 +491,7 @@ impl Core {
     /// checkpoints) as one transaction and begins the next.
     fn commit(&mut self, consumer: &Member) {
         self.last_commit = Instant::now();
-        if self.failed.is_some() {
+        if self.failed.is_some() || self.lost.is_some() {
             return;
         }
         let now = now_ms();
@@ -388,7 +519,7 @@ impl Core {
             e.set_metadata(task.checkpoint().encode());
         }
         let Some(group) = consumer.group_metadata() else {
-            self.fail_on("reading the consumer group metadata", &RdError::Canceled);
+            self.fail_consumer("reading the consumer group metadata", &RdError::Canceled);
             return;
         };
         let started = Instant::now();
@@ -445,35 +576,41 @@ impl Core {
         }
     }
 
+    /// The task of a partition whose committed offset and checkpoint are `e`.
+    fn task_from(&self, e: &TopicPartitionListElem<'_>, now: i64) -> Task<String> {
+        match (e.offset(), Checkpoint::decode(e.metadata())) {
+            (Offset::Offset(position), Some(cp)) if cp.fits(&self.shared.task) => {
+                Task::resume(self.shared.task, position, cp, now)
+            }
+            (Offset::Offset(position), Some(_)) => {
+                tracing::warn!(topic = e.topic(), partition = e.partition(), "the window settings changed since the last commit: windows still open then start over empty");
+                Task::fresh(self.shared.task, position, now)
+            }
+            (Offset::Offset(position), None) => Task::fresh(self.shared.task, position, now),
+            // Never committed: auto.offset.reset decides, from the first offset there is.
+            _ => Task::fresh(self.shared.task, 0, now),
+        }
+    }
+
     /// New partitions: each resumes from its committed position and checkpoint; `tpl` gets the
     /// offsets to read from (the checkpoint's replay start).
     fn assign(&mut self, consumer: &Member, tpl: &mut TopicPartitionList) {
         let committed = match consumer.committed_offsets(tpl.clone(), TXN_TIMEOUT) {
             Ok(c) => c,
             Err(e) => {
-                self.fail_on("reading the committed offsets of new partitions", &e);
+                self.fail_consumer("reading the committed offsets of new partitions", &e);
                 return;
             }
         };
         let now = now_ms();
         for e in committed.elements() {
             let Some(src) = self.shared.source_index(e.topic()) else { continue };
-            let task = match (e.offset(), Checkpoint::decode(e.metadata())) {
-                (Offset::Offset(position), Some(cp)) if cp.fits(&self.shared.task) => {
-                    Task::resume(self.shared.task, position, cp, now)
-                }
-                (Offset::Offset(position), Some(_)) => {
-                    tracing::warn!(topic = e.topic(), partition = e.partition(), "the window settings changed since the last commit: windows still open then start over empty");
-                    Task::fresh(self.shared.task, position, now)
-                }
-                (Offset::Offset(position), None) => Task::fresh(self.shared.task, position, now),
-                // Never committed: auto.offset.reset decides, from the first offset there is.
-                _ => Task::fresh(self.shared.task, 0, now),
-            };
+            let task = self.task_from(&e, now);
+            self.origins.remove(&(src, e.partition()));
             if matches!(e.offset(), Offset::Offset(_)) {
                 let start = Offset::Offset(task.start_offset());
                 if let Err(err) = tpl.set_partition_offset(e.topic(), e.partition(), start) {
-                    self.fail_on("positioning a new partition", &err);
+                    self.fail_consumer("positioning a new partition", &err);
                 }
             }
             tracing::info!(
@@ -495,6 +632,7 @@ impl Core {
         for e in tpl.elements() {
             if let Some(src) = self.shared.source_index(e.topic()) {
                 self.tasks.remove(&(src, e.partition()));
+                self.origins.remove(&(src, e.partition()));
                 let labels =
                     [("topic", e.topic().to_owned()), ("partition", e.partition().to_string())];
                 metrics::gauge!(m::LAG, &labels).set(0.0);
@@ -551,7 +689,11 @@ impl GroupHandler for Core {
     }
 
     fn tick(&mut self, consumer: &Member) {
-        if self.last_commit.elapsed() >= self.commit_interval {
+        if self.lost.is_some() {
+            if Instant::now() >= self.rewind_at {
+                self.rewind(consumer);
+            }
+        } else if self.last_commit.elapsed() >= self.commit_interval {
             self.commit(consumer);
         }
     }
@@ -725,27 +867,6 @@ impl Processor {
         Ok(())
     }
 
-    fn producer(&self) -> Result<ThreadedProducer<DefaultProducerContext>, String> {
-        let cfg = &self.shared.config;
-        let tuning =
-            ProducerTuning { delivery_timeout_ms: cfg.transaction_timeout_ms, linger_ms: 5 };
-        let mut c = self.shared.kafka.producer(tuning);
-        c.set("transactional.id", &self.shared.transactional_id)
-            .set("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string());
-        if c.get("retry.backoff.ms").is_none() {
-            // Right after a commit the coordinator answers CONCURRENT_TRANSACTIONS until its
-            // markers are written; librdkafka retries after retry.backoff.ms (100 ms by
-            // default), which capped the processor at ten transactions a second.
-            c.set("retry.backoff.ms", "5");
-        }
-        let producer: ThreadedProducer<DefaultProducerContext> =
-            c.create().map_err(|e| format!("creating the producer: {e}"))?;
-        // Fences the previous producer with this transactional id and aborts what it left open.
-        producer.init_transactions(TXN_TIMEOUT).map_err(|e| format!("init_transactions: {e}"))?;
-        producer.begin_transaction().map_err(|e| format!("begin_transaction: {e}"))?;
-        Ok(producer)
-    }
-
     fn consumer(&self, core: Core) -> Result<Member, String> {
         let mut c = self.shared.kafka.consumer(Some(&self.shared.config.group_id));
         if c.get("partition.assignment.strategy").is_none() {
@@ -772,7 +893,7 @@ impl Processor {
     }
 
     fn run_once(&self, stop: &AtomicBool) -> Result<(), String> {
-        let producer = self.producer().map_err(|e| {
+        let producer = self.shared.producer().map_err(|e| {
             tracing::warn!(error = %e, "starting the transactional producer");
             "producer".to_owned()
         })?;
@@ -786,6 +907,10 @@ impl Processor {
             last_commit: Instant::now(),
             commit_interval: Duration::from_millis(self.shared.config.commit_interval_ms),
             failed: None,
+            lost: None,
+            rewind_at: Instant::now(),
+            rewind_backoff: Duration::ZERO,
+            origins: HashMap::new(),
         };
         let consumer = self.consumer(core).map_err(|e| {
             tracing::warn!(error = %e, "starting the consumer");

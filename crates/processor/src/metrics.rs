@@ -30,6 +30,9 @@ pub const TRANSACTIONS: &str = "processor_transactions_total";
 pub const LAG: &str = "processor_lag_records";
 /// Partitions this instance processes.
 pub const ASSIGNED: &str = "processor_assigned_partitions";
+/// Times every partition went back to its last commit, with a new producer, after the open
+/// transaction was lost, by `reason`.
+pub const REWINDS: &str = "processor_rewinds_total";
 /// Times the consumer and producer were rebuilt after an error, by `reason`.
 pub const REBUILDS: &str = "processor_rebuilds_total";
 

@@ -12,7 +12,7 @@ pub struct LocalBroker {
 }
 
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kafka/kafka.sh")
+    crate::repo_root().join("deploy/kafka/kafka.sh")
 }
 
 impl LocalBroker {

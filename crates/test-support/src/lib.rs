@@ -13,6 +13,17 @@ use rand::Rng as _;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// The checkout the tests run from, found at run time from the working directory (cargo runs
+/// tests in their package's folder). Not `env!("CARGO_MANIFEST_DIR")`: the shared target
+/// directory reuses builds across checkouts, so a path compiled in can name another clone.
+pub fn repo_root() -> std::path::PathBuf {
+    let cwd = std::env::current_dir().expect("working directory");
+    cwd.ancestors()
+        .find(|d| d.join("deploy/kafka/kafka.sh").is_file())
+        .unwrap_or_else(|| panic!("no Tributary checkout above {}", cwd.display()))
+        .to_path_buf()
+}
+
 /// Bootstrap servers of the broker the tests share.
 pub fn bootstrap() -> String {
     std::env::var("TRIBUTARY_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
