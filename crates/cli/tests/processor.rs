@@ -136,8 +136,13 @@ reference = "{users}"
             let key = key
                 .map(|k| format!("key_field = \"{k}\"\n"))
                 .unwrap_or_else(|| "require_key = false\n".into());
-            let configs =
-                if compact { "configs = { \"cleanup.policy\" = \"compact\" }\n" } else { "" };
+            // The data set's timestamps are in January 2026: with the broker's default
+            // retention (7 days by record time) its segments would be deleted mid-test.
+            let configs = if compact {
+                "configs = { \"cleanup.policy\" = \"compact\" }\n"
+            } else {
+                "configs = { \"retention.ms\" = \"-1\" }\n"
+            };
             format!("[[topics]]\nname = \"{name}\"\npartitions = {partitions}\n{key}role = \"{role}\"\nvalue_format = \"{format}\"\n{configs}")
         };
         toml += &topic(&iot, IOT_PARTITIONS, Some("device_id"), "source", "json", false);
