@@ -39,7 +39,8 @@ set -e
 read -r passed failed < <(awk '/^test result: /{for(i=1;i<=NF;i++){if($(i+1) ~ /^passed;/) p+=$i; if($(i+1) ~ /^failed;/) f+=$i}} END{print p+0, f+0}' "$log")
 
 # Interoperability: clients no one here wrote (confluent-kafka for Python) against the binary the
-# tests above just built. Their virtualenv lives in the cache, made once per machine.
+# tests above just built; then the monitoring (tests/monitoring: promtool, the dashboards, and a
+# whole platform from deploy/local/platform.sh scraped by a real Prometheus). Their virtualenv lives in the cache, made once per machine.
 if [ $# -eq 0 ]; then
   venv="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}/venv"
   # Reinstalled whenever tests/interop/requirements.txt changes.
@@ -50,7 +51,7 @@ if [ $# -eq 0 ]; then
     cp "$ROOT/tests/interop/requirements.txt" "$venv/.requirements"
   fi
   set +e
-  TRIBUTARY_BIN="$CARGO_TARGET_DIR/release/tributary" "$venv/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/tests/interop" 2>&1 | tee "$log"
+  TRIBUTARY_BIN="$CARGO_TARGET_DIR/release/tributary" "$venv/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/tests/interop" "$ROOT/tests/monitoring" 2>&1 | tee "$log"
   prc=${PIPESTATUS[0]}
   set -e
   py_passed=$( (grep -Eo '[0-9]+ passed' "$log" || true) | tail -n 1 | grep -Eo '[0-9]+' || true)

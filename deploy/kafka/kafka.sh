@@ -20,6 +20,8 @@
 #   KAFKA_CONTROLLER_PORT  KRaft controller port           (default KAFKA_PORT + 1)
 #   KAFKA_STATE_DIR        data, logs and pid              (default $TRIBUTARY_CACHE/state/kafka-$KAFKA_PORT)
 #   KAFKA_HEAP             JVM heap                        (default 1g)
+#   KAFKA_METRICS_PORT     serve the broker's metrics for Prometheus on 127.0.0.1:PORT/metrics
+#                          with the Prometheus JMX exporter agent (default: none)
 set -euo pipefail
 
 CACHE="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}"
@@ -28,6 +30,9 @@ PORT="${KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 STATE="${KAFKA_STATE_DIR:-$CACHE/state/kafka-$PORT}"
 HEAP="${KAFKA_HEAP:-1g}"
+METRICS_PORT="${KAFKA_METRICS_PORT:-}"
+JMX_EXPORTER_VERSION=1.0.1
+JMX_EXPORTER_JAR="$CACHE/jmx_prometheus_javaagent-$JMX_EXPORTER_VERSION.jar"
 HOME_DIR="$CACHE/kafka-$VERSION"
 LIBS="$HOME_DIR/libs"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -81,6 +86,20 @@ EOF
   cp "$HERE/tools-log4j2.properties" "$HOME_DIR/config/tools-log4j2.properties"
   touch "$HOME_DIR/.complete"
   log "installed; tools are in $HOME_DIR/bin"
+}
+
+# The Prometheus JMX exporter agent (Maven Central has it up to 1.0.1), for KAFKA_METRICS_PORT.
+install_jmx_exporter() {
+  if [ -f "$JMX_EXPORTER_JAR" ]; then return 0; fi
+  log "resolving the Prometheus JMX exporter $JMX_EXPORTER_VERSION from Maven Central"
+  local work
+  work="$(mktemp -d)"
+  mkdir -p "$CACHE"
+  (cd "$work" && mvn -B -q -Dstyle.color=never dependency:copy \
+    -Dartifact="io.prometheus.jmx:jmx_prometheus_javaagent:$JMX_EXPORTER_VERSION" -DoutputDirectory="$work" >/dev/null) \
+    || { log "maven could not resolve the JMX exporter"; rm -rf "$work"; exit 1; }
+  mv "$work/jmx_prometheus_javaagent-$JMX_EXPORTER_VERSION.jar" "$JMX_EXPORTER_JAR"
+  rm -rf "$work"
 }
 
 pid_alive() {
@@ -142,10 +161,21 @@ start() {
       kafka.tools.StorageTool format -t "$cluster_id" -c "$STATE/server.properties" --ignore-formatted \
       > "$STATE/logs/format.out" 2>&1 || { log "formatting storage failed; see $STATE/logs/format.out"; exit 1; }
   fi
-  log "starting Apache Kafka $VERSION on 127.0.0.1:$PORT (state in $STATE)"
+  # The agent goes on the broker's own command line only: in a shared KAFKA_OPTS every Kafka
+  # tool would try to bind the same port.
+  local agent=()
+  if [ -n "$METRICS_PORT" ]; then
+    install_jmx_exporter
+    if port_open "$METRICS_PORT"; then
+      log "port $METRICS_PORT (KAFKA_METRICS_PORT) is already in use by another process"
+      exit 1
+    fi
+    agent=("-javaagent:$JMX_EXPORTER_JAR=127.0.0.1:$METRICS_PORT:$HERE/jmx-exporter.yml")
+  fi
+  log "starting Apache Kafka $VERSION on 127.0.0.1:$PORT (state in $STATE)${METRICS_PORT:+, metrics on http://127.0.0.1:$METRICS_PORT/metrics}"
   # setsid: the broker outlives the shell that started it (make up returns while it runs).
   setsid nohup java -Xms256m -Xmx"$HEAP" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-    -Djava.awt.headless=true -Dkafka.logs.dir="$STATE/logs" \
+    -Djava.awt.headless=true -Dkafka.logs.dir="$STATE/logs" "${agent[@]}" \
     -Dlog4j2.configurationFile="$HOME_DIR/config/log4j2.properties" \
     -cp "$LIBS/*" kafka.Kafka "$STATE/server.properties" \
     > "$STATE/logs/kafka.out" 2>&1 < /dev/null &
@@ -218,7 +248,7 @@ case "$cmd" in
     tool_class "$name" >/dev/null || { log "unknown tool '$name'; known: $(echo $TOOLS)"; exit 2; }
     exec "$HOME_DIR/bin/$name" "$@" ;;
   env)
-    printf 'KAFKA_VERSION=%s\nKAFKA_HOME=%s\nKAFKA_PORT=%s\nKAFKA_CONTROLLER_PORT=%s\nKAFKA_STATE_DIR=%s\n' \
-      "$VERSION" "$HOME_DIR" "$PORT" "$CONTROLLER_PORT" "$STATE" ;;
-  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
+    printf 'KAFKA_VERSION=%s\nKAFKA_HOME=%s\nKAFKA_PORT=%s\nKAFKA_CONTROLLER_PORT=%s\nKAFKA_STATE_DIR=%s\nKAFKA_METRICS_PORT=%s\n' \
+      "$VERSION" "$HOME_DIR" "$PORT" "$CONTROLLER_PORT" "$STATE" "$METRICS_PORT" ;;
+  *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
 esac

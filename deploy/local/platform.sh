@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# The local platform: Kafka, the topic catalog, the registry, the gateway and the processor,
-# started in the background.
+# The local platform: Kafka, the topic catalog, the registry, the gateway, the processor, the
+# sink and Prometheus, started in the background.
 #
 #   platform.sh up       start everything, wait until ready, print where it is
 #   platform.sh down     stop everything this script started
 #   platform.sh status   say what is running
 #
 # TRIBUTARY_BIN points at the tributary binary (the Makefile sets it). Logs and pid files live
-# in $TRIBUTARY_CACHE/state (default ~/.cache/tributary/state).
+# in $TRIBUTARY_STATE_DIR (default ~/.cache/tributary/state). Addresses come from the
+# configuration (tributary.toml, TRIBUTARY_* variables); Kafka's from deploy/kafka/kafka.sh's
+# settings (KAFKA_PORT, KAFKA_METRICS_PORT, default 9404 here), Prometheus's from
+# TRIBUTARY_PROMETHEUS_LISTEN (default 127.0.0.1:9090). Prometheus is started when the
+# `prometheus` binary is installed (Debian: apt-get install prometheus), and skipped otherwise.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 CACHE="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}"
-STATE="$CACHE/state"
+STATE="${TRIBUTARY_STATE_DIR:-$CACHE/state}"
+# The broker's metrics, for Prometheus (kafka.sh attaches the JMX exporter agent).
+export KAFKA_METRICS_PORT="${KAFKA_METRICS_PORT:-9404}"
+PROMETHEUS_ADDR="${TRIBUTARY_PROMETHEUS_LISTEN:-127.0.0.1:9090}"
+PROMETHEUS="${PROMETHEUS_BIN:-prometheus}"
 BIN="${TRIBUTARY_BIN:-${CARGO_TARGET_DIR:-$CACHE/target}/release/tributary}"
 KAFKA="$ROOT/deploy/kafka/kafka.sh"
 
@@ -81,6 +89,24 @@ wait_healthy() { # name, url[, check]
   done
 }
 
+# Prometheus with deploy/monitoring/prometheus.yml, its targets moved to the addresses in use.
+start_prometheus() {
+  if ! command -v "$PROMETHEUS" >/dev/null; then
+    say "prometheus: not installed, skipped (Debian: apt-get install prometheus; then make up again)"
+    return 0
+  fi
+  local dir="$STATE/prometheus"
+  mkdir -p "$dir"
+  sed -e "s#\"127.0.0.1:8080\"#\"$GATEWAY_ADDR\"#" -e "s#\"127.0.0.1:8082\"#\"$PROCESSOR_ADDR\"#" \
+      -e "s#\"127.0.0.1:8084\"#\"$SINK_ADDR\"#" -e "s#\"127.0.0.1:9404\"#\"127.0.0.1:$KAFKA_METRICS_PORT\"#" \
+      -e "s#^  - rules/#  - $ROOT/deploy/monitoring/rules/#" \
+      "$ROOT/deploy/monitoring/prometheus.yml" > "$dir/prometheus.yml"
+  start_service prometheus "$PROMETHEUS" --config.file="$dir/prometheus.yml" \
+    --storage.tsdb.path="$dir/data" --storage.tsdb.retention.time=7d \
+    --web.listen-address="$PROMETHEUS_ADDR" --web.enable-lifecycle
+  wait_healthy prometheus "http://$PROMETHEUS_ADDR/-/ready"
+}
+
 up() {
   [ -x "$BIN" ] || { say "error: $BIN is missing; run 'make up' (it builds first)"; exit 1; }
   command -v curl >/dev/null || { say "error: curl is required (apt-get install curl)"; exit 1; }
@@ -97,6 +123,7 @@ up() {
   # up while you watch; a setting of your own in tributary.toml or the environment wins.
   TRIBUTARY_SINK__BUFFER_FLUSH_TIME_SECS="${TRIBUTARY_SINK__BUFFER_FLUSH_TIME_SECS:-2}" start_service sink "$BIN" sink
   wait_healthy sink "http://$SINK_ADDR/health"
+  start_prometheus
   local kstate; kstate="$("$KAFKA" env | sed -n 's/^KAFKA_STATE_DIR=//p')"
   local khome; khome="$("$KAFKA" env | sed -n 's/^KAFKA_HOME=//p')"
   cat <<EOT
@@ -109,7 +136,8 @@ Tributary is up.
   Metrics      http://$GATEWAY_ADDR/metrics  (Prometheus)  and  /api/v1/metrics (JSON)
   Processor    http://$PROCESSOR_ADDR/metrics  (windowed aggregates into aggregates.*, bad records into events.dlq)
   Warehouse    $BIN warehouse sql "SELECT count(*) FROM raw.EVENTS_CLICKSTREAM"  (DuckDB, loaded by the sink; metrics http://$SINK_ADDR/metrics)
-  Kafka        $BOOTSTRAP  (Apache Kafka, KRaft; tools in $khome/bin)
+  Kafka        $BOOTSTRAP  (Apache Kafka, KRaft; tools in $khome/bin; metrics http://127.0.0.1:$KAFKA_METRICS_PORT/metrics)
+  Prometheus   http://$PROMETHEUS_ADDR  (alerts: http://$PROMETHEUS_ADDR/alerts; rules and Grafana dashboards in deploy/monitoring)
 
 Send an event:
 
@@ -127,12 +155,13 @@ watch one-minute windows appear a minute later:
   $BIN gen --rate 200 --duration 120
   curl -s 'http://$GATEWAY_ADDR/api/v1/events/aggregates.iot.sensors.1m/latest?limit=3'
 
-Logs: $STATE/logs/{gateway,registry,processor,sink}.log and $kstate/logs/server.log
+Logs: $STATE/logs/{gateway,registry,processor,sink,prometheus}.log and $kstate/logs/server.log
 Stop: make down
 EOT
 }
 
 down() {
+  stop_service prometheus
   stop_service sink
   stop_service processor
   stop_service gateway
@@ -169,6 +198,13 @@ status() {
   else
     say "processor: not running or not healthy (see $STATE/logs/processor.log)"; rc=1
   fi
+  if pid_alive "$STATE/prometheus.pid" && http_ok "http://$PROMETHEUS_ADDR/-/ready"; then
+    say "prometheus: running (pid $(cat "$STATE/prometheus.pid")) on http://$PROMETHEUS_ADDR"
+  elif command -v "$PROMETHEUS" >/dev/null; then
+    say "prometheus: not running (see $STATE/logs/prometheus.log)"; rc=1
+  else
+    say "prometheus: not installed (apt-get install prometheus)"
+  fi
   return $rc
 }
 
@@ -176,5 +212,5 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
