@@ -2,6 +2,7 @@
 //! `tributary.toml`, `TRIBUTARY_*` environment variables and flags (see docs/configuration.md).
 
 mod config;
+mod dlq;
 mod gen;
 
 /// mimalloc instead of glibc's malloc: the gateway allocates per event on many threads, and
@@ -72,6 +73,11 @@ enum Command {
     /// Produce synthetic IoT, clickstream and transaction traffic, with late, clock-skewed
     /// and malformed records, plus reference data for the keys.
     Gen(gen::GenArgs),
+    /// Inspect the dead-letter topic and replay what is in it.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// Manage the topic catalog on the cluster.
     Topics {
         #[command(subcommand)]
@@ -247,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Gen(args) => gen::run(&cfg, args).await,
+        Command::Dlq { command } => dlq::run(&cfg, command).await,
         Command::Sink { .. } => {
             let catalog = cfg.catalog()?;
             let listener = tokio::net::TcpListener::bind(cfg.sink.listen)

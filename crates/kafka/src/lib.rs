@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod dlq;
 pub mod error;
 pub mod group;
 pub mod producer;
