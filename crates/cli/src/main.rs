@@ -195,7 +195,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let addr = listener.local_addr()?;
             let state =
                 tributary_gateway::AppState::new(cfg.gateway.clone(), cfg.kafka.clone(), catalog)?;
-            tracing::info!(%addr, bootstrap = %cfg.kafka.bootstrap_servers, "gateway listening");
+            let auth = if state.auth().is_some() { "jwt" } else { "off" };
+            tracing::info!(%addr, bootstrap = %cfg.kafka.bootstrap_servers, auth, "gateway listening");
             tributary_gateway::serve(listener, state, tributary_gateway::shutdown_signal()).await?;
             tracing::info!("gateway stopped");
             Ok(std::process::ExitCode::SUCCESS)
@@ -354,6 +355,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
             if shown.gateway.registry_password.is_some() {
                 shown.gateway.registry_password = Some("<redacted>".into());
+            }
+            if shown.gateway.jwt_secret.is_some() {
+                shown.gateway.jwt_secret = Some("<redacted>".into());
             }
             println!("{}", serde_json::to_string_pretty(&shown)?);
             Ok(std::process::ExitCode::SUCCESS)

@@ -52,6 +52,19 @@ pub struct GatewayConfig {
     /// How often the latest schema of a topic's subject is looked up again, in seconds; new
     /// versions registered meanwhile are used from then on.
     pub schema_refresh_secs: u64,
+    /// HMAC secret (at least 32 bytes) that verifies the API's JWTs (HS256, HS384, HS512).
+    /// Setting it, or `jwt_public_key`, requires a bearer token on the event, stream and topic
+    /// endpoints; prefer `TRIBUTARY_GATEWAY__JWT_SECRET`.
+    pub jwt_secret: Option<String>,
+    /// Public key in PEM (RSA, EC P-256/P-384 or Ed25519), or the path of a file holding it,
+    /// that verifies the API's JWTs; the other way to turn authentication on.
+    pub jwt_public_key: Option<String>,
+    /// The `iss` claim tokens must carry, when set.
+    pub jwt_issuer: Option<String>,
+    /// The `aud` claim tokens must carry, when set.
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed when checking `exp` and `nbf`, in seconds.
+    pub jwt_leeway_secs: u64,
 }
 
 impl Default for GatewayConfig {
@@ -78,6 +91,11 @@ impl Default for GatewayConfig {
             registry_password: None,
             registry_timeout_ms: 2_000,
             schema_refresh_secs: 30,
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_secs: 30,
         }
     }
 }

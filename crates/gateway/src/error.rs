@@ -55,6 +55,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("{message}")]
+    Unauthorized { message: String, invalid_token: bool },
+    #[error("the bearer token lacks the scope {scope}{}", topic.as_ref().map(|t| format!(" (or {scope}:{t})")).unwrap_or_default())]
+    InsufficientScope { scope: String, topic: Option<String> },
 }
 
 impl ApiError {
@@ -80,6 +84,8 @@ impl ApiError {
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::InsufficientScope { .. } => (StatusCode::FORBIDDEN, "insufficient_scope"),
         }
     }
 
@@ -115,6 +121,22 @@ impl IntoResponse for ApiError {
         | Self::RegistryUnavailable { retry_after_secs, .. } = self
         {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        // RFC 6750: say how to authenticate, and what was wrong.
+        let challenge = match &self {
+            Self::Unauthorized { invalid_token: false, .. } => {
+                Some("Bearer realm=\"tributary\"".to_owned())
+            }
+            Self::Unauthorized { invalid_token: true, .. } => {
+                Some("Bearer realm=\"tributary\", error=\"invalid_token\"".to_owned())
+            }
+            Self::InsufficientScope { scope, .. } => Some(format!(
+                "Bearer realm=\"tributary\", error=\"insufficient_scope\", scope=\"{scope}\""
+            )),
+            _ => None,
+        };
+        if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
         resp
     }

@@ -8,6 +8,7 @@
 //! Start reading at [`router`] (the routes), then [`events`] (writes and reads), [`stream`]
 //! (the WebSocket stream) and [`ops`] (health, metrics, OpenAPI).
 
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod dedupe;
@@ -32,6 +33,16 @@ use tributary_kafka::{EventProducer, KafkaConfig, KafkaError, ProducerTuning};
 pub use config::GatewayConfig;
 pub use error::{ApiError, ErrorBody};
 
+/// Why the gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// A setting that cannot be used (the JWT key, for example).
+    #[error("{0}")]
+    Config(String),
+}
+
 /// Shared state of one gateway process.
 #[derive(Clone)]
 pub struct AppState {
@@ -51,6 +62,7 @@ struct Inner {
     shutdown_tx: watch::Sender<bool>,
     ws_streams: std::sync::atomic::AtomicI64,
     started: Instant,
+    auth: Option<auth::Auth>,
 }
 
 impl AppState {
@@ -59,8 +71,9 @@ impl AppState {
         config: GatewayConfig,
         kafka: KafkaConfig,
         catalog: Catalog,
-    ) -> Result<Self, KafkaError> {
+    ) -> Result<Self, GatewayError> {
         let _ = metrics::prometheus();
+        let auth = auth::Auth::from_config(&config).map_err(GatewayError::Config)?;
         let tuning = ProducerTuning {
             delivery_timeout_ms: config.produce_timeout_ms,
             ..ProducerTuning::default()
@@ -86,6 +99,7 @@ impl AppState {
                 shutdown_tx,
                 ws_streams: std::sync::atomic::AtomicI64::new(0),
                 started: Instant::now(),
+                auth,
             }),
         })
     }
@@ -120,6 +134,11 @@ impl AppState {
         ApiError::from_kafka(err, self.inner.config.retry_after_secs)
     }
 
+    /// How bearer tokens are checked; `None` when authentication is off.
+    pub fn auth(&self) -> Option<&auth::Auth> {
+        self.inner.auth.as_ref()
+    }
+
     /// Tells long-lived handlers (WebSocket streams) that the server is shutting down.
     pub fn begin_shutdown(&self) {
         self.inner.shutdown_tx.send_replace(true);
@@ -140,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::prometheus))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require))
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }

@@ -229,7 +229,33 @@ struct ApiDoc;
 
 /// The OpenAPI document, generated from the handlers' annotations.
 pub fn openapi_doc() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    let mut doc = ApiDoc::openapi();
+    let scheme = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .bearer_format("JWT")
+        .description(Some(
+            "Required when the gateway has jwt_secret or jwt_public_key set: writes need the \
+             scope events:write, reads events:read (or events:write:<topic> / \
+             events:read:<topic>). WebSocket streams also take the token as ?access_token=.",
+        ))
+        .build();
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    for (path, item) in &mut doc.paths.paths {
+        for (method, op) in [
+            (axum::http::Method::GET, item.get.as_mut()),
+            (axum::http::Method::POST, item.post.as_mut()),
+        ] {
+            let (Some(op), Some(need)) = (op, crate::auth::need(&method, path)) else { continue };
+            let scope = format!("events:{}", need.action);
+            op.security = Some(vec![SecurityRequirement::new("bearer", [scope])]);
+        }
+    }
+    doc
 }
 
 /// `GET /api/v1/openapi.json`.

@@ -13,14 +13,19 @@ use rand::Rng as _;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// The checkout the tests run from, found at run time from the working directory (cargo runs
-/// tests in their package's folder). Not `env!("CARGO_MANIFEST_DIR")`: the shared target
-/// directory reuses builds across checkouts, so a path compiled in can name another clone.
+/// The checkout the tests run from, found at run time: above the package folder cargo names
+/// in `CARGO_MANIFEST_DIR` when it runs a test, else above the working directory. Not
+/// `env!("CARGO_MANIFEST_DIR")`: the shared target directory reuses builds across checkouts,
+/// so a path compiled in can name another clone. Not the working directory first: tests that
+/// use `figment::Jail` move the process into a temporary folder while others run.
 pub fn repo_root() -> std::path::PathBuf {
-    let cwd = std::env::current_dir().expect("working directory");
-    cwd.ancestors()
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::current_dir().expect("working directory"));
+    start
+        .ancestors()
         .find(|d| d.join("deploy/kafka/kafka.sh").is_file())
-        .unwrap_or_else(|| panic!("no Tributary checkout above {}", cwd.display()))
+        .unwrap_or_else(|| panic!("no Tributary checkout above {}", start.display()))
         .to_path_buf()
 }
 

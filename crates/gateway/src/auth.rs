@@ -1,0 +1,275 @@
+//! JWT bearer authentication of the event, stream and topic endpoints (the spec's "API: JWT
+//! tokens"). Off until `jwt_secret` or `jwt_public_key` is set.
+//!
+//! A token is checked for its signature, `exp` (required), `nbf`, and `iss`/`aud` when
+//! configured; then for a scope: writes need `events:write`, reads (latest, streams, the
+//! topic list and the JSON metrics) `events:read`, each also granted per topic as
+//! `events:write:<topic>` / `events:read:<topic>`. Scopes come from the OAuth 2.0 `scope` claim
+//! (space-separated) or an `scp` claim (a list or a string), as identity providers issue them.
+//! Health, the OpenAPI document and `/metrics` stay open for load balancers and Prometheus.
+
+use crate::config::GatewayConfig;
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::{Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+/// How tokens are verified.
+pub struct Auth {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("algorithms", &self.validation.algorithms).finish()
+    }
+}
+
+/// What a request needs: an action on the topic it names (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Need<'a> {
+    pub action: &'static str,
+    pub topic: Option<&'a str>,
+}
+
+impl Need<'_> {
+    /// The scope to name in a refusal.
+    fn scope(&self) -> String {
+        format!("events:{}", self.action)
+    }
+
+    fn granted_by(&self, scopes: &[&str]) -> bool {
+        scopes.iter().any(|s| {
+            let Some(rest) = s.strip_prefix("events:").and_then(|r| r.strip_prefix(self.action))
+            else {
+                return false;
+            };
+            rest.is_empty() || self.topic.is_some_and(|t| rest.strip_prefix(':') == Some(t))
+        })
+    }
+}
+
+/// The requests that need a token, and what for; `None` for the open ones.
+pub fn need<'a>(method: &Method, path: &'a str) -> Option<Need<'a>> {
+    let topic_after = |prefix: &str| path.strip_prefix(prefix).map(|r| r.split('/').next());
+    if let Some(topic) = topic_after("/api/v1/events/") {
+        let action = if method == Method::POST { "write" } else { "read" };
+        return Some(Need { action, topic: topic.filter(|t| !t.is_empty()) });
+    }
+    if let Some(topic) = topic_after("/api/v1/stream/") {
+        return Some(Need { action: "read", topic: topic.filter(|t| !t.is_empty()) });
+    }
+    if path == "/api/v1/topics" || path == "/api/v1/metrics" {
+        return Some(Need { action: "read", topic: None });
+    }
+    None
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scp {
+    Text(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<Scp>,
+}
+
+impl Claims {
+    fn scopes(&self) -> Vec<&str> {
+        let mut out: Vec<&str> =
+            self.scope.as_deref().map(|s| s.split_whitespace().collect()).unwrap_or_default();
+        match &self.scp {
+            Some(Scp::Text(s)) => out.extend(s.split_whitespace()),
+            Some(Scp::List(l)) => out.extend(l.iter().map(String::as_str)),
+            None => {}
+        }
+        out
+    }
+}
+
+impl Auth {
+    /// The verifier `config` asks for, `None` when authentication is off, or why the key
+    /// cannot be used.
+    pub fn from_config(config: &GatewayConfig) -> Result<Option<Self>, String> {
+        let (key, algorithms) = match (&config.jwt_secret, &config.jwt_public_key) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                return Err("[gateway] set jwt_secret or jwt_public_key, not both".into())
+            }
+            (Some(secret), None) => {
+                if secret.len() < 32 {
+                    return Err("[gateway] jwt_secret must be at least 32 bytes".into());
+                }
+                let key = DecodingKey::from_secret(secret.as_bytes())
+                    .map_err(|e| format!("[gateway] jwt_secret: {e}"))?;
+                (key, vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512])
+            }
+            (None, Some(key)) => public_key(key)?,
+        };
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms;
+        validation.leeway = config.jwt_leeway_secs;
+        validation.validate_nbf = true;
+        match &config.jwt_issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &config.jwt_audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Some(Self { key, validation }))
+    }
+
+    /// Checks `token` for `need`.
+    pub fn check(&self, token: &str, need: &Need<'_>) -> Result<(), ApiError> {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+                ApiError::Unauthorized {
+                    message: format!("the bearer token was refused: {e}"),
+                    invalid_token: true,
+                }
+            })?;
+        if need.granted_by(&data.claims.scopes()) {
+            Ok(())
+        } else {
+            Err(ApiError::InsufficientScope {
+                scope: need.scope(),
+                topic: need.topic.map(str::to_owned),
+            })
+        }
+    }
+}
+
+/// A PEM public key (or a file holding one) and the algorithms its type signs with.
+fn public_key(value: &str) -> Result<(DecodingKey, Vec<Algorithm>), String> {
+    let pem = if value.trim_start().starts_with("-----BEGIN") {
+        value.to_owned()
+    } else {
+        std::fs::read_to_string(value)
+            .map_err(|e| format!("[gateway] reading jwt_public_key from {value}: {e}"))?
+    };
+    let pem = pem.as_bytes();
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        use Algorithm::{PS256, PS384, PS512, RS256, RS384, RS512};
+        return Ok((key, vec![RS256, RS384, RS512, PS256, PS384, PS512]));
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+        return Ok((key, vec![Algorithm::ES256, Algorithm::ES384]));
+    }
+    if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+        return Ok((key, vec![Algorithm::EdDSA]));
+    }
+    Err("[gateway] jwt_public_key is not an RSA, EC or Ed25519 public key in PEM".into())
+}
+
+/// The token of a request: `Authorization: Bearer <token>`, or for WebSocket streams (which
+/// browsers cannot give headers) an `access_token` query parameter.
+fn token(req: &Request) -> Option<&str> {
+    if let Some(v) = req.headers().get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    }
+    if req.uri().path().starts_with("/api/v1/stream/") {
+        return req
+            .uri()
+            .query()?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("access_token="))
+            .filter(|t| !t.is_empty());
+    }
+    None
+}
+
+/// The middleware: lets open requests through, checks the others.
+pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(auth) = state.auth() else { return next.run(req).await };
+    let Some(need) = need(req.method(), req.uri().path()) else { return next.run(req).await };
+    let checked = match token(&req) {
+        None => Err(ApiError::Unauthorized {
+            message: "this endpoint needs a bearer token: Authorization: Bearer <JWT>".into(),
+            invalid_token: false,
+        }),
+        Some(t) => auth.check(t, &need),
+    };
+    match checked {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_need_what_they_do() {
+        let w = need(&Method::POST, "/api/v1/events/events.clickstream");
+        assert_eq!(w, Some(Need { action: "write", topic: Some("events.clickstream") }));
+        let b = need(&Method::POST, "/api/v1/events/events.clickstream/batch");
+        assert_eq!(b, Some(Need { action: "write", topic: Some("events.clickstream") }));
+        let l = need(&Method::GET, "/api/v1/events/events.clickstream/latest");
+        assert_eq!(l, Some(Need { action: "read", topic: Some("events.clickstream") }));
+        let s = need(&Method::GET, "/api/v1/stream/aggregates.clickstream.1m");
+        assert_eq!(s, Some(Need { action: "read", topic: Some("aggregates.clickstream.1m") }));
+        assert_eq!(
+            need(&Method::GET, "/api/v1/topics"),
+            Some(Need { action: "read", topic: None })
+        );
+        for open in ["/api/v1/health", "/api/v1/openapi.json", "/metrics"] {
+            assert_eq!(need(&Method::GET, open), None, "{open}");
+        }
+    }
+
+    #[test]
+    fn scopes_grant_an_action_on_every_topic_or_on_one() {
+        let w = Need { action: "write", topic: Some("events.iot.sensors") };
+        assert!(w.granted_by(&["events:write"]));
+        assert!(w.granted_by(&["openid", "events:write:events.iot.sensors"]));
+        assert!(!w.granted_by(&["events:write:events.clickstream"]));
+        assert!(!w.granted_by(&["events:read"]));
+        assert!(!w.granted_by(&["events:writer"]));
+        assert!(!w.granted_by(&["events:write:events.iot"]));
+        assert!(!w.granted_by(&[]));
+        let topics = Need { action: "read", topic: None };
+        assert!(topics.granted_by(&["events:read"]));
+        assert!(!topics.granted_by(&["events:read:events.clickstream"]));
+    }
+
+    #[test]
+    fn scopes_come_from_scope_or_scp() {
+        let c: Claims =
+            serde_json::from_str(r#"{"scope":"a events:read","scp":["b"]}"#).expect("claims");
+        assert_eq!(c.scopes(), ["a", "events:read", "b"]);
+        let c: Claims = serde_json::from_str(r#"{"scp":"c d"}"#).expect("claims");
+        assert_eq!(c.scopes(), ["c", "d"]);
+    }
+
+    #[test]
+    fn bad_key_settings_are_refused() {
+        let mut c = GatewayConfig { jwt_secret: Some("short".into()), ..Default::default() };
+        assert!(Auth::from_config(&c).expect_err("refused").contains("32 bytes"));
+        c.jwt_secret = Some("x".repeat(32));
+        assert!(Auth::from_config(&c).expect("valid").is_some());
+        c.jwt_public_key =
+            Some("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----".into());
+        assert!(Auth::from_config(&c).expect_err("refused").contains("not both"));
+        c.jwt_secret = None;
+        assert!(Auth::from_config(&c).expect_err("refused").contains("PEM"));
+        c.jwt_public_key = Some("/nonexistent/key.pem".into());
+        assert!(Auth::from_config(&c).expect_err("refused").contains("reading jwt_public_key"));
+        assert!(Auth::from_config(&GatewayConfig::default()).expect("off").is_none());
+    }
+}
