@@ -51,13 +51,7 @@ fn setup() -> Setup {
         ),
     )
     .expect("config");
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .args(["topics", "apply"])
-        .output()
-        .expect("topics apply");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tributary_test_support::apply_topics(BIN, &config);
     Setup { config, dlq, source }
 }
 

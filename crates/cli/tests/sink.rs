@@ -66,13 +66,7 @@ value_format = "json"
         );
         let config = dir.join("tributary.toml");
         std::fs::write(&config, toml).expect("config");
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .args(["topics", "apply"])
-            .output()
-            .expect("topics apply");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        tributary_test_support::apply_topics(BIN, &config);
         Self { dir, config, topic, dlq, table: "EVENTS_UNDER_TEST".into(), sink_port }
     }
 

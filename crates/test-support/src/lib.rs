@@ -29,6 +29,18 @@ pub fn repo_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// Runs `<bin> --config <config> topics apply` and requires it to succeed: the topics of a
+/// test's catalog, created the way users create them.
+pub fn apply_topics(bin: &str, config: &std::path::Path) {
+    let out = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .args(["topics", "apply"])
+        .output()
+        .expect("running tributary topics apply");
+    assert!(out.status.success(), "topics apply: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Bootstrap servers of the broker the tests share.
 pub fn bootstrap() -> String {
     std::env::var("TRIBUTARY_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
