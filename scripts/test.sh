@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test`: every test of the workspace against a real Kafka broker, then the Python
-# interoperability tests and the Kafka Connect validation test.
+# interoperability tests, the Kafka Connect validation test and the AWS infrastructure tests.
 #
 # Uses the broker named by TRIBUTARY_TEST_BOOTSTRAP, else one already answering on
 # 127.0.0.1:9092 (for example from `make up`), else starts a throwaway broker on 127.0.0.1:19092
@@ -71,6 +71,17 @@ if [ $# -eq 0 ]; then
   # No summary line means the script died early: count that as a failure.
   failed=$((failed + ${c_failed:-1}))
   [ "$crc" -eq 0 ] || rc=$((rc == 0 ? 1 : rc))
+
+  # The AWS infrastructure (infra/, a CDK app): type check, jest assertions on the synthesized
+  # stacks, cdk synth, cfn-lint and checkov, all offline; no broker needed.
+  irc=0
+  "$ROOT/infra/test.sh" > "$log" 2>&1 || irc=$?
+  cat "$log"
+  read -r i_passed i_failed < <(sed -n 's/^infra: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log") || true
+  passed=$((passed + ${i_passed:-0}))
+  # No summary line means the script died early: count that as a failure.
+  failed=$((failed + ${i_failed:-1}))
+  [ "$irc" -eq 0 ] || rc=$((rc == 0 ? 1 : rc))
 fi
 rm -f "$log"
 echo
