@@ -78,13 +78,14 @@ stop_service() {
   say "$name: stopped"
 }
 
-wait_healthy() { # name, url[, check]
-  local name="$1" url="$2" check="${3:-http_ok}" deadline=$((SECONDS + 60))
+wait_healthy() { # name, url[, check[, seconds]]
+  local name="$1" url="$2" check="${3:-http_ok}" secs="${4:-60}"
+  local deadline=$((SECONDS + secs))
   until "$check" "$url"; do
     if ! pid_alive "$STATE/$name.pid"; then
       say "error: the $name exited; last lines of $STATE/logs/$name.log:"; tail -n 20 "$STATE/logs/$name.log"; exit 1
     fi
-    [ $SECONDS -lt $deadline ] || { say "error: $name not healthy after 60s; see $STATE/logs/$name.log"; exit 1; }
+    [ $SECONDS -lt $deadline ] || { say "error: $name not healthy after ${secs}s; see $STATE/logs/$name.log"; exit 1; }
     sleep 0.2
   done
 }
@@ -118,7 +119,9 @@ up() {
   start_service gateway "$BIN" gateway
   wait_healthy gateway "http://$GATEWAY_ADDR/api/v1/health"
   start_service processor "$BIN" processor
-  wait_healthy processor "http://$PROCESSOR_ADDR/health"
+  # Setup reads the reference topics first: up to a minute for their leaders right after a
+  # broker start, then reference_load_timeout_ms (30 s) for the data.
+  wait_healthy processor "http://$PROCESSOR_ADDR/health" http_ok 120
   # Locally the warehouse flushes every 2 s (production keeps the 60 s default), so rows show
   # up while you watch; a setting of your own in tributary.toml or the environment wins.
   TRIBUTARY_SINK__BUFFER_FLUSH_TIME_SECS="${TRIBUTARY_SINK__BUFFER_FLUSH_TIME_SECS:-2}" start_service sink "$BIN" sink

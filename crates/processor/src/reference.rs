@@ -109,15 +109,15 @@ impl References {
         let mut tpl = TopicPartitionList::new();
         // Where each partition ended at startup: loaded when every one is reached.
         let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+        // Right after a broker start, leaders may not be elected yet (a broker with many
+        // partitions takes a while to load them): retry for up to a minute.
+        let deadline = Instant::now() + Duration::from_secs(60);
         for t in md.topics().iter().filter(|t| tables.contains_key(t.name())) {
             for p in t.partitions() {
-                // Right after a broker start, leaders may not be elected yet: retry a while.
-                let mut attempt = 0;
                 let high = loop {
-                    attempt += 1;
                     match consumer.fetch_watermarks(t.name(), p.id(), timeout) {
                         Ok((_, high)) => break high,
-                        Err(e) if attempt < 20 => {
+                        Err(e) if Instant::now() < deadline && !stop.load(Ordering::Relaxed) => {
                             tracing::debug!(topic = t.name(), error = %e, "reading the end of a reference topic; retrying");
                             std::thread::sleep(Duration::from_millis(500));
                         }

@@ -251,7 +251,17 @@ impl Core {
                 if p < 0 || part.ls_offset < 0 || part.committed_offset < 0 {
                     continue;
                 }
-                let lag = (part.ls_offset - part.committed_offset).max(0);
+                // The committed offset is one past the last row written; on a transactional
+                // topic a commit marker follows it, which would count as one record behind
+                // for ever. With nothing of the partition waiting in the buffer, everything
+                // the consumer has passed (markers included) is in the warehouse.
+                let buffered = self.batch.offsets.keys().any(|(t, q)| **t == **topic && *q == p);
+                let done = if buffered {
+                    part.committed_offset
+                } else {
+                    part.committed_offset.max(part.app_offset)
+                };
+                let lag = (part.ls_offset - done).max(0);
                 metrics::gauge!(m::LAG, "topic" => topic.clone(), "partition" => p.to_string())
                     .set(lag as f64);
             }
