@@ -49,6 +49,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 URL="http://127.0.0.1:$PORT"
 
 log() { printf 'connect: %s\n' "$*" >&2; }
+# shellcheck source=../lib/process.sh
+. "$HERE/../lib/process.sh"
 
 # Runs one profile of pom.xml: copies what it resolves into a directory, replacing it whole.
 resolve() { # profile, destination, what (for messages)
@@ -147,9 +149,7 @@ logger.reflections.level = error
 EOF
 }
 
-pid_alive() {
-  [ -f "$STATE/connect.pid" ] && kill -0 "$(cat "$STATE/connect.pid")" 2>/dev/null
-}
+pid_alive() { pidfile_alive "$STATE/connect.pid"; }
 
 rest_up() {
   [ "$(curl -s -m 2 -o /dev/null -w '%{http_code}' "$URL/connectors" 2>/dev/null || true)" = 200 ]
@@ -234,17 +234,11 @@ wait_ready() {
 }
 
 stop() {
-  if ! pid_alive; then log "not running (port $PORT)"; rm -f "$STATE/connect.pid"; return 0; fi
-  local pid
-  pid="$(cat "$STATE/connect.pid")"
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + 60))
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ $SECONDS -ge $deadline ]; then log "still running after 60s; killing"; kill -KILL "$pid" 2>/dev/null || true; fi
-    sleep 0.2
-  done
-  rm -f "$STATE/connect.pid"
-  log "stopped (port $PORT)"
+  if stop_pidfile "$STATE/connect.pid" 60 connect; then
+    log "stopped (port $PORT)"
+  else
+    log "not running (port $PORT)"
+  fi
 }
 
 status() {

@@ -38,6 +38,8 @@ LIBS="$HOME_DIR/libs"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 log() { printf 'kafka: %s\n' "$*" >&2; }
+# shellcheck source=../lib/process.sh
+. "$HERE/../lib/process.sh"
 
 # name of a tool -> its main class in the Kafka jars
 tool_class() {
@@ -102,9 +104,7 @@ install_jmx_exporter() {
   rm -rf "$work"
 }
 
-pid_alive() {
-  [ -f "$STATE/kafka.pid" ] && kill -0 "$(cat "$STATE/kafka.pid")" 2>/dev/null
-}
+pid_alive() { pidfile_alive "$STATE/kafka.pid"; }
 
 port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -203,17 +203,11 @@ wait_ready() {
 }
 
 stop() {
-  if ! pid_alive; then log "not running (port $PORT)"; rm -f "$STATE/kafka.pid"; return 0; fi
-  local pid
-  pid="$(cat "$STATE/kafka.pid")"
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + 60))
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ $SECONDS -ge $deadline ]; then log "still running after 60s; killing"; kill -KILL "$pid" 2>/dev/null || true; fi
-    sleep 0.2
-  done
-  rm -f "$STATE/kafka.pid"
-  log "stopped (port $PORT)"
+  if stop_pidfile "$STATE/kafka.pid" 60 kafka; then
+    log "stopped (port $PORT)"
+  else
+    log "not running (port $PORT)"
+  fi
 }
 
 kill9() {

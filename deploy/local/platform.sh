@@ -45,7 +45,9 @@ resolve_config() {
 
 say() { printf '%s\n' "$*"; }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=../lib/process.sh
+. "$ROOT/deploy/lib/process.sh"
+pid_alive() { pidfile_alive "$1"; }
 
 http_ok() { curl -fsS -m 2 -o /dev/null "$1" 2>/dev/null; }
 
@@ -68,14 +70,7 @@ start_service() { # name, then the command
 }
 
 stop_service() {
-  local name="$1" pidf="$STATE/$1.pid"
-  if ! pid_alive "$pidf"; then rm -f "$pidf"; return 0; fi
-  local pid; pid="$(cat "$pidf")"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$pidf"
-  say "$name: stopped"
+  if stop_pidfile "$STATE/$1.pid" 30 "$1"; then say "$1: stopped"; fi
 }
 
 wait_healthy() { # name, url[, check[, seconds]]

@@ -11,7 +11,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, TopicPartitionList};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,15 +36,60 @@ pub trait GroupHandler: Send + Sized + 'static {
     fn finish(&mut self, consumer: &BaseConsumer<GroupContext<Self>>);
 }
 
+/// Whether a member's poll loop is running and has passed lately: what `/health` reports.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    running: AtomicBool,
+    last_loop_ms: AtomicI64,
+}
+
+impl Liveness {
+    /// How long the loop may go without passing before the member counts as hung.
+    pub const STALE_MS: i64 = 30_000;
+
+    fn now_ms() -> i64 {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        since.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    fn beat(&self) {
+        self.last_loop_ms.store(Self::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Running, and the loop passed within [`Liveness::STALE_MS`] of `now_ms`.
+    pub fn alive_at(&self, now_ms: i64) -> bool {
+        self.running.load(Ordering::Relaxed)
+            && now_ms - self.last_loop_ms.load(Ordering::Relaxed) < Self::STALE_MS
+    }
+
+    /// [`Liveness::alive_at`] now.
+    pub fn alive(&self) -> bool {
+        self.alive_at(Self::now_ms())
+    }
+}
+
 /// Subscribes `consumer` to `topics` and polls until `stop` is set (`Ok`, after
 /// [`GroupHandler::finish`]) or the handler reports a failure (`Err` with its reason). A fatal
 /// consumer error — for example `FENCED_INSTANCE_ID`, another process in this slot — is a
-/// failure too. `heartbeat` runs after every poll. The consumer leaves the group at the end.
+/// failure too. `liveness` says running while it polls, and notes every pass. The consumer
+/// leaves the group at the end.
 pub fn poll_until_stopped<H: GroupHandler>(
     consumer: &BaseConsumer<GroupContext<H>>,
     topics: &[&str],
     stop: &AtomicBool,
-    heartbeat: impl Fn(),
+    liveness: &Liveness,
+) -> Result<(), String> {
+    liveness.running.store(true, Ordering::Relaxed);
+    let result = poll_loop(consumer, topics, stop, liveness);
+    liveness.running.store(false, Ordering::Relaxed);
+    result
+}
+
+fn poll_loop<H: GroupHandler>(
+    consumer: &BaseConsumer<GroupContext<H>>,
+    topics: &[&str],
+    stop: &AtomicBool,
+    liveness: &Liveness,
 ) -> Result<(), String> {
     consumer.subscribe(topics).map_err(|e| {
         tracing::warn!(error = %e, "subscribing");
@@ -65,7 +110,7 @@ pub fn poll_until_stopped<H: GroupHandler>(
             None => {}
         }
         let mut handler = consumer.context().handler();
-        heartbeat();
+        liveness.beat();
         handler.tick(consumer);
         if let Some(reason) = handler.failure() {
             break Err(reason);
@@ -168,5 +213,23 @@ pub fn run_with_rebuilds(
             return;
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alive_only_while_running_and_passing() {
+        let l = Liveness::default();
+        assert!(!l.alive(), "not before the loop runs");
+        l.running.store(true, Ordering::Relaxed);
+        l.beat();
+        let beat = l.last_loop_ms.load(Ordering::Relaxed);
+        assert!(l.alive_at(beat + Liveness::STALE_MS - 1));
+        assert!(!l.alive_at(beat + Liveness::STALE_MS), "a loop that stopped passing is hung");
+        l.running.store(false, Ordering::Relaxed);
+        assert!(!l.alive_at(beat), "not after it stopped");
     }
 }

@@ -30,7 +30,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tributary_core::{aggregate_topic, Catalog, ValueFormat};
-use tributary_kafka::group::{poll_until_stopped, run_with_rebuilds, GroupContext, GroupHandler};
+use tributary_kafka::group::{
+    poll_until_stopped, run_with_rebuilds, GroupContext, GroupHandler, Liveness,
+};
 use tributary_kafka::{KafkaConfig, ProducerTuning};
 
 /// The processor's consumer.
@@ -112,12 +114,10 @@ impl Shared {
 pub struct Status {
     /// Partitions assigned to this instance.
     pub assigned: AtomicUsize,
-    /// Wall-clock ms of the last pass through the processing loop.
-    pub last_loop_ms: AtomicI64,
     /// Wall-clock ms of the last committed transaction.
     pub last_commit_ms: AtomicI64,
-    /// Set once the consumer has joined and the loop runs.
-    pub running: AtomicBool,
+    /// The processing loop runs and passes.
+    pub liveness: Liveness,
 }
 
 fn now_ms() -> i64 {
@@ -918,11 +918,7 @@ impl Processor {
         })?;
         let topics: Vec<&str> = self.shared.sources.iter().map(|s| s.topic.as_str()).collect();
         tracing::info!(transactional_id = %self.shared.transactional_id, topics = ?topics, "processor running");
-        self.status.running.store(true, Ordering::Relaxed);
-        let result = poll_until_stopped(&consumer, &topics, stop, || {
-            self.status.last_loop_ms.store(now_ms(), Ordering::Relaxed);
-        });
-        self.status.running.store(false, Ordering::Relaxed);
+        let result = poll_until_stopped(&consumer, &topics, stop, &self.status.liveness);
         drop(consumer);
         result
     }

@@ -47,9 +47,7 @@ pub fn router(status: Arc<Status>) -> Router {
 }
 
 async fn health(State(status): State<Arc<Status>>) -> impl IntoResponse {
-    let now = chrono::Utc::now().timestamp_millis();
-    let last_loop = status.last_loop_ms.load(Ordering::Relaxed);
-    let running = status.running.load(Ordering::Relaxed) && now - last_loop < 30_000;
+    let running = status.liveness.alive();
     let body = serde_json::json!({
         "status": if running { "ok" } else { "unavailable" },
         "assigned_partitions": status.assigned.load(Ordering::Relaxed),

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tributary_core::{Catalog, TopicRole};
-use tributary_kafka::group::{poll_until_stopped, run_with_rebuilds, GroupContext, GroupHandler};
+use tributary_kafka::group::{
+    poll_until_stopped, run_with_rebuilds, GroupContext, GroupHandler, Liveness,
+};
 use tributary_kafka::{EventProducer, KafkaConfig, OutgoingRecord, ProducerTuning};
 
 /// The sink's consumer.
@@ -39,8 +41,8 @@ struct Source {
 /// What the health endpoint reports.
 #[derive(Debug, Default)]
 pub struct Status {
-    pub running: AtomicBool,
-    pub last_loop_ms: AtomicI64,
+    /// The poll loop runs and passes.
+    pub liveness: Liveness,
     pub last_flush_ms: AtomicI64,
 }
 
@@ -470,11 +472,7 @@ impl Sink {
         })?;
         let topics: Vec<&str> = self.sources.iter().map(|s| &*s.topic).collect();
         tracing::info!(topics = ?topics, database = %self.config.database_path().display(), "sink running");
-        self.status.running.store(true, Ordering::Relaxed);
-        let result = poll_until_stopped(&consumer, &topics, stop, || {
-            self.status.last_loop_ms.store(now_ms(), Ordering::Relaxed);
-        });
-        self.status.running.store(false, Ordering::Relaxed);
+        let result = poll_until_stopped(&consumer, &topics, stop, &self.status.liveness);
         drop(consumer);
         result
     }

@@ -46,9 +46,7 @@ pub fn router(status: Arc<Status>, reader: duckdb::Connection) -> Router {
 }
 
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let now = chrono::Utc::now().timestamp_millis();
-    let running = state.status.running.load(Ordering::Relaxed)
-        && now - state.status.last_loop_ms.load(Ordering::Relaxed) < 30_000;
+    let running = state.status.liveness.alive();
     let body = serde_json::json!({
         "status": if running { "ok" } else { "unavailable" },
         "last_flush_ms": state.status.last_flush_ms.load(Ordering::Relaxed),
