@@ -753,5 +753,10 @@ fn a_broker_crash_mid_run_changes_nothing() {
     let (rows, dead) = read_all(&s, expected.rows.len() + expected.dead.len());
     check(&s, &expected, rows, dead);
     let log = std::fs::read_to_string(s.dir.join("processor-0.log")).unwrap_or_default();
-    assert_eq!(log.matches("processor running").count(), 1, "it never left the group\n{log}");
+    // It stays in the group and rewinds. The one exception: a consumer whose own session timed
+    // out while the broker was away is fenced by its own group.instance.id when it joins again
+    // (fatal in librdkafka), and is rebuilt once.
+    let runs = log.matches("processor running").count();
+    let fenced = log.contains("Static consumer fenced");
+    assert!(runs == 1 || (runs == 2 && fenced), "{runs} starts, fenced: {fenced}\n{log}");
 }

@@ -163,6 +163,8 @@ struct Core {
     /// The first offset read of each partition that has no committed offset yet: where a
     /// rewind takes it back to.
     origins: HashMap<(usize, i32), i64>,
+    /// Log-end offsets from the last statistics report not applied yet ([`Core::catch_up`]).
+    log_ends: HashMap<(usize, i32), i64>,
 }
 
 impl std::fmt::Debug for Core {
@@ -643,23 +645,56 @@ impl Core {
         metrics::gauge!(m::ASSIGNED).set(self.tasks.len() as f64);
     }
 
-    /// Per-partition lag and the caught-up state the idle rule needs.
+    /// librdkafka's statistics: only each partition's log end is taken from them. The
+    /// consumer's position in the same report can be stale — a report built before a rewind
+    /// or an assignment sought a partition back still carries the position from before, and
+    /// it would make a partition that is about to be read again look caught up (and then,
+    /// once quiet, idle) — so [`Core::catch_up`] reads the position live instead.
     fn stats(&mut self, stats: &Statistics) {
-        let now = now_ms();
         for (topic, t) in &stats.topics {
             let Some(src) = self.shared.source_index(topic) else { continue };
             for (&p, part) in &t.partitions {
-                let Some(task) = self.tasks.get_mut(&(src, p)) else { continue };
-                if part.ls_offset < 0 {
-                    continue;
+                if part.ls_offset >= 0 && self.tasks.contains_key(&(src, p)) {
+                    self.log_ends.insert((src, p), part.ls_offset);
                 }
-                let position = task.position().max(part.app_offset);
-                let lag = (part.ls_offset - position).max(0);
-                metrics::gauge!(m::LAG, "topic" => topic.clone(), "partition" => p.to_string())
-                    .set(lag as f64);
-                task.set_caught_up(lag == 0, position, now);
             }
         }
+    }
+
+    /// Per-partition lag and the caught-up state the idle rule needs, from the last reported
+    /// log ends and the consumer's position now: past the last record handed to the loop,
+    /// and past any transaction markers or aborted records after it, which it never sees.
+    fn catch_up(&mut self, consumer: &Member) {
+        if self.log_ends.is_empty() {
+            return;
+        }
+        let positions = match consumer.position() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the consumer's positions");
+                return;
+            }
+        };
+        let now = now_ms();
+        for e in positions.elements() {
+            let Some(src) = self.shared.source_index(e.topic()) else { continue };
+            let key = (src, e.partition());
+            let (Some(task), Some(&end)) = (self.tasks.get_mut(&key), self.log_ends.get(&key))
+            else {
+                continue;
+            };
+            let consumed = match e.offset() {
+                Offset::Offset(o) => o,
+                // Nothing handed out since the partition was assigned or sought.
+                _ => -1,
+            };
+            let position = task.position().max(consumed);
+            let lag = (end - position).max(0);
+            metrics::gauge!(m::LAG, "topic" => e.topic().to_owned(), "partition" => e.partition().to_string())
+                .set(lag as f64);
+            task.set_caught_up(lag == 0, position, now);
+        }
+        self.log_ends.clear();
     }
 }
 
@@ -693,7 +728,12 @@ impl GroupHandler for Core {
             if Instant::now() >= self.rewind_at {
                 self.rewind(consumer);
             }
-        } else if self.last_commit.elapsed() >= self.commit_interval {
+            return;
+        }
+        if self.failed.is_none() {
+            self.catch_up(consumer);
+        }
+        if self.last_commit.elapsed() >= self.commit_interval {
             self.commit(consumer);
         }
     }
@@ -911,6 +951,7 @@ impl Processor {
             rewind_at: Instant::now(),
             rewind_backoff: Duration::ZERO,
             origins: HashMap::new(),
+            log_ends: HashMap::new(),
         };
         let consumer = self.consumer(core).map_err(|e| {
             tracing::warn!(error = %e, "starting the consumer");
