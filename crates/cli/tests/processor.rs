@@ -2,8 +2,8 @@
 //! real registry — on a fixed data set: out-of-order, late, clock-skewed and malformed records
 //! over many keys. What a `read_committed` consumer sees on the result topics and the
 //! dead-letter topic must equal the expected results exactly: once without faults, once with
-//! the processor killed with SIGKILL at random moments and restarted, and once with a second
-//! instance joining mid-run and then being killed.
+//! the processor killed with SIGKILL at random moments and restarted, once with other instances
+//! joining mid-run, one leaving cleanly and one being killed, and once with the broker killed.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -250,7 +250,7 @@ reference = "{users}"
 
     fn logs(&self) -> String {
         let mut all = String::new();
-        for i in 0..2 {
+        for i in 0..3 {
             if let Ok(text) = std::fs::read_to_string(self.dir.join(format!("processor-{i}.log"))) {
                 let lines: Vec<&str> =
                     text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
@@ -688,8 +688,25 @@ fn sigkill_at_random_moments_changes_nothing() {
     );
 }
 
+/// Waits until the instances on `ports` together hold every partition, all of them holding
+/// some; a member that gives partitions up and then rejoins mid-rebalance can leave them
+/// assigned to nobody.
+fn wait_for_full_assignment(s: &Scenario, ports: &[u16], within: Duration) {
+    let deadline = Instant::now() + within;
+    let all = f64::from(IOT_PARTITIONS + CLICK_PARTITIONS);
+    loop {
+        let held: Vec<f64> =
+            ports.iter().map(|&p| metric(p, "processor_assigned_partitions")).collect();
+        if held.iter().all(|&n| n > 0.0) && held.iter().sum::<f64>() == all {
+            return;
+        }
+        assert!(Instant::now() < deadline, "assigned: {held:?} of {all} partitions\n{}", s.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
-fn a_second_instance_joins_and_dies_without_loss_or_duplicates() {
+fn instances_join_leave_and_die_without_loss_or_duplicates() {
     let s = Scenario::new();
     let expected = produce(&s);
     let (_first, port) = s.start(0);
@@ -698,36 +715,37 @@ fn a_second_instance_joins_and_dies_without_loss_or_duplicates() {
         assert!(Instant::now() < deadline, "no progress\n{}", s.logs());
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A second instance joins, works a moment and stops cleanly (SIGTERM): it commits and exits;
+    // a static member sends no LeaveGroup, so its partitions go back after the session timeout.
     let (mut second, second_port) = s.start(1);
-    // The group must end up with every partition assigned, some of them to the second
-    // instance: a member that gives partitions up and then rejoins mid-rebalance can leave
-    // them assigned to nobody.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let all = f64::from(IOT_PARTITIONS + CLICK_PARTITIONS);
-    loop {
-        let (a, b) = (
-            metric(port, "processor_assigned_partitions"),
-            metric(second_port, "processor_assigned_partitions"),
-        );
-        if b > 0.0 && a + b == all {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "assigned: {a} + {b} of {all} partitions\n{}\n{}",
-            s.logs(),
-            s.info(1)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Let it work a moment, then kill it: its partitions go back to the first instance after
-    // the session timeout.
+    wait_for_full_assignment(&s, &[port, second_port], Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(1_000));
-    second.0.kill().expect("SIGKILL");
+    Command::new("kill").args(["-TERM", &second.0.id().to_string()]).status().expect("kill");
+    let left = Instant::now();
+    let status = loop {
+        if let Some(status) = second.0.try_wait().expect("waiting for the second instance") {
+            break status;
+        }
+        assert!(left.elapsed() < Duration::from_secs(30), "no exit after SIGTERM\n{}", s.info(1));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "the second instance exited with {status}\n{}", s.info(1));
+    let log = std::fs::read_to_string(s.dir.join("processor-1.log")).unwrap_or_default();
+    assert!(
+        log.contains("stopping: committing the open transaction")
+            && log.contains("processor stopped"),
+        "{log}"
+    );
+    wait_for_full_assignment(&s, &[port], Duration::from_secs(30));
+    // A third joins and is killed (SIGKILL): its partitions go back after the session timeout.
+    let (mut third, third_port) = s.start(2);
+    wait_for_full_assignment(&s, &[port, third_port], Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(1_000));
+    third.0.kill().expect("SIGKILL");
     let (rows, dead) = read_all(&s, expected.rows.len() + expected.dead.len());
     check(&s, &expected, rows, dead);
-    // A transaction lost to the rebalance is rewound in place; the first instance never had
-    // to leave the group and join again.
+    // A transaction lost to a rebalance is rewound in place; the first instance never had to
+    // leave the group and join again.
     let first = std::fs::read_to_string(s.dir.join("processor-0.log")).unwrap_or_default();
     assert!(!first.contains("rebuilding the consumer"), "{first}");
 }
