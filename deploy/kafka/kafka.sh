@@ -54,12 +54,24 @@ tool_class() {
     kafka-transactions) echo org.apache.kafka.tools.TransactionsCommand ;;
     kafka-configs) echo kafka.admin.ConfigCommand ;;
     kafka-storage) echo kafka.tools.StorageTool ;;
+    kafka-e2e-latency) echo org.apache.kafka.tools.EndToEndLatency ;;
     *) return 1 ;;
   esac
 }
 TOOLS="kafka-topics kafka-console-consumer kafka-console-producer kafka-producer-perf-test
 kafka-consumer-perf-test kafka-consumer-groups kafka-get-offsets kafka-transactions kafka-configs
-kafka-storage"
+kafka-storage kafka-e2e-latency"
+
+# A wrapper script in $HOME_DIR/bin for tool $1.
+write_wrapper() {
+  cat > "$HOME_DIR/bin/$1" <<EOF
+#!/usr/bin/env bash
+# Apache Kafka $VERSION '$1', run from the jars Tributary resolved from Maven Central.
+exec java -Xmx512m -Dlog4j2.configurationFile="$HOME_DIR/config/tools-log4j2.properties" \\
+  -cp "$LIBS/*" $(tool_class "$1") "\$@"
+EOF
+  chmod +x "$HOME_DIR/bin/$1"
+}
 
 install() {
   if [ -f "$HOME_DIR/.complete" ]; then return 0; fi
@@ -76,15 +88,7 @@ install() {
   rm -rf "$work"
   cp "$HERE/log4j2.properties" "$HOME_DIR/config/log4j2.properties"
   local t
-  for t in $TOOLS; do
-    cat > "$HOME_DIR/bin/$t" <<EOF
-#!/usr/bin/env bash
-# Apache Kafka $VERSION '$t', run from the jars Tributary resolved from Maven Central.
-exec java -Xmx512m -Dlog4j2.configurationFile="$HOME_DIR/config/tools-log4j2.properties" \\
-  -cp "$LIBS/*" $(tool_class "$t") "\$@"
-EOF
-    chmod +x "$HOME_DIR/bin/$t"
-  done
+  for t in $TOOLS; do write_wrapper "$t"; done
   cp "$HERE/tools-log4j2.properties" "$HOME_DIR/config/tools-log4j2.properties"
   touch "$HOME_DIR/.complete"
   log "installed; tools are in $HOME_DIR/bin"
@@ -240,6 +244,8 @@ case "$cmd" in
     install
     name="${1:?usage: kafka.sh tool NAME [ARGS]}"; shift
     tool_class "$name" >/dev/null || { log "unknown tool '$name'; known: $(echo $TOOLS)"; exit 2; }
+    # An install from before this tool was added has no wrapper for it yet.
+    [ -x "$HOME_DIR/bin/$name" ] || write_wrapper "$name"
     exec "$HOME_DIR/bin/$name" "$@" ;;
   env)
     printf 'KAFKA_VERSION=%s\nKAFKA_HOME=%s\nKAFKA_PORT=%s\nKAFKA_CONTROLLER_PORT=%s\nKAFKA_STATE_DIR=%s\nKAFKA_METRICS_PORT=%s\n' \

@@ -110,15 +110,18 @@ impl References {
         // Where each partition ended at startup: loaded when every one is reached.
         let mut ends: HashMap<(String, i32), i64> = HashMap::new();
         // Right after a broker start, leaders may not be elected yet (a broker with many
-        // partitions takes a while to load them): retry for up to a minute.
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // partitions takes minutes to load them): retry until stopped, saying so now and then.
+        let mut said = Instant::now();
         for t in md.topics().iter().filter(|t| tables.contains_key(t.name())) {
             for p in t.partitions() {
                 let high = loop {
                     match consumer.fetch_watermarks(t.name(), p.id(), timeout) {
                         Ok((_, high)) => break high,
-                        Err(e) if Instant::now() < deadline && !stop.load(Ordering::Relaxed) => {
-                            tracing::debug!(topic = t.name(), error = %e, "reading the end of a reference topic; retrying");
+                        Err(e) if !stop.load(Ordering::Relaxed) => {
+                            if said.elapsed() >= Duration::from_secs(15) {
+                                said = Instant::now();
+                                tracing::warn!(topic = t.name(), partition = p.id(), error = %e, "waiting for the broker to serve a reference topic");
+                            }
                             std::thread::sleep(Duration::from_millis(500));
                         }
                         Err(e) => {

@@ -1,5 +1,6 @@
 //! The Kafka side of the sink: a consumer group over the configured topics, a buffer, and
-//! flushes that write rows and offsets to the warehouse in one DuckDB transaction.
+//! flushes that write rows and offsets to the warehouse in one DuckDB transaction — on a writer
+//! thread, while the poll loop reads and decodes the next batch.
 //!
 //! Kafka offsets are committed after each flush, for lag monitoring only: the warehouse's own
 //! offsets decide where a partition resumes, so a crash between the DuckDB commit and the Kafka
@@ -79,11 +80,115 @@ struct Core {
     dlq: Arc<EventProducer>,
     runtime: tokio::runtime::Handle,
     warehouse: Arc<Mutex<Warehouse>>,
-    status: Arc<Status>,
     batch: Batch,
     bytes: usize,
     oldest: Option<Instant>,
     failed: Option<String>,
+    writer: Writer,
+}
+
+/// The warehouse writes, on a thread of their own: a flush hands its batch over and returns,
+/// so the next batch is read and decoded while this one is written. One batch at a time: a
+/// flush waits for the one before it, so batches commit in order, and none is written after
+/// one that failed (its offsets would skip the failed batch's rows).
+struct Writer {
+    batches: Option<std::sync::mpsc::SyncSender<(Batch, Trigger)>>,
+    results: std::sync::mpsc::Receiver<Result<Written, String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The partitions of the batch being written, with their next offsets.
+    in_flight: Option<HashMap<(Arc<str>, i32), i64>>,
+}
+
+/// A batch that is in the warehouse.
+struct Written {
+    offsets: HashMap<(Arc<str>, i32), i64>,
+}
+
+impl Writer {
+    fn start(warehouse: Arc<Mutex<Warehouse>>, status: Arc<Status>) -> Self {
+        let (batches, inbox) = std::sync::mpsc::sync_channel::<(Batch, Trigger)>(1);
+        let (outbox, results) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sink-writer".into())
+            .spawn(move || {
+                for (batch, trigger) in inbox {
+                    let started = Instant::now();
+                    let result = warehouse
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .write(&batch);
+                    let failed = result.is_err();
+                    let sent = outbox.send(match result {
+                        Ok(()) => {
+                            metrics::histogram!(m::FLUSH_DURATION)
+                                .record(started.elapsed().as_secs_f64());
+                            metrics::histogram!(m::FLUSH_ROWS).record(batch.row_count() as f64);
+                            metrics::counter!(m::FLUSHES, "trigger" => trigger.label())
+                                .increment(1);
+                            for (table, r) in &batch.rows {
+                                metrics::counter!(m::ROWS_WRITTEN, "table" => table.to_string())
+                                    .increment(r.len() as u64);
+                            }
+                            status.last_flush_ms.store(now_ms(), Ordering::Relaxed);
+                            Ok(Written { offsets: batch.offsets })
+                        }
+                        Err(e) => Err(e.to_string()),
+                    });
+                    if failed || sent.is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok();
+        Self { batches: Some(batches), results, thread, in_flight: None }
+    }
+
+    /// Hands `batch` to the writer thread; false when the thread is gone.
+    fn send(&mut self, batch: Batch, trigger: Trigger) -> bool {
+        let offsets = batch.offsets.clone();
+        let sent = self.batches.as_ref().is_some_and(|b| b.send((batch, trigger)).is_ok());
+        if sent {
+            self.in_flight = Some(offsets);
+        }
+        sent
+    }
+
+    /// The outcome of the batch in flight: waits for it when `wait`, else only looks.
+    /// `None` when nothing is in flight (or, without waiting, it is not written yet).
+    fn outcome(&mut self, wait: bool) -> Option<Result<Written, String>> {
+        self.in_flight.as_ref()?;
+        let r = if wait {
+            self.results.recv().map_err(|_| "the warehouse writer stopped".to_owned())
+        } else {
+            match self.results.try_recv() {
+                Ok(r) => Ok(r),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return None,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    Err("the warehouse writer stopped".to_owned())
+                }
+            }
+        };
+        self.in_flight = None;
+        Some(r.and_then(|w| w))
+    }
+
+    /// Whether the buffer of the batch in flight holds `topic` [`partition`].
+    fn holds(&self, topic: &str, partition: i32) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_some_and(|o| o.keys().any(|(t, p)| &**t == topic && *p == partition))
+    }
+}
+
+impl Drop for Writer {
+    /// Lets the batch in flight finish before anything else opens the warehouse: a new
+    /// consumer that read the offsets before it committed would load its rows again.
+    fn drop(&mut self) {
+        self.batches = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Core {
@@ -181,42 +286,50 @@ impl Core {
         }
     }
 
-    /// Writes the buffer and its offsets in one DuckDB transaction, then commits the offsets
-    /// to Kafka (for lag monitoring).
+    /// Hands the buffer to the writer, which writes its rows and offsets in one DuckDB
+    /// transaction while the next records are read; the batch before it must be written
+    /// first.
     fn flush(&mut self, consumer: &Member, trigger: Trigger) {
+        self.settle(consumer, true);
         if self.failed.is_some() || self.batch.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
         self.bytes = 0;
         self.oldest = None;
-        let started = Instant::now();
-        let result = self.warehouse().write(&batch);
-        if let Err(e) = result {
-            tracing::error!(error = %e, "writing to the warehouse");
+        if !self.writer.send(batch, trigger) {
+            tracing::error!("the warehouse writer stopped");
             self.failed = Some("warehouse".into());
-            return;
         }
-        let rows = batch.row_count();
-        metrics::histogram!(m::FLUSH_DURATION).record(started.elapsed().as_secs_f64());
-        metrics::histogram!(m::FLUSH_ROWS).record(rows as f64);
-        metrics::counter!(m::FLUSHES, "trigger" => trigger.label()).increment(1);
-        for (table, r) in &batch.rows {
-            metrics::counter!(m::ROWS_WRITTEN, "table" => table.to_string())
-                .increment(r.len() as u64);
-        }
-        self.status.last_flush_ms.store(now_ms(), Ordering::Relaxed);
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in &batch.offsets {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
-        }
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            tracing::debug!(error = %e, "committing offsets to Kafka (monitoring only)");
+    }
+
+    /// Takes the outcome of the batch in flight (waiting for it when `wait`): commits its
+    /// offsets to Kafka (for lag monitoring only), or fails the member when it could not be
+    /// written.
+    fn settle(&mut self, consumer: &Member, wait: bool) {
+        match self.writer.outcome(wait) {
+            None => {}
+            Some(Ok(written)) => {
+                let mut tpl = TopicPartitionList::new();
+                for ((topic, partition), next) in &written.offsets {
+                    let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
+                }
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::debug!(error = %e, "committing offsets to Kafka (monitoring only)");
+                }
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "writing to the warehouse");
+                self.failed.get_or_insert_with(|| "warehouse".into());
+            }
         }
     }
 
     /// New partitions resume where the warehouse's rows end.
-    fn assign(&mut self, tpl: &mut TopicPartitionList) {
+    fn assign(&mut self, consumer: &Member, tpl: &mut TopicPartitionList) {
+        // The batch in flight may hold these partitions' last rows (a partition can come
+        // back): read the offsets once it is in.
+        self.settle(consumer, true);
         let mut by_topic: HashMap<String, HashMap<i32, i64>> = HashMap::new();
         for e in tpl.elements() {
             if !by_topic.contains_key(e.topic()) {
@@ -257,7 +370,8 @@ impl Core {
                 // topic a commit marker follows it, which would count as one record behind
                 // for ever. With nothing of the partition waiting in the buffer, everything
                 // the consumer has passed (markers included) is in the warehouse.
-                let buffered = self.batch.offsets.keys().any(|(t, q)| **t == **topic && *q == p);
+                let buffered = self.batch.offsets.keys().any(|(t, q)| **t == **topic && *q == p)
+                    || self.writer.holds(topic, p);
                 let done = if buffered {
                     part.committed_offset
                 } else {
@@ -305,13 +419,14 @@ fn metadata(msg: &BorrowedMessage<'_>, schema_id: Option<u32>) -> Value {
 }
 
 impl GroupHandler for Core {
-    fn assign(&mut self, _consumer: &Member, tpl: &mut TopicPartitionList) {
-        Core::assign(self, tpl);
+    fn assign(&mut self, consumer: &Member, tpl: &mut TopicPartitionList) {
+        Core::assign(self, consumer, tpl);
     }
 
     /// What is buffered goes to the warehouse before the partitions move.
     fn revoke(&mut self, consumer: &Member, _tpl: &TopicPartitionList) {
         self.flush(consumer, Trigger::Rebalance);
+        self.settle(consumer, true);
     }
 
     fn stats(&mut self, stats: &Statistics) {
@@ -331,6 +446,7 @@ impl GroupHandler for Core {
     }
 
     fn tick(&mut self, consumer: &Member) {
+        self.settle(consumer, false);
         if let Some(trigger) = self.due() {
             self.flush(consumer, trigger);
         }
@@ -338,6 +454,7 @@ impl GroupHandler for Core {
 
     fn finish(&mut self, consumer: &Member) {
         self.flush(consumer, Trigger::Shutdown);
+        self.settle(consumer, true);
     }
 }
 
@@ -452,11 +569,11 @@ impl Sink {
             dlq: Arc::clone(&self.dlq),
             runtime: self.runtime.clone(),
             warehouse: Arc::clone(&self.warehouse),
-            status: Arc::clone(&self.status),
             batch: Batch::default(),
             bytes: 0,
             oldest: None,
             failed: None,
+            writer: Writer::start(Arc::clone(&self.warehouse), Arc::clone(&self.status)),
         };
         let mut c = self.kafka.consumer(Some(&self.config.group_id));
         if c.get("partition.assignment.strategy").is_none() {
