@@ -145,30 +145,56 @@ async fn main() -> Result<(), String> {
     let times = Arc::new(Mutex::new(vec![Times::default(); total]));
     let done = Arc::new(AtomicBool::new(false));
 
-    // The WebSocket stream, open (its `subscribed` frame received) before the first send.
+    // The WebSocket stream, on a thread and runtime of its own (so the sender's tasks do not
+    // delay its reads), open — its `subscribed` frame received — before the first send.
     let ws_url =
         format!("{}/api/v1/stream/{}?from=latest", a.gateway.replacen("http", "ws", 1), a.topic);
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(&ws_url).await.map_err(|e| format!("{ws_url}: {e}"))?;
-    match ws.next().await {
-        Some(Ok(Frame::Text(t))) if t.contains("\"subscribed\"") => {}
-        other => return Err(format!("expected the subscribed frame, got {other:?}")),
-    }
+    let (opened_tx, opened) = tokio::sync::oneshot::channel::<Result<(), String>>();
     let stream_times = Arc::clone(&times);
+    let stream_done = Arc::clone(&done);
     let stream_run = run.clone();
-    let stream = tokio::spawn(async move {
-        while let Some(Ok(frame)) = ws.next().await {
-            let at = Instant::now();
-            let Frame::Text(text) = frame else { continue };
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-            let Some(k) = v["key"].as_str() else { continue };
-            if let Some(i) = index(&stream_run, k.as_bytes()) {
-                if let Some(t) = stream_times.lock().expect("times").get_mut(i) {
-                    t.stream.get_or_insert(at);
+    let stream = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let Ok(rt) = rt else { return };
+        rt.block_on(async move {
+            let mut ws = match tokio_tungstenite::connect_async(&ws_url).await {
+                Ok((ws, _)) => ws,
+                Err(e) => {
+                    let _ = opened_tx.send(Err(format!("{ws_url}: {e}")));
+                    return;
+                }
+            };
+            match ws.next().await {
+                Some(Ok(Frame::Text(t))) if t.contains("\"subscribed\"") => {
+                    let _ = opened_tx.send(Ok(()));
+                }
+                other => {
+                    let _ = opened_tx
+                        .send(Err(format!("expected the subscribed frame, got {other:?}")));
+                    return;
                 }
             }
-        }
+            while !stream_done.load(Ordering::Relaxed) {
+                let next = tokio::time::timeout(Duration::from_millis(100), ws.next()).await;
+                let Ok(Some(Ok(frame))) = next else {
+                    if matches!(next, Ok(None | Some(Err(_)))) {
+                        return;
+                    }
+                    continue;
+                };
+                let at = Instant::now();
+                let Frame::Text(text) = frame else { continue };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+                let Some(k) = v["key"].as_str() else { continue };
+                if let Some(i) = index(&stream_run, k.as_bytes()) {
+                    if let Some(t) = stream_times.lock().expect("times").get_mut(i) {
+                        t.stream.get_or_insert(at);
+                    }
+                }
+            }
+        });
     });
+    opened.await.map_err(|_| "the stream thread ended".to_owned())??;
 
     // The Kafka consumer, on a thread of its own, positioned before the first send.
     let consumer = consumer_at_end(&a.bootstrap, &a.topic)?;
@@ -238,7 +264,7 @@ async fn main() -> Result<(), String> {
     }
     done.store(true, Ordering::Relaxed);
     let _ = kafka.join();
-    stream.abort();
+    let _ = stream.join();
 
     let t = times.lock().expect("times").clone();
     let since = |f: fn(&Times) -> Option<Instant>| -> Vec<Duration> {

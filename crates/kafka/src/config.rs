@@ -161,6 +161,9 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             // librdkafka has no max.poll.records; bound the prefetch queue instead.
             .set("queued.min.messages", "500")
+            // When that queue is full librdkafka waits this long before fetching again, 1 s
+            // by default: a reader that fell behind for a moment would then stall for a second.
+            .set("fetch.queue.backoff.ms", "5")
             // librdkafka wants a group id even for assign(); readers never join or commit it.
             .set("group.id", group_id.unwrap_or("tributary-reader"));
         for (k, v) in &self.extra {

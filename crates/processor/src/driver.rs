@@ -921,12 +921,6 @@ impl Processor {
             // A killed instance's partitions move after this long.
             c.set("session.timeout.ms", "10000");
         }
-        if c.get("fetch.queue.backoff.ms").is_none() {
-            // The shared consumer settings keep a small prefetch queue (queued.min.messages);
-            // librdkafka then waits this long before fetching again, 1 s by default, which
-            // starves a busy processor. Fetch again soon instead.
-            c.set("fetch.queue.backoff.ms", "5");
-        }
         c.set("statistics.interval.ms", "1000");
         c.create_with_context(GroupContext::new(core))
             .map_err(|e| format!("creating the consumer: {e}"))

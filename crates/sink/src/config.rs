@@ -34,6 +34,9 @@ pub struct SinkConfig {
     pub registry_user: Option<String>,
     /// Basic-auth password for the registry; prefer `TRIBUTARY_SINK__REGISTRY_PASSWORD`.
     pub registry_password: Option<String>,
+    /// Threads DuckDB may use for writes and queries (its `threads` setting); 0 means one per
+    /// core, DuckDB's own default.
+    pub warehouse_threads: usize,
 }
 
 impl Default for SinkConfig {
@@ -51,6 +54,7 @@ impl Default for SinkConfig {
             registry_url: "http://127.0.0.1:8081".to_owned(),
             registry_user: None,
             registry_password: None,
+            warehouse_threads: 0,
         }
     }
 }

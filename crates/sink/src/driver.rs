@@ -502,7 +502,7 @@ impl Sink {
             config.topics.clone()
         };
         let path = config.database_path();
-        let warehouse = Warehouse::open(&path)
+        let warehouse = Warehouse::open(&path, config.warehouse_threads)
             .map_err(|e| Error::Setup(format!("opening the warehouse {}: {e}", path.display())))?;
         let mut sources = Vec::new();
         for topic in topics {
@@ -578,9 +578,6 @@ impl Sink {
         let mut c = self.kafka.consumer(Some(&self.config.group_id));
         if c.get("partition.assignment.strategy").is_none() {
             c.set("partition.assignment.strategy", "cooperative-sticky");
-        }
-        if c.get("fetch.queue.backoff.ms").is_none() {
-            c.set("fetch.queue.backoff.ms", "5");
         }
         c.set("statistics.interval.ms", "5000");
         let consumer: Member = c.create_with_context(GroupContext::new(core)).map_err(|e| {

@@ -54,12 +54,16 @@ impl std::fmt::Debug for Warehouse {
 }
 
 impl Warehouse {
-    /// Opens (creating when missing) the database at `path` for writing.
-    pub fn open(path: &Path) -> Result<Self, duckdb::Error> {
+    /// Opens (creating when missing) the database at `path` for writing, with DuckDB using
+    /// `threads` threads (0: its default, one per core).
+    pub fn open(path: &Path, threads: usize) -> Result<Self, duckdb::Error> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
         let conn = Connection::open(path)?;
+        if threads > 0 {
+            conn.execute_batch(&format!("SET threads = {threads};"))?;
+        }
         conn.execute_batch(
             "SET autoinstall_known_extensions = false;
              SET autoload_known_extensions = true;
