@@ -59,6 +59,16 @@ export interface TributaryConfig {
   readonly alarmEmail?: string;
   /** Keep the ALB from being deleted by accident (turn off before `cdk destroy`). */
   readonly deletionProtection: boolean;
+  /**
+   * The GitHub repository (`owner/name`) whose release workflow may push the images and deploy
+   * (images.ts, .github/workflows/release.yml); unset, no role for it exists.
+   */
+  readonly githubRepository?: string;
+  /**
+   * An existing IAM OIDC provider for token.actions.githubusercontent.com to trust: an account
+   * has at most one per issuer. Unset (with githubRepository), the images stack creates it.
+   */
+  readonly githubOidcProviderArn?: string;
 }
 
 /** Defaults, as text, exactly as a `-c` flag would give them. */
@@ -189,6 +199,8 @@ export function readConfig(get: (key: string) => unknown, env: NodeJS.ProcessEnv
     accessLogExpireDays: int('accessLogExpireDays', 1, 3650),
     alarmEmail: text('alarmEmail'),
     deletionProtection: (text('deletionProtection') ?? 'true') !== 'false',
+    githubRepository: text('githubRepository'),
+    githubOidcProviderArn: text('githubOidcProviderArn'),
   };
 
   if (cfg.brokerCount % 3 !== 0) throw new Error('context brokerCount must be a multiple of 3 (one per zone)');
@@ -210,6 +222,19 @@ export function readConfig(get: (key: string) => unknown, env: NodeJS.ProcessEnv
       + 'give the gateway the IdP\'s key (-c gatewayJwt=public-key -c jwtPublicKey=...) or turn its check off (-c gatewayJwt=off)');
   }
   if (cfg.ingressCidrs.length === 0) throw new Error('context ingressCidrs is empty');
+  // The repository goes into a StringLike pattern of the release role's trust policy: only the
+  // characters GitHub allows in names, so that no `*` or `?` can widen who may assume it.
+  if (cfg.githubRepository && !/^[A-Za-z0-9][A-Za-z0-9-]{0,38}\/[A-Za-z0-9._-]{1,100}$/.test(cfg.githubRepository)) {
+    throw new Error(`context githubRepository must be owner/name as GitHub spells it, got "${cfg.githubRepository}"`);
+  }
+  if (cfg.githubOidcProviderArn && !cfg.githubRepository) {
+    throw new Error('context githubOidcProviderArn goes with githubRepository (it is the provider the release role trusts)');
+  }
+  if (cfg.githubOidcProviderArn
+    && !/^arn:aws[a-z-]*:iam::\d{12}:oidc-provider\/token\.actions\.githubusercontent\.com$/.test(cfg.githubOidcProviderArn)) {
+    throw new Error('context githubOidcProviderArn must be arn:aws:iam::ACCOUNT:oidc-provider/token.actions.githubusercontent.com, '
+      + `got "${cfg.githubOidcProviderArn}"`);
+  }
   if (!LOG_RETENTION_DAYS.includes(cfg.logRetentionDays)) {
     throw new Error(`context logRetentionDays must be one of CloudWatch's values: ${LOG_RETENTION_DAYS.join(', ')}`);
   }

@@ -1,7 +1,7 @@
 // Kafka Connect with the Snowflake sink on ECS: the workers (a service) and the one-off task that
 // registers the connector.
 //
-// The workers run the image docs/aws.md describes (Connect 4.3.1, the Snowflake plugin, the
+// The workers run the image of deploy/connect/Dockerfile (Connect 4.3.1, the Snowflake plugin, the
 // worker file deploy/connect/connect-distributed.properties and the connector file), in
 // distributed mode: they find each other through the Kafka group and forward REST calls to the
 // leader on 8083, which only their own security group may reach. Every `${env:...}` of the
