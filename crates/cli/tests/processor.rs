@@ -663,16 +663,11 @@ fn sigkill_at_random_moments_changes_nothing() {
     let s = Scenario::new();
     let expected = produce(&s);
     let mut rng = rand::rng();
-    for run in 1..=4 {
+    for _ in 0..4 {
         let (mut p, port) = s.start(0);
         // Let it process a random number of new records, then SIGKILL: no commit, no goodbye
         // to the group, an open transaction left behind.
-        let target = f64::from(rng.random_range(2_000..15_000u32));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while metric(port, "processor_records_in_total") < target {
-            assert!(Instant::now() < deadline, "run {run} made no progress\n{}", s.logs());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_records(&s, port, f64::from(rng.random_range(2_000..15_000u32)));
         p.0.kill().expect("SIGKILL");
         let _ = p.0.wait();
     }
@@ -686,6 +681,15 @@ fn sigkill_at_random_moments_changes_nothing() {
         log.lines().any(|l| l.contains("partition assigned") && !l.contains("position=0")),
         "{log}"
     );
+}
+
+/// Waits (up to a minute) until the instance on `port` has processed `n` new records.
+fn wait_for_records(s: &Scenario, port: u16, n: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(port, "processor_records_in_total") < n {
+        assert!(Instant::now() < deadline, "no progress to {n} records\n{}", s.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Waits until the instances on `ports` together hold every partition, all of them holding
@@ -710,11 +714,7 @@ fn instances_join_leave_and_die_without_loss_or_duplicates() {
     let s = Scenario::new();
     let expected = produce(&s);
     let (_first, port) = s.start(0);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(port, "processor_records_in_total") < 5_000.0 {
-        assert!(Instant::now() < deadline, "no progress\n{}", s.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_records(&s, port, 5_000.0);
     // A second instance joins, works a moment and stops cleanly (SIGTERM): it commits and exits;
     // a static member sends no LeaveGroup, so its partitions go back after the session timeout.
     let (mut second, second_port) = s.start(1);
@@ -758,11 +758,7 @@ fn a_broker_crash_mid_run_changes_nothing() {
     let s = Scenario::on(broker.bootstrap());
     let expected = produce(&s);
     let (_p, port) = s.start(0);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(port, "processor_records_in_total") < 20_000.0 {
-        assert!(Instant::now() < deadline, "no progress\n{}", s.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_records(&s, port, 20_000.0);
     broker.kill();
     // Longer than the transaction timeout (5 s here): the broker aborts the open
     // transaction when it is back, and the processor's producer learns it was fenced.

@@ -93,16 +93,15 @@ struct Core {
 /// one that failed (its offsets would skip the failed batch's rows).
 struct Writer {
     batches: Option<std::sync::mpsc::SyncSender<(Batch, Trigger)>>,
-    results: std::sync::mpsc::Receiver<Result<Written, String>>,
+    /// Per batch, in order: its offsets once it is in the warehouse, or why it is not.
+    results: std::sync::mpsc::Receiver<Result<Offsets, String>>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// The partitions of the batch being written, with their next offsets.
-    in_flight: Option<HashMap<(Arc<str>, i32), i64>>,
+    in_flight: Option<Offsets>,
 }
 
-/// A batch that is in the warehouse.
-struct Written {
-    offsets: HashMap<(Arc<str>, i32), i64>,
-}
+/// The next offset per (topic, partition) of a batch.
+type Offsets = HashMap<(Arc<str>, i32), i64>;
 
 impl Writer {
     fn start(warehouse: Arc<Mutex<Warehouse>>, status: Arc<Status>) -> Self {
@@ -130,7 +129,7 @@ impl Writer {
                                     .increment(r.len() as u64);
                             }
                             status.last_flush_ms.store(now_ms(), Ordering::Relaxed);
-                            Ok(Written { offsets: batch.offsets })
+                            Ok(batch.offsets)
                         }
                         Err(e) => Err(e.to_string()),
                     });
@@ -155,7 +154,7 @@ impl Writer {
 
     /// The outcome of the batch in flight: waits for it when `wait`, else only looks.
     /// `None` when nothing is in flight (or, without waiting, it is not written yet).
-    fn outcome(&mut self, wait: bool) -> Option<Result<Written, String>> {
+    fn outcome(&mut self, wait: bool) -> Option<Result<Offsets, String>> {
         self.in_flight.as_ref()?;
         let r = if wait {
             self.results.recv().map_err(|_| "the warehouse writer stopped".to_owned())
@@ -309,9 +308,9 @@ impl Core {
     fn settle(&mut self, consumer: &Member, wait: bool) {
         match self.writer.outcome(wait) {
             None => {}
-            Some(Ok(written)) => {
+            Some(Ok(offsets)) => {
                 let mut tpl = TopicPartitionList::new();
-                for ((topic, partition), next) in &written.offsets {
+                for ((topic, partition), next) in &offsets {
                     let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
                 }
                 if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
