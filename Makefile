@@ -13,14 +13,16 @@ help: ## List the targets
 build: ## Build the tributary binary (release profile, shared with the tests)
 	cargo build --release -p tributary-cli
 
-up: build ## Start Kafka, the topics, registry, gateway and processor; prints where everything is
-	@TRIBUTARY_BIN=$(BIN) deploy/local/platform.sh up
+up: build ## Start Kafka, the topics, registry, gateway, processor, sink and Prometheus; prints where everything is
+	@$(BIN) up
 
 down: ## Stop everything `make up` started
-	@deploy/local/platform.sh down
+	@[ -x $(BIN) ] || cargo build --release -p tributary-cli
+	@$(BIN) down
 
 status: ## Say what is running
-	@TRIBUTARY_BIN=$(BIN) deploy/local/platform.sh status
+	@[ -x $(BIN) ] || cargo build --release -p tributary-cli
+	@$(BIN) status
 
 test: ## Run every test against a real broker (starts one if none is running)
 	@scripts/test.sh

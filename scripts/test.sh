@@ -40,7 +40,7 @@ read -r passed failed < <(awk '/^test result: /{for(i=1;i<=NF;i++){if($(i+1) ~ /
 
 # Interoperability: clients no one here wrote (confluent-kafka for Python) against the binary the
 # tests above just built; then the monitoring (tests/monitoring: promtool, the dashboards, and a
-# whole platform from deploy/local/platform.sh scraped by a real Prometheus). Their virtualenv lives in the cache, made once per machine.
+# whole platform from `tributary up` scraped by a real Prometheus). Their virtualenv lives in the cache, made once per machine.
 if [ $# -eq 0 ]; then
   venv="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}/venv"
   # Reinstalled whenever tests/interop/requirements.txt changes.

@@ -4,6 +4,7 @@
 
 mod cmd;
 mod config;
+mod platform;
 mod signal;
 
 /// mimalloc instead of glibc's malloc: the gateway allocates per event on many threads, and
@@ -42,6 +43,13 @@ enum Command {
     Processor(cmd::processor::Args),
     /// Run the warehouse sink: topics into the DuckDB warehouse, exactly once.
     Sink(cmd::sink::Args),
+    /// Start the local platform: Kafka, the topics, registry, gateway, processor, sink and
+    /// Prometheus; prints where everything is.
+    Up(cmd::platform::UpArgs),
+    /// Stop everything `up` started.
+    Down(cmd::platform::DownArgs),
+    /// Say what of the local platform runs and is healthy.
+    Status,
     /// Query the warehouse.
     Warehouse(cmd::warehouse::Args),
     /// Produce synthetic IoT, clickstream and transaction traffic, with late, clock-skewed
@@ -118,12 +126,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     cli.command.overrides(&mut flags);
+    if let Command::Down(args) = cli.command {
+        return cmd::platform::down(args);
+    }
+    let globals = platform::Globals {
+        config: cli.config.clone(),
+        bootstrap_servers: cli.bootstrap_servers.clone(),
+        log_format: cli.log_format.clone(),
+    };
     let cfg = config::load(cli.config.as_deref(), &flags)?;
     match cli.command {
         Command::Gateway(args) => cmd::gateway::run(args, cfg).await,
         Command::Registry(args) => cmd::registry::run(args, cfg).await,
         Command::Processor(args) => cmd::processor::run(args, cfg).await,
         Command::Sink(args) => cmd::sink::run(args, cfg).await,
+        Command::Up(args) => cmd::platform::up(args, cfg, globals).await,
+        Command::Down(args) => cmd::platform::down(args),
+        Command::Status => cmd::platform::status(cfg).await,
         Command::Warehouse(args) => cmd::warehouse::run(args, cfg).await,
         Command::Gen(args) => cmd::gen::run(args, cfg).await,
         Command::Dlq { command } => cmd::dlq::run(&cfg, command).await,

@@ -6,6 +6,7 @@ pub mod dlq;
 pub mod gateway;
 pub mod gen;
 pub mod openapi;
+pub mod platform;
 pub mod processor;
 pub mod registry;
 pub mod service;
