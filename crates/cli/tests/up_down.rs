@@ -109,19 +109,22 @@ fn platform() -> (Platform, String) {
         format!(
             r#"[gateway]
 listen = "127.0.0.1:{gateway}"
-registry_url = "{registry_url}"
+[gateway.registry]
+url = "{registry_url}"
 [registry]
 listen = "127.0.0.1:{registry}"
 topic = "_schemas-test-{suffix}"
 [processor]
 listen = "127.0.0.1:{processor}"
 group_id = "test-up-processor-{suffix}"
-registry_url = "{registry_url}"
+[processor.registry]
+url = "{registry_url}"
 [sink]
 listen = "127.0.0.1:{sink}"
 group_id = "test-up-sink-{suffix}"
 database = "{}"
-registry_url = "{registry_url}"
+[sink.registry]
+url = "{registry_url}"
 "#,
             dir.join("warehouse.duckdb").display()
         ),

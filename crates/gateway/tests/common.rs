@@ -107,8 +107,8 @@ impl TestGateway {
             .expect("creating test topics");
         assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
         let registry_url = start_registry(&kafka).await;
-        let mut config =
-            GatewayConfig { registry_url: registry_url.clone(), ..GatewayConfig::default() };
+        let mut config = GatewayConfig::default();
+        config.registry.url = registry_url.clone();
         tweak(&mut config);
         let state = AppState::new(config, kafka, catalog).expect("gateway state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

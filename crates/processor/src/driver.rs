@@ -773,12 +773,7 @@ impl Processor {
         if let Some((_, why)) = invalid.iter().find(|(bad, _)| *bad) {
             return Err(Error::Setup(format!("[processor] {why}")));
         }
-        let auth = config
-            .registry_user
-            .clone()
-            .map(|u| (u, config.registry_password.clone().unwrap_or_default()));
-        let registry =
-            Arc::new(RegistryClient::new(&config.registry_url, auth, Duration::from_secs(10)));
+        let registry = Arc::new(RegistryClient::from_config(&config.registry));
         let reference_topics: Vec<String> = {
             let mut t: Vec<String> =
                 config.sources.iter().filter_map(|s| s.reference.clone()).collect();

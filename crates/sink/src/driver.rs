@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tributary_core::{Catalog, TopicRole};
 use tributary_kafka::group::{
     poll_until_stopped, run_with_rebuilds, GroupContext, GroupHandler, Liveness,
@@ -516,12 +516,7 @@ impl Sink {
                 dead_letters: role == Some(TopicRole::DeadLetter),
             });
         }
-        let auth = config
-            .registry_user
-            .clone()
-            .map(|u| (u, config.registry_password.clone().unwrap_or_default()));
-        let registry =
-            Arc::new(RegistryClient::new(&config.registry_url, auth, Duration::from_secs(10)));
+        let registry = Arc::new(RegistryClient::from_config(&config.registry));
         let dlq = EventProducer::new(&kafka, ProducerTuning::default())?;
         Ok(Self {
             config: Arc::new(config),

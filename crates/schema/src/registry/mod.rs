@@ -42,7 +42,8 @@ pub struct RegistryConfig {
     /// User name clients must present with HTTP basic auth; no auth when unset.
     pub auth_user: Option<String>,
     /// Password for `auth_user`; prefer `TRIBUTARY_REGISTRY__AUTH_PASSWORD` to the file.
-    pub auth_password: Option<String>,
+    /// Shown as `***`.
+    pub auth_password: Option<tributary_core::Secret>,
 }
 
 impl Default for RegistryConfig {
@@ -77,7 +78,8 @@ impl Registry {
         let store =
             store::Store::open(kafka, &config.topic, config.replication_factor, timeout).await?;
         let expected_auth = config.auth_user.as_ref().map(|user| {
-            let pair = format!("{user}:{}", config.auth_password.as_deref().unwrap_or(""));
+            let password = config.auth_password.as_ref().map_or("", |p| p.expose());
+            let pair = format!("{user}:{password}");
             format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
         });
         Ok(Arc::new(Self { store, write_lock: tokio::sync::Mutex::new(()), expected_auth }))
