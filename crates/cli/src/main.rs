@@ -35,14 +35,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP/WebSocket ingestion gateway.
-    Gateway(cmd::gateway::Args),
+    Gateway(cmd::service::ListenArgs),
     /// Run the Confluent-compatible schema registry (stored in the `_schemas` topic).
-    Registry(cmd::registry::Args),
+    Registry(cmd::service::ListenArgs),
     /// Run the stream processor: windowed aggregates, enrichment and the dead-letter queue,
     /// exactly once.
     Processor(cmd::processor::Args),
     /// Run the warehouse sink: topics into the DuckDB warehouse, exactly once.
-    Sink(cmd::sink::Args),
+    Sink(cmd::service::ListenArgs),
     /// Start the local platform: Kafka, the topics, registry, gateway, processor, sink and
     /// Prometheus; prints where everything is.
     Up(cmd::platform::UpArgs),
@@ -72,10 +72,10 @@ impl Command {
     /// The subcommand's flags as the top configuration layer.
     fn overrides(&self, flags: &mut config::FlagOverrides) {
         match self {
-            Command::Gateway(args) => args.overrides(flags),
-            Command::Registry(args) => args.overrides(flags),
+            Command::Gateway(args) => flags.gateway = args.flags(),
+            Command::Registry(args) => flags.registry = args.flags(),
             Command::Processor(args) => args.overrides(flags),
-            Command::Sink(args) => args.overrides(flags),
+            Command::Sink(args) => flags.sink = args.flags(),
             _ => {}
         }
     }
@@ -136,10 +136,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let cfg = config::load(cli.config.as_deref(), &flags)?;
     match cli.command {
-        Command::Gateway(args) => cmd::gateway::run(args, cfg).await,
-        Command::Registry(args) => cmd::registry::run(args, cfg).await,
+        Command::Gateway(_) => cmd::gateway::run(cfg).await,
+        Command::Registry(_) => cmd::registry::run(cfg).await,
         Command::Processor(args) => cmd::processor::run(args, cfg).await,
-        Command::Sink(args) => cmd::sink::run(args, cfg).await,
+        Command::Sink(_) => cmd::sink::run(cfg).await,
         Command::Up(args) => cmd::platform::up(args, cfg, globals).await,
         Command::Down(args) => cmd::platform::down(args),
         Command::Status => cmd::platform::status(cfg).await,

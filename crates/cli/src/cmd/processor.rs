@@ -29,10 +29,7 @@ impl Args {
 /// Sets the processor up, then processes until SIGTERM, committing the open transaction.
 pub async fn run(_args: Args, cfg: Config) -> anyhow::Result<ExitCode> {
     let catalog = cfg.catalog()?;
-    let listener = tokio::net::TcpListener::bind(cfg.processor.listen)
-        .await
-        .with_context(|| format!("binding the processor to {}", cfg.processor.listen))?;
-    let addr = listener.local_addr()?;
+    let (listener, addr) = super::service::bind("processor", cfg.processor.listen).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let handle = tokio::runtime::Handle::current();
     let (pcfg, kafka, flag) = (cfg.processor.clone(), cfg.kafka.clone(), Arc::clone(&stop));

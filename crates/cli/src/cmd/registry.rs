@@ -1,29 +1,12 @@
 //! `tributary registry`: the Confluent-compatible schema registry (schemas in `_schemas`).
 
-use crate::config::{Config, FlagOverrides, GatewayFlags};
+use crate::config::Config;
 use anyhow::Context as _;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Address to listen on, for example 127.0.0.1:8081.
-    #[arg(long)]
-    listen: Option<String>,
-}
-
-impl Args {
-    /// The flags as a configuration layer.
-    pub fn overrides(&self, flags: &mut FlagOverrides) {
-        flags.registry = self.listen.clone().map(|l| GatewayFlags { listen: Some(l) });
-    }
-}
-
 /// Reads the schema topic, then serves until SIGTERM.
-pub async fn run(_args: Args, cfg: Config) -> anyhow::Result<ExitCode> {
-    let listener = tokio::net::TcpListener::bind(cfg.registry.listen)
-        .await
-        .with_context(|| format!("binding the registry to {}", cfg.registry.listen))?;
-    let addr = listener.local_addr()?;
+pub async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
+    let (listener, addr) = super::service::bind("registry", cfg.registry.listen).await?;
     let registry = tributary_schema::registry::Registry::open(&cfg.registry, &cfg.kafka)
         .await
         .with_context(|| {
