@@ -206,7 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .await
                 .with_context(|| format!("binding the registry to {}", cfg.registry.listen))?;
             let addr = listener.local_addr()?;
-            let registry = tributary_schema::registry::Registry::open(&cfg.registry, &cfg.kafka)
+            let registry = tributary_registry::Registry::open(&cfg.registry, &cfg.kafka)
                 .await
                 .with_context(|| {
                     format!(
@@ -215,12 +215,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     )
                 })?;
             tracing::info!(%addr, topic = %cfg.registry.topic, auth = cfg.registry.auth_user.is_some(), "registry listening");
-            tributary_schema::registry::serve(
-                listener,
-                registry,
-                tributary_gateway::shutdown_signal(),
-            )
-            .await?;
+            tributary_registry::serve(listener, registry, tributary_gateway::shutdown_signal())
+                .await?;
             tracing::info!("registry stopped");
             Ok(std::process::ExitCode::SUCCESS)
         }
