@@ -9,7 +9,7 @@ use tributary_core::{Catalog, TopicSpec};
 use tributary_gateway::GatewayConfig;
 use tributary_kafka::KafkaConfig;
 use tributary_processor::ProcessorConfig;
-use tributary_schema::registry::RegistryConfig;
+use tributary_registry::RegistryConfig;
 use tributary_sink::SinkConfig;
 
 /// Everything `tributary` can be configured with.

@@ -173,7 +173,7 @@ impl TestGateway {
 
 /// A schema registry in this process, on a schema topic of its own; its base URL.
 pub async fn start_registry(kafka: &KafkaConfig) -> String {
-    use tributary_schema::registry::{Registry, RegistryConfig};
+    use tributary_registry::{Registry, RegistryConfig};
     let config = RegistryConfig {
         topic: tributary_test_support::random_topic("schemas"),
         ..RegistryConfig::default()
@@ -181,7 +181,7 @@ pub async fn start_registry(kafka: &KafkaConfig) -> String {
     let registry = Registry::open(&config, kafka).await.expect("registry opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(tributary_schema::registry::serve(listener, registry, std::future::pending()));
+    tokio::spawn(tributary_registry::serve(listener, registry, std::future::pending()));
     url
 }
 

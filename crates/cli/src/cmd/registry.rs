@@ -7,7 +7,7 @@ use std::process::ExitCode;
 /// Reads the schema topic, then serves until SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let (listener, addr) = super::service::bind("registry", cfg.registry.listen).await?;
-    let registry = tributary_schema::registry::Registry::open(&cfg.registry, &cfg.kafka)
+    let registry = tributary_registry::Registry::open(&cfg.registry, &cfg.kafka)
         .await
         .with_context(|| {
             format!(
@@ -16,7 +16,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
             )
         })?;
     tracing::info!(%addr, topic = %cfg.registry.topic, auth = cfg.registry.auth_user.is_some(), "registry listening");
-    tributary_schema::registry::serve(listener, registry, crate::signal::shutdown_signal()).await?;
+    tributary_registry::serve(listener, registry, crate::signal::shutdown_signal()).await?;
     tracing::info!("registry stopped");
     Ok(ExitCode::SUCCESS)
 }
