@@ -7,9 +7,8 @@ use std::process::ExitCode;
 /// Reads the schema topic, then serves until SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let (listener, addr) = super::service::bind("registry", cfg.registry.listen).await?;
-    let registry = tributary_registry::Registry::open(&cfg.registry, &cfg.kafka)
-        .await
-        .with_context(|| {
+    let registry =
+        tributary_registry::Registry::open(&cfg.registry, &cfg.kafka).await.with_context(|| {
             format!(
                 "opening the schema topic {} on {}",
                 cfg.registry.topic, cfg.kafka.bootstrap_servers
