@@ -125,6 +125,11 @@ impl TransactionalProducer {
         }
     }
 
+    /// Records handed to the producer and not yet acknowledged or failed.
+    pub fn in_flight(&self) -> i32 {
+        self.inner.in_flight_count()
+    }
+
     /// Begins the next transaction.
     pub fn begin(&self) -> Result<(), KafkaError> {
         self.inner.begin_transaction().map_err(|e| KafkaError::new("beginning a transaction", e))

@@ -82,6 +82,12 @@ async fn committed_records_and_offsets_count_and_aborted_ones_do_not() {
         for v in ["x", "y"] {
             producer.send(record(&topic2, v)).expect("send");
         }
+        // An abort purges what is still queued: let these reach the log first, so that the
+        // read_uncommitted reader has aborted records to see.
+        let written = Instant::now() + Duration::from_secs(10);
+        while producer.in_flight() > 0 && Instant::now() < written {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         producer.abort().expect("abort");
         producer.begin().expect("begin after the abort");
         producer.commit(&TopicPartitionList::new(), &group_md).expect("an empty commit");
