@@ -167,6 +167,34 @@ fn partitions(md: &Metadata, spec: &TopicSpec) -> i32 {
     )
 }
 
+/// The window and watermark settings of every task.
+fn task_config(config: &ProcessorConfig) -> TaskConfig {
+    TaskConfig {
+        window: WindowConfig {
+            pane_ms: config.window_ms,
+            sliding_panes: config.sliding_panes,
+            grace_ms: config.grace_ms,
+        },
+        watermark: WatermarkConfig {
+            out_of_orderness_ms: config.out_of_orderness_ms,
+            idle_ms: config.idle_ms,
+        },
+    }
+}
+
+/// The transactional producer's settings: this instance's slot.
+fn txn_settings(config: &ProcessorConfig) -> TxnSettings {
+    TxnSettings {
+        transactional_id: config.transactional_id(),
+        tuning: ProducerTuning { delivery_timeout_ms: config.transaction_timeout_ms, linger_ms: 5 },
+        transaction_timeout_ms: Some(config.transaction_timeout_ms),
+        // Right after a commit the coordinator answers CONCURRENT_TRANSACTIONS until its
+        // markers are written; librdkafka retries after retry.backoff.ms (100 ms by default),
+        // which capped the processor at ten transactions a second.
+        retry_backoff_ms: Some(5),
+    }
+}
+
 impl Processor {
     /// Checks the configuration against the catalog, registers the output schema, and loads
     /// the reference topics. Runs on a thread outside the async runtime.
@@ -238,29 +266,7 @@ impl Processor {
                     .and_then(|r| references.table(r).map(|t| (r.clone(), t))),
             });
         }
-        let task = TaskConfig {
-            window: WindowConfig {
-                pane_ms: config.window_ms,
-                sliding_panes: config.sliding_panes,
-                grace_ms: config.grace_ms,
-            },
-            watermark: WatermarkConfig {
-                out_of_orderness_ms: config.out_of_orderness_ms,
-                idle_ms: config.idle_ms,
-            },
-        };
-        let txn = TxnSettings {
-            transactional_id: config.transactional_id(),
-            tuning: ProducerTuning {
-                delivery_timeout_ms: config.transaction_timeout_ms,
-                linger_ms: 5,
-            },
-            transaction_timeout_ms: Some(config.transaction_timeout_ms),
-            // Right after a commit the coordinator answers CONCURRENT_TRANSACTIONS until its
-            // markers are written; librdkafka retries after retry.backoff.ms (100 ms by
-            // default), which capped the processor at ten transactions a second.
-            retry_backoff_ms: Some(5),
-        };
+        let (task, txn) = (task_config(&config), txn_settings(&config));
         let pipeline =
             Pipeline { config, kafka, inputs, decoder: Decoder::new(registry, runtime), task, txn };
         Ok(Self { pipeline: Arc::new(pipeline), health: Arc::new(ProcessorHealth::default()) })
