@@ -5,24 +5,29 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tributary/target
 BIN := $(CARGO_TARGET_DIR)/release/tributary
 
-.PHONY: help build up down status test test-connect lint fmt kafka-up kafka-down kafka-status bench docs clean-state
+.PHONY: help bootstrap build up down status test test-connect lint fmt kafka-up kafka-down kafka-status bench docs clean-state
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-build: ## Build the tributary binary (release profile, shared with the tests)
+bootstrap: ## Install what up and test need and this machine lacks (scripts/bootstrap.sh)
+	@scripts/bootstrap.sh
+
+build: bootstrap ## Build the tributary binary (release profile, shared with the tests)
 	cargo build --release -p tributary-cli
 
-up: build ## Start Kafka, the topics, registry, gateway and processor; prints where everything is
-	@TRIBUTARY_BIN=$(BIN) deploy/local/platform.sh up
+up: build ## Start Kafka, the topics, registry, gateway, processor, sink and Prometheus; prints where everything is
+	@$(BIN) up
 
 down: ## Stop everything `make up` started
-	@deploy/local/platform.sh down
+	@[ -x $(BIN) ] || cargo build --release -p tributary-cli
+	@$(BIN) down
 
 status: ## Say what is running
-	@TRIBUTARY_BIN=$(BIN) deploy/local/platform.sh status
+	@[ -x $(BIN) ] || cargo build --release -p tributary-cli
+	@$(BIN) status
 
-test: ## Run every test against a real broker (starts one if none is running)
+test: bootstrap ## Run every test against a real broker (starts one if none is running)
 	@scripts/test.sh
 
 test-connect: ## Kafka Connect worker + Snowflake sink config validation against a broker (TRIBUTARY_TEST_BOOTSTRAP)

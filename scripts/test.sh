@@ -40,15 +40,12 @@ read -r passed failed < <(awk '/^test result: /{for(i=1;i<=NF;i++){if($(i+1) ~ /
 
 # Interoperability: clients no one here wrote (confluent-kafka for Python) against the binary the
 # tests above just built; then the monitoring (tests/monitoring: promtool, the dashboards, and a
-# whole platform from deploy/local/platform.sh scraped by a real Prometheus). Their virtualenv lives in the cache, made once per machine.
+# whole platform from `tributary up` scraped by a real Prometheus). Their virtualenv lives in the cache, made once per machine.
 if [ $# -eq 0 ]; then
+  # scripts/bootstrap.sh (`make test` runs it first) keeps it in step with tests/interop/requirements.txt.
   venv="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}/venv"
-  # Reinstalled whenever tests/interop/requirements.txt changes.
   if ! cmp -s "$ROOT/tests/interop/requirements.txt" "$venv/.requirements" 2>/dev/null || [ ! -x "$venv/bin/pytest" ]; then
-    echo "test: installing the Python interop tools into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/tests/interop/requirements.txt"
-    cp "$ROOT/tests/interop/requirements.txt" "$venv/.requirements"
+    "$ROOT/scripts/bootstrap.sh"
   fi
   set +e
   TRIBUTARY_BIN="$CARGO_TARGET_DIR/release/tributary" "$venv/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/tests/interop" "$ROOT/tests/monitoring" 2>&1 | tee "$log"

@@ -1,5 +1,6 @@
 # Background processes named by pid files, for the scripts that start and stop Tributary's local
-# parts: deploy/kafka/kafka.sh, deploy/connect/connect.sh and deploy/local/platform.sh source it.
+# parts: deploy/kafka/kafka.sh and deploy/connect/connect.sh source it (`tributary up` has the
+# same pid files in Rust).
 
 # pidfile_alive FILE: the process whose pid FILE holds is running.
 pidfile_alive() {

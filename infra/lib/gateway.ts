@@ -59,13 +59,13 @@ export class Gateway extends Construct {
       environment: {
         ...services.kafkaEnvironment('gateway'),
         TRIBUTARY_GATEWAY__LISTEN: `0.0.0.0:${GATEWAY_PORT}`,
-        TRIBUTARY_GATEWAY__REGISTRY_URL: services.registryUrl,
+        TRIBUTARY_GATEWAY__REGISTRY__URL: services.registryUrl,
         ...auth.environment,
       },
       secrets: {
         ...services.kafkaSecrets(),
-        TRIBUTARY_GATEWAY__REGISTRY_USER: ecs.Secret.fromSecretsManager(services.registryAuth, 'username'),
-        TRIBUTARY_GATEWAY__REGISTRY_PASSWORD: ecs.Secret.fromSecretsManager(services.registryAuth, 'password'),
+        TRIBUTARY_GATEWAY__REGISTRY__USER: ecs.Secret.fromSecretsManager(services.registryAuth, 'username'),
+        TRIBUTARY_GATEWAY__REGISTRY__PASSWORD: ecs.Secret.fromSecretsManager(services.registryAuth, 'password'),
         ...auth.secrets,
       },
       portMappings: [{ containerPort: GATEWAY_PORT, name: 'http' }],

@@ -128,12 +128,12 @@ export class Services extends Construct {
           ...this.kafkaEnvironment(`processor-${slot}`),
           TRIBUTARY_PROCESSOR__LISTEN: `0.0.0.0:${PROCESSOR_PORT}`,
           TRIBUTARY_PROCESSOR__GROUP_ID: PROCESSOR_GROUP,
-          TRIBUTARY_PROCESSOR__REGISTRY_URL: this.registryUrl,
+          TRIBUTARY_PROCESSOR__REGISTRY__URL: this.registryUrl,
         },
         secrets: {
           ...this.kafkaSecrets(),
-          TRIBUTARY_PROCESSOR__REGISTRY_USER: ecs.Secret.fromSecretsManager(this.registryAuth, 'username'),
-          TRIBUTARY_PROCESSOR__REGISTRY_PASSWORD: ecs.Secret.fromSecretsManager(this.registryAuth, 'password'),
+          TRIBUTARY_PROCESSOR__REGISTRY__USER: ecs.Secret.fromSecretsManager(this.registryAuth, 'username'),
+          TRIBUTARY_PROCESSOR__REGISTRY__PASSWORD: ecs.Secret.fromSecretsManager(this.registryAuth, 'password'),
         },
         portMappings: [{ containerPort: PROCESSOR_PORT, name: 'metrics' }],
         // /health answers once reference data is loaded (up to 30 s) and the loop runs.

@@ -24,13 +24,13 @@ test('no secret is passed as a plain environment variable', () => {
 test('credentials arrive as ECS secrets from Secrets Manager', () => {
   const kafkaUser = ['TRIBUTARY_KAFKA__SASL_USERNAME', 'TRIBUTARY_KAFKA__SASL_PASSWORD'];
   expect(secretNamesOf(container(s, 'tributary-gateway', 'gateway'))).toEqual(expect.arrayContaining([
-    ...kafkaUser, 'TRIBUTARY_GATEWAY__REGISTRY_USER', 'TRIBUTARY_GATEWAY__REGISTRY_PASSWORD',
+    ...kafkaUser, 'TRIBUTARY_GATEWAY__REGISTRY__USER', 'TRIBUTARY_GATEWAY__REGISTRY__PASSWORD',
   ]));
   expect(secretNamesOf(container(s, 'tributary-registry', 'registry'))).toEqual(expect.arrayContaining([
     ...kafkaUser, 'TRIBUTARY_REGISTRY__AUTH_USER', 'TRIBUTARY_REGISTRY__AUTH_PASSWORD',
   ]));
   expect(secretNamesOf(container(s, 'tributary-processor-0', 'processor'))).toEqual(expect.arrayContaining([
-    ...kafkaUser, 'TRIBUTARY_PROCESSOR__REGISTRY_USER', 'TRIBUTARY_PROCESSOR__REGISTRY_PASSWORD',
+    ...kafkaUser, 'TRIBUTARY_PROCESSOR__REGISTRY__USER', 'TRIBUTARY_PROCESSOR__REGISTRY__PASSWORD',
   ]));
   expect(secretNamesOf(container(s, 'tributary-connect', 'connect'))).toEqual(expect.arrayContaining([
     'CONNECT_SASL_USERNAME', 'CONNECT_SASL_PASSWORD', 'SNOWFLAKE_PRIVATE_KEY', 'SNOWFLAKE_PRIVATE_KEY_PASSPHRASE',
@@ -50,9 +50,13 @@ test('Kafka settings are the ones docs/configuration.md documents, for MSK', () 
   const doc = fs.readFileSync(path.join(REPO_ROOT, 'docs', 'configuration.md'), 'utf8');
   for (const { container: c } of containers(s)) {
     for (const name of [...Object.keys(envOf(c)), ...secretNamesOf(c)]) {
-      const m = /^TRIBUTARY_([A-Z]+)__([A-Z_]+)$/.exec(name);
+      // A key of a table inside a section takes one more __: TRIBUTARY_GATEWAY__REGISTRY__URL
+      // is `url` of [gateway.registry].
+      const m = /^TRIBUTARY_([A-Z]+)__([A-Z_]+?)(?:__([A-Z_]+))?$/.exec(name);
       if (!m) continue;
-      expect(`${name}: ${doc.includes('`' + m[2].toLowerCase() + '`')}`).toBe(`${name}: true`);
+      const key = (m[3] ?? m[2]).toLowerCase();
+      const table = m[3] ? `[${m[1].toLowerCase()}.${m[2].toLowerCase()}]` : '';
+      expect(`${name}: ${doc.includes('`' + key + '`') && doc.includes(table)}`).toBe(`${name}: true`);
     }
   }
 });
@@ -62,8 +66,8 @@ test('services listen on all interfaces inside their task, on their documented p
   expect(envOf(container(s, 'tributary-registry', 'registry')).TRIBUTARY_REGISTRY__LISTEN).toBe('0.0.0.0:8081');
   expect(envOf(container(s, 'tributary-processor-0', 'processor')).TRIBUTARY_PROCESSOR__LISTEN).toBe('0.0.0.0:8082');
   const registryUrl = 'http://registry.tributary.internal:8081';
-  expect(envOf(container(s, 'tributary-gateway', 'gateway')).TRIBUTARY_GATEWAY__REGISTRY_URL).toBe(registryUrl);
-  expect(envOf(container(s, 'tributary-processor-1', 'processor')).TRIBUTARY_PROCESSOR__REGISTRY_URL).toBe(registryUrl);
+  expect(envOf(container(s, 'tributary-gateway', 'gateway')).TRIBUTARY_GATEWAY__REGISTRY__URL).toBe(registryUrl);
+  expect(envOf(container(s, 'tributary-processor-1', 'processor')).TRIBUTARY_PROCESSOR__REGISTRY__URL).toBe(registryUrl);
   s.template.hasResourceProperties('AWS::ServiceDiscovery::Service', { Name: 'registry' });
 });
 

@@ -81,8 +81,10 @@ bootstrap_servers = "{BOOTSTRAP}"
 
 [gateway]
 listen = "127.0.0.1:{self.gateway_port}"
-registry_url = "{self.registry}"
 schema_refresh_secs = 0
+
+[gateway.registry]
+url = "{self.registry}"
 
 [registry]
 listen = "127.0.0.1:{self.registry_port}"

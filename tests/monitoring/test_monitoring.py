@@ -2,8 +2,8 @@
 
 - promtool checks the Prometheus config and rules, and runs the rules' unit tests;
 - the Grafana dashboards are well formed (there is no Grafana here to load them);
-- a whole local platform comes up through deploy/local/platform.sh (what `make up` runs) on
-  free ports, with Prometheus; while `tributary gen` sends traffic, every target is scraped,
+- a whole local platform comes up through `tributary up` (what `make up` runs) on free ports,
+  with Prometheus; while `tributary gen` sends traffic, every target is scraped,
   every rule evaluates without error, every recording rule and every dashboard panel's query
   returns data, and the dead-letter alert goes off on the malformed records gen writes while
   the broker and component alerts stay quiet.
@@ -152,14 +152,14 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    """deploy/local/platform.sh up, on free ports and a state folder of its own."""
+    """`tributary up`, on free ports and a state folder of its own."""
     assert BIN and Path(BIN).is_file(), "set TRIBUTARY_BIN to the tributary binary (make test does)"
     tool("prometheus")
     tmp = tmp_path_factory.mktemp("platform")
     kafka, gateway, registry, processor, sink, prom, kmetrics = (free_port() for _ in range(7))
     env = dict(
         os.environ,
-        TRIBUTARY_BIN=BIN,
+        TRIBUTARY_ROOT=str(ROOT),
         TRIBUTARY_CONFIG=str(tmp / "none.toml"),
         TRIBUTARY_STATE_DIR=str(tmp / "state"),
         KAFKA_PORT=str(kafka),
@@ -169,21 +169,20 @@ def platform(tmp_path_factory):
         KAFKA_METRICS_PORT=str(kmetrics),
         TRIBUTARY_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{kafka}",
         TRIBUTARY_GATEWAY__LISTEN=f"127.0.0.1:{gateway}",
-        TRIBUTARY_GATEWAY__REGISTRY_URL=f"http://127.0.0.1:{registry}",
+        TRIBUTARY_GATEWAY__REGISTRY__URL=f"http://127.0.0.1:{registry}",
         TRIBUTARY_REGISTRY__LISTEN=f"127.0.0.1:{registry}",
         TRIBUTARY_PROCESSOR__LISTEN=f"127.0.0.1:{processor}",
-        TRIBUTARY_PROCESSOR__REGISTRY_URL=f"http://127.0.0.1:{registry}",
+        TRIBUTARY_PROCESSOR__REGISTRY__URL=f"http://127.0.0.1:{registry}",
         TRIBUTARY_SINK__LISTEN=f"127.0.0.1:{sink}",
-        TRIBUTARY_SINK__REGISTRY_URL=f"http://127.0.0.1:{registry}",
+        TRIBUTARY_SINK__REGISTRY__URL=f"http://127.0.0.1:{registry}",
         TRIBUTARY_SINK__DATABASE=str(tmp / "warehouse.duckdb"),
         TRIBUTARY_PROMETHEUS_LISTEN=f"127.0.0.1:{prom}",
     )
     (tmp / "none.toml").write_text("")
-    script = ROOT / "deploy" / "local" / "platform.sh"
-    up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=300)
+    up = subprocess.run([BIN, "up"], env=env, cwd=tmp, capture_output=True, text=True, timeout=300)
     gen = None
     try:
-        assert up.returncode == 0, f"platform.sh up failed:\n{up.stdout}\n{up.stderr}"
+        assert up.returncode == 0, f"tributary up failed:\n{up.stdout}\n{up.stderr}"
         assert f"http://127.0.0.1:{prom}" in up.stdout, up.stdout
         gen = subprocess.Popen(
             [BIN, "gen", "--rate", "300", "--duration", "240", "--seed", "7",
@@ -195,7 +194,7 @@ def platform(tmp_path_factory):
         if gen:
             gen.kill()
             gen.wait()
-        subprocess.run([script, "down"], env=env, capture_output=True, timeout=180)
+        subprocess.run([BIN, "down"], env=env, cwd=tmp, capture_output=True, timeout=180)
 
 
 def wait_until(what, check, timeout):

@@ -9,7 +9,7 @@ use tributary_core::{Catalog, TopicSpec};
 use tributary_gateway::GatewayConfig;
 use tributary_kafka::KafkaConfig;
 use tributary_processor::ProcessorConfig;
-use tributary_schema::registry::RegistryConfig;
+use tributary_registry::RegistryConfig;
 use tributary_sink::SinkConfig;
 
 /// Everything `tributary` can be configured with.
@@ -92,28 +92,39 @@ pub fn load(path: Option<&Path>, flags: &FlagOverrides) -> anyhow::Result<Config
 }
 
 /// Settings that are text whatever they look like: a password `007` must stay `007`, not
-/// become the number 7. They are read from the environment as exact strings.
+/// become the number 7. They are read from the environment as exact strings. `key` is the
+/// path below the section, `.`-separated (`registry.password` for
+/// `TRIBUTARY_GATEWAY__REGISTRY__PASSWORD`); its last part decides.
 fn is_text_setting(section: &str, key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let named = |word: &str| last == word || last.ends_with(&format!("_{word}"));
     section == "kafka"
-        || key.ends_with("_password")
-        || key.ends_with("_user")
-        || key.ends_with("_url")
-        || key == "topic"
-        || key.ends_with("_topic")
-        || key == "instance"
-        || key == "group_id"
-        || key == "database"
+        || named("password")
+        || named("user")
+        || named("url")
+        || named("topic")
+        || named("secret")
+        || last == "instance"
+        || last == "group_id"
+        || last == "database"
 }
 
-/// Splits `TRIBUTARY_<SECTION>__<KEY>` into lowercase section and key, for the sections that
-/// are settings. Other `TRIBUTARY_*` variables (`TRIBUTARY_CONFIG`, `TRIBUTARY_LOG`,
-/// `TRIBUTARY_CACHE`, ...) are not settings and are left alone.
+/// Splits `TRIBUTARY_<SECTION>__<KEY>[__<KEY>...]` into the lowercase section and the
+/// `.`-separated path below it (`registry.url` of `[gateway.registry]`), for the sections that
+/// are settings. `[kafka]` has no table that can come from the environment (`[kafka.extra]`'s
+/// names hold dots), so a `__` there stays in the key and names an unknown key. Other
+/// `TRIBUTARY_*` variables (`TRIBUTARY_CONFIG`, `TRIBUTARY_LOG`, `TRIBUTARY_CACHE`, ...) are
+/// not settings and are left alone.
 fn setting_name(var: &str) -> Option<(String, String)> {
     let rest = var.strip_prefix("TRIBUTARY_")?;
     let (section, key) = rest.split_once("__")?;
     let section = section.to_ascii_lowercase();
+    let mut key = key.to_ascii_lowercase();
+    if section != "kafka" {
+        key = key.replace("__", ".");
+    }
     matches!(section.as_str(), "kafka" | "gateway" | "registry" | "processor" | "sink")
-        .then(|| (section, key.to_ascii_lowercase()))
+        .then_some((section, key))
 }
 
 /// `TRIBUTARY_<SECTION>__<KEY>` variables of the gateway and registry, parsed as values
@@ -171,6 +182,7 @@ fn load_with_env(path: Option<&Path>, flags: &FlagOverrides, env: Env) -> anyhow
 mod tests {
     use super::*;
     use std::io::Write;
+    use tributary_core::Secret;
 
     fn file(contents: &str) -> (PathBuf, impl Drop) {
         struct Rm(PathBuf);
@@ -243,15 +255,90 @@ mod tests {
             jail.set_env("TRIBUTARY_KAFKA__CLIENT_ID", "true");
             jail.set_env("TRIBUTARY_GATEWAY__MAX_BODY_BYTES", "2048");
             jail.set_env("TRIBUTARY_REGISTRY__AUTH_PASSWORD", "0042");
-            jail.set_env("TRIBUTARY_GATEWAY__REGISTRY_USER", "true");
+            jail.set_env("TRIBUTARY_GATEWAY__REGISTRY__USER", "true");
+            jail.set_env("TRIBUTARY_GATEWAY__REGISTRY__PASSWORD", "007");
+            jail.set_env("TRIBUTARY_GATEWAY__REGISTRY__URL", "http://r:1");
+            jail.set_env("TRIBUTARY_GATEWAY__REGISTRY__TIMEOUT_MS", "750");
+            jail.set_env("TRIBUTARY_PROCESSOR__REGISTRY__PASSWORD", "1e3");
+            jail.set_env("TRIBUTARY_SINK__REGISTRY__USER", "42");
+            jail.set_env("TRIBUTARY_GATEWAY__JWT_SECRET", "12345678901234567890123456789012");
             let c = load_with_env(None, &FlagOverrides::default(), settings_env()).expect("load");
-            assert_eq!(c.kafka.sasl_password.as_deref(), Some("007"), "exactly as given");
+            let exposed = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_owned());
+            assert_eq!(exposed(&c.kafka.sasl_password).as_deref(), Some("007"), "exactly as given");
             assert_eq!(c.kafka.client_id, "true");
             assert_eq!(c.gateway.max_body_bytes, 2048);
-            assert_eq!(c.registry.auth_password.as_deref(), Some("0042"));
-            assert_eq!(c.gateway.registry_user.as_deref(), Some("true"));
+            assert_eq!(exposed(&c.registry.auth_password).as_deref(), Some("0042"));
+            assert_eq!(c.gateway.registry.user.as_deref(), Some("true"));
+            assert_eq!(exposed(&c.gateway.registry.password).as_deref(), Some("007"));
+            assert_eq!(c.gateway.registry.url, "http://r:1");
+            assert_eq!(c.gateway.registry.timeout_ms, 750, "a nested number is a number");
+            assert_eq!(exposed(&c.processor.registry.password).as_deref(), Some("1e3"));
+            assert_eq!(c.processor.registry.timeout_ms, 10_000, "untouched default");
+            assert_eq!(c.sink.registry.user.as_deref(), Some("42"));
+            assert_eq!(
+                exposed(&c.gateway.jwt_secret).as_deref(),
+                Some("12345678901234567890123456789012")
+            );
             Ok(())
         });
+    }
+
+    #[test]
+    fn nested_variables_name_nested_settings() {
+        assert_eq!(
+            setting_name("TRIBUTARY_GATEWAY__REGISTRY__PASSWORD"),
+            Some(("gateway".into(), "registry.password".into()))
+        );
+        assert_eq!(
+            setting_name("TRIBUTARY_KAFKA__BOOTSTRAP_SERVERS"),
+            Some(("kafka".into(), "bootstrap_servers".into()))
+        );
+        assert_eq!(
+            setting_name("TRIBUTARY_KAFKA__EXTRA__LINGER_MS"),
+            Some(("kafka".into(), "extra__linger_ms".into())),
+            "an unknown [kafka] key, not a property linger_ms"
+        );
+        assert_eq!(setting_name("TRIBUTARY_STATE_DIR"), None);
+        assert_eq!(setting_name("TRIBUTARY_OTHER__X"), None);
+        assert!(is_text_setting("gateway", "registry.password"));
+        assert!(is_text_setting("sink", "registry.user"));
+        assert!(is_text_setting("processor", "registry.url"));
+        assert!(is_text_setting("registry", "auth_password"));
+        assert!(is_text_setting("registry", "topic"));
+        assert!(is_text_setting("processor", "dlq_topic"));
+        assert!(!is_text_setting("gateway", "registry.timeout_ms"));
+        assert!(!is_text_setting("gateway", "max_body_bytes"));
+    }
+
+    #[test]
+    fn passwords_and_keys_show_as_stars() {
+        let (path, _rm) = file(
+            "[kafka]\nsasl_password = \"k\"\n[kafka.extra]\n\"ssl.key.password\" = \"e\"\n\"linger.ms\" = \"5\"\n[registry]\nauth_password = \"r\"\n[gateway]\njwt_secret = \"j\"\n[gateway.registry]\nuser = \"u\"\npassword = \"g\"\n[processor.registry]\npassword = \"p\"\n[sink.registry]\npassword = \"s\"\n",
+        );
+        let c = load_with_env(
+            Some(&path),
+            &FlagOverrides::default(),
+            Env::prefixed("TRIBUTARY_NOTHING_"),
+        )
+        .expect("load");
+        let shown = serde_json::to_value(&c).expect("json");
+        for pointer in [
+            "/kafka/sasl_password",
+            "/kafka/extra/ssl.key.password",
+            "/registry/auth_password",
+            "/gateway/jwt_secret",
+            "/gateway/registry/password",
+            "/processor/registry/password",
+            "/sink/registry/password",
+        ] {
+            assert_eq!(shown.pointer(pointer), Some(&serde_json::json!("***")), "{pointer}");
+        }
+        assert_eq!(shown.pointer("/kafka/extra/linger.ms"), Some(&serde_json::json!("5")));
+        assert_eq!(shown.pointer("/gateway/registry/user"), Some(&serde_json::json!("u")));
+        let debug = format!("{c:?}");
+        for leaked in ["\"k\"", "\"e\"", "\"r\"", "\"j\"", "\"g\"", "\"p\"", "\"s\""] {
+            assert!(!debug.contains(leaked), "{leaked} in {debug}");
+        }
     }
 
     #[test]

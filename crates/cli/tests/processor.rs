@@ -114,9 +114,10 @@ group_id = "test-processor-{s}"
 commit_interval_ms = 100
 transaction_timeout_ms = 5000
 idle_ms = 1500
-registry_url = "http://127.0.0.1:{registry_port}"
 dlq_topic = "{dlq}"
 late_topic = "{dlq}"
+[processor.registry]
+url = "http://127.0.0.1:{registry_port}"
 [[processor.sources]]
 topic = "{iot}"
 measure = "payload.value"

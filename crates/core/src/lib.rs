@@ -1,5 +1,5 @@
 //! Tributary's core: the event model and its validation, the topic catalog, and the
-//! Kafka-compatible key partitioner. Nothing here does I/O, so every rule can be tested
+//! Kafka-compatible key partitioner, and the secret type for passwords and keys. Nothing here does I/O, so every rule can be tested
 //! exhaustively in unit tests.
 //!
 //! Start with [`event::Event`] (what a producer sends and what lands on Kafka), then
@@ -9,7 +9,9 @@
 pub mod catalog;
 pub mod event;
 pub mod partition;
+pub mod secret;
 
 pub use catalog::{aggregate_topic, Catalog, CatalogError, TopicRole, TopicSpec, ValueFormat};
 pub use event::{Event, FieldError, FIELDS as EVENT_FIELDS};
 pub use partition::{murmur2, murmur2_partition};
+pub use secret::{is_secret_name, Secret};

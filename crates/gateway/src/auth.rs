@@ -108,6 +108,7 @@ impl Auth {
                 return Err("[gateway] set jwt_secret or jwt_public_key, not both".into())
             }
             (Some(secret), None) => {
+                let secret = secret.expose();
                 if secret.len() < 32 {
                     return Err("[gateway] jwt_secret must be at least 32 bytes".into());
                 }
@@ -261,7 +262,7 @@ mod tests {
     fn bad_key_settings_are_refused() {
         let mut c = GatewayConfig { jwt_secret: Some("short".into()), ..Default::default() };
         assert!(Auth::from_config(&c).expect_err("refused").contains("32 bytes"));
-        c.jwt_secret = Some("x".repeat(32));
+        c.jwt_secret = Some("x".repeat(32).into());
         assert!(Auth::from_config(&c).expect("valid").is_some());
         c.jwt_public_key =
             Some("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----".into());

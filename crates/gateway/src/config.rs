@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use tributary_core::Secret;
+use tributary_schema::client::RegistryClientConfig;
 
 /// Settings of `tributary gateway` (the `[gateway]` section of `tributary.toml`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,21 +43,16 @@ pub struct GatewayConfig {
     pub health_timeout_ms: u64,
     /// Longest time to finish in-flight requests after SIGTERM, in seconds.
     pub shutdown_grace_secs: u64,
-    /// Schema registry (Confluent API) holding the schemas of `avro` topics.
-    pub registry_url: String,
-    /// Basic-auth user for the registry, if it requires one.
-    pub registry_user: Option<String>,
-    /// Basic-auth password for the registry; prefer `TRIBUTARY_GATEWAY__REGISTRY_PASSWORD`.
-    pub registry_password: Option<String>,
-    /// Longest wait for one registry call, in milliseconds.
-    pub registry_timeout_ms: u64,
+    /// The schema registry (Confluent API) holding the schemas of `avro` and `protobuf`
+    /// topics (`[gateway.registry]`).
+    pub registry: RegistryClientConfig,
     /// How often the latest schema of a topic's subject is looked up again, in seconds; new
     /// versions registered meanwhile are used from then on.
     pub schema_refresh_secs: u64,
     /// HMAC secret (at least 32 bytes) that verifies the API's JWTs (HS256, HS384, HS512).
     /// Setting it, or `jwt_public_key`, requires a bearer token on the event, stream and topic
-    /// endpoints; prefer `TRIBUTARY_GATEWAY__JWT_SECRET`.
-    pub jwt_secret: Option<String>,
+    /// endpoints; prefer `TRIBUTARY_GATEWAY__JWT_SECRET`. Shown as `***`.
+    pub jwt_secret: Option<Secret>,
     /// Public key in PEM (RSA, EC P-256/P-384 or Ed25519), or the path of a file holding it,
     /// that verifies the API's JWTs; the other way to turn authentication on.
     pub jwt_public_key: Option<String>,
@@ -86,10 +83,7 @@ impl Default for GatewayConfig {
             ws_ping_interval_secs: 30,
             health_timeout_ms: 2_000,
             shutdown_grace_secs: 30,
-            registry_url: "http://127.0.0.1:8081".to_owned(),
-            registry_user: None,
-            registry_password: None,
-            registry_timeout_ms: 2_000,
+            registry: RegistryClientConfig::with_timeout_ms(2_000),
             schema_refresh_secs: 30,
             jwt_secret: None,
             jwt_public_key: None,

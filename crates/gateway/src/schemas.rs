@@ -42,15 +42,7 @@ pub struct TopicSchemas {
 
 impl TopicSchemas {
     pub fn new(config: &GatewayConfig, catalog: &Catalog) -> Self {
-        let auth = config
-            .registry_user
-            .clone()
-            .map(|u| (u, config.registry_password.clone().unwrap_or_default()));
-        let client = RegistryClient::new(
-            &config.registry_url,
-            auth,
-            Duration::from_millis(config.registry_timeout_ms),
-        );
+        let client = RegistryClient::from_config(&config.registry);
         let entries = catalog
             .iter()
             .filter(|t| t.value_format != ValueFormat::Json && t.writable())

@@ -167,8 +167,8 @@ async fn new_schema_versions_are_used_and_required_fields_are_named() {
 async fn an_unreachable_registry_is_a_503_not_a_json_write() {
     let closed = tributary_test_support::free_port();
     let gw = TestGateway::start_avro(|c| {
-        c.registry_url = format!("http://127.0.0.1:{closed}");
-        c.registry_timeout_ms = 500;
+        c.registry.url = format!("http://127.0.0.1:{closed}");
+        c.registry.timeout_ms = 500;
     })
     .await;
     let r = gw

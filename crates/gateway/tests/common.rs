@@ -107,8 +107,8 @@ impl TestGateway {
             .expect("creating test topics");
         assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
         let registry_url = start_registry(&kafka).await;
-        let mut config =
-            GatewayConfig { registry_url: registry_url.clone(), ..GatewayConfig::default() };
+        let mut config = GatewayConfig::default();
+        config.registry.url = registry_url.clone();
         tweak(&mut config);
         let state = AppState::new(config, kafka, catalog).expect("gateway state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -173,7 +173,7 @@ impl TestGateway {
 
 /// A schema registry in this process, on a schema topic of its own; its base URL.
 pub async fn start_registry(kafka: &KafkaConfig) -> String {
-    use tributary_schema::registry::{Registry, RegistryConfig};
+    use tributary_registry::{Registry, RegistryConfig};
     let config = RegistryConfig {
         topic: tributary_test_support::random_topic("schemas"),
         ..RegistryConfig::default()
@@ -181,7 +181,7 @@ pub async fn start_registry(kafka: &KafkaConfig) -> String {
     let registry = Registry::open(&config, kafka).await.expect("registry opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(tributary_schema::registry::serve(listener, registry, std::future::pending()));
+    tokio::spawn(tributary_registry::serve(listener, registry, std::future::pending()));
     url
 }
 

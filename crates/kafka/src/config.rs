@@ -3,6 +3,7 @@
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use tributary_core::{is_secret_name, Secret};
 
 /// How to reach the Kafka cluster; shared by every client Tributary creates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,8 +22,8 @@ pub struct KafkaConfig {
     #[serde(deserialize_with = "opt_text")]
     pub sasl_username: Option<String>,
     /// SASL password; prefer the environment variable `TRIBUTARY_KAFKA__SASL_PASSWORD`.
-    #[serde(deserialize_with = "opt_text")]
-    pub sasl_password: Option<String>,
+    /// Shown as `***`.
+    pub sasl_password: Option<Secret>,
     /// PEM file with the CA certificates that sign the brokers' certificates.
     #[serde(deserialize_with = "opt_text")]
     pub ssl_ca_location: Option<String>,
@@ -32,9 +33,42 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties, for settings Tributary has no field for (for example
     /// `linger.ms`, `batch.size`, `compression.type`). They cannot weaken the guarantees:
     /// `acks`, `enable.idempotence`, `max.in.flight.requests.per.connection`, `partitioner`,
-    /// `isolation.level` and `enable.auto.commit` always keep Tributary's values.
+    /// `isolation.level` and `enable.auto.commit` always keep Tributary's values. The values
+    /// of properties named like secrets (`ssl.key.password`, `ssl.key.pem`,
+    /// `sasl.oauthbearer.client.secret`, ...: see [`tributary_core::is_secret_name`]) are
+    /// shown as `***`.
     #[serde(deserialize_with = "text_map")]
-    pub extra: BTreeMap<String, String>,
+    pub extra: BTreeMap<String, ExtraValue>,
+}
+
+/// The value of a `[kafka.extra]` property: shown as written, or never when the property's
+/// name says it holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ExtraValue {
+    /// A setting like `linger.ms`.
+    Plain(String),
+    /// A password or a key.
+    Secret(Secret),
+}
+
+impl ExtraValue {
+    /// The value of property `name`, a [`Secret`] when the name says so.
+    pub fn new(name: &str, value: impl Into<String>) -> Self {
+        if is_secret_name(name) {
+            Self::Secret(Secret::new(value))
+        } else {
+            Self::Plain(value.into())
+        }
+    }
+
+    /// The value, for librdkafka.
+    pub fn expose(&self) -> &str {
+        match self {
+            Self::Plain(v) => v,
+            Self::Secret(s) => s.expose(),
+        }
+    }
 }
 
 impl Default for KafkaConfig {
@@ -84,8 +118,17 @@ fn opt_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D:
     Ok(Option::<Text>::deserialize(d)?.map(String::from))
 }
 
-fn text_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
-    Ok(BTreeMap::<String, Text>::deserialize(d)?.into_iter().map(|(k, v)| (k, v.into())).collect())
+fn text_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, ExtraValue>, D::Error> {
+    let map = BTreeMap::<String, Text>::deserialize(d)?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| {
+            let v = ExtraValue::new(&k, String::from(v));
+            (k, v)
+        })
+        .collect())
 }
 
 /// Producer knobs that callers may tune; everything else is fixed by the spec.
@@ -122,13 +165,13 @@ impl KafkaConfig {
             c.set("sasl.username", u);
         }
         if let Some(p) = &self.sasl_password {
-            c.set("sasl.password", p);
+            c.set("sasl.password", p.expose());
         }
         if let Some(ca) = &self.ssl_ca_location {
             c.set("ssl.ca.location", ca);
         }
         for (k, v) in &self.extra {
-            c.set(k, v);
+            c.set(k, v.expose());
         }
         c
     }
@@ -142,7 +185,7 @@ impl KafkaConfig {
             .set("message.timeout.ms", tuning.delivery_timeout_ms.to_string())
             .set("request.timeout.ms", tuning.delivery_timeout_ms.clamp(1_000, 30_000).to_string());
         for (k, v) in &self.extra {
-            c.set(k, v);
+            c.set(k, v.expose());
         }
         // The guarantees other tools rely on, set last so nothing overrides them.
         c.set("acks", "all")
@@ -167,7 +210,7 @@ impl KafkaConfig {
             // librdkafka wants a group id even for assign(); readers never join or commit it.
             .set("group.id", group_id.unwrap_or("tributary-reader"));
         for (k, v) in &self.extra {
-            c.set(k, v);
+            c.set(k, v.expose());
         }
         c.set("enable.auto.commit", "false").set("isolation.level", "read_committed");
         if let Some(g) = group_id {
@@ -218,22 +261,45 @@ mod tests {
             sasl_username: Some("u".into()),
             sasl_password: Some("p".into()),
             extra: [
-                ("linger.ms".to_owned(), "50".to_owned()),
-                ("acks".to_owned(), "1".to_owned()),
-                ("enable.idempotence".to_owned(), "false".to_owned()),
-                ("isolation.level".to_owned(), "read_uncommitted".to_owned()),
+                ("linger.ms", "50"),
+                ("acks", "1"),
+                ("enable.idempotence", "false"),
+                ("isolation.level", "read_uncommitted"),
+                ("ssl.key.password", "kp"),
             ]
-            .into(),
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), ExtraValue::new(k, v)))
+            .collect(),
             ..KafkaConfig::default()
         };
         let c = cfg.producer(ProducerTuning::default());
         assert_eq!(get(&c, "security.protocol"), Some("sasl_ssl"));
         assert_eq!(get(&c, "sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(get(&c, "sasl.username"), Some("u"));
+        assert_eq!(get(&c, "sasl.password"), Some("p"));
+        assert_eq!(get(&c, "ssl.key.password"), Some("kp"));
         assert_eq!(get(&c, "linger.ms"), Some("50"), "extra tunes what it may");
         assert_eq!(get(&c, "acks"), Some("all"), "extra cannot weaken acks");
         assert_eq!(get(&c, "enable.idempotence"), Some("true"));
         let c = cfg.consumer(None);
         assert_eq!(get(&c, "isolation.level"), Some("read_committed"));
+    }
+
+    #[test]
+    fn passwords_and_secret_extras_never_print() {
+        let cfg: KafkaConfig = serde_json::from_value(serde_json::json!({
+            "sasl_password": 7,
+            "extra": {"linger.ms": 50, "ssl.key.password": "kp", "sasl.oauthbearer.client.secret": "cs"}
+        }))
+        .expect("config");
+        assert_eq!(cfg.sasl_password.as_ref().map(Secret::expose), Some("7"));
+        assert_eq!(cfg.extra["linger.ms"], ExtraValue::Plain("50".into()));
+        let shown = serde_json::to_value(&cfg).expect("json");
+        assert_eq!(shown["sasl_password"], "***");
+        assert_eq!(shown["extra"]["linger.ms"], "50");
+        assert_eq!(shown["extra"]["ssl.key.password"], "***");
+        assert_eq!(shown["extra"]["sasl.oauthbearer.client.secret"], "***");
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("kp") && !debug.contains("\"cs\""), "{debug}");
     }
 }

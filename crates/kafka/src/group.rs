@@ -332,6 +332,7 @@ mod tests {
 
     #[test]
     fn membership_defaults_yield_to_kafka_extra() {
+        use crate::config::ExtraValue;
         let m = Membership {
             group_id: "g",
             instance_id: Some("g-0"),
@@ -349,8 +350,10 @@ mod tests {
         let c = dynamic.client_config(&KafkaConfig::default());
         assert_eq!((c.get("group.instance.id"), c.get("session.timeout.ms")), (None, None));
         let mut kafka = KafkaConfig::default();
-        kafka.extra.insert("partition.assignment.strategy".into(), "range".into());
-        kafka.extra.insert("session.timeout.ms".into(), "45000".into());
+        kafka
+            .extra
+            .insert("partition.assignment.strategy".into(), ExtraValue::Plain("range".into()));
+        kafka.extra.insert("session.timeout.ms".into(), ExtraValue::Plain("45000".into()));
         let c = m.client_config(&kafka);
         assert_eq!(c.get("partition.assignment.strategy"), Some("range"));
         assert_eq!(c.get("session.timeout.ms"), Some("45000"));

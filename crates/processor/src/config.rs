@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use tributary_schema::client::RegistryClientConfig;
 
 /// What the processor does with one source topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,12 +61,8 @@ pub struct ProcessorConfig {
     pub dlq_topic: String,
     /// Where late records go (reason `late`); the dead-letter topic by default.
     pub late_topic: String,
-    /// Schema registry for registry-framed input and Avro output.
-    pub registry_url: String,
-    /// Basic-auth user for the registry.
-    pub registry_user: Option<String>,
-    /// Basic-auth password for the registry; prefer `TRIBUTARY_PROCESSOR__REGISTRY_PASSWORD`.
-    pub registry_password: Option<String>,
+    /// The schema registry for registry-framed input and Avro output (`[processor.registry]`).
+    pub registry: RegistryClientConfig,
     /// Longest wait for reference topics to be loaded before processing starts, in ms.
     pub reference_load_timeout_ms: u64,
     /// The sources and what to aggregate in each.
@@ -96,9 +93,7 @@ impl Default for ProcessorConfig {
             max_past_ms: 60 * 60_000,
             dlq_topic: "events.dlq".to_owned(),
             late_topic: "events.dlq".to_owned(),
-            registry_url: "http://127.0.0.1:8081".to_owned(),
-            registry_user: None,
-            registry_password: None,
+            registry: RegistryClientConfig::with_timeout_ms(10_000),
             reference_load_timeout_ms: 30_000,
             sources: vec![
                 source("events.iot.sensors", Some("payload.value"), None, "reference.devices"),

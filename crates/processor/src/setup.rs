@@ -208,12 +208,7 @@ impl Processor {
         // The counters registered below must reach the exporter, not a no-op recorder.
         m::prometheus();
         check(&config)?;
-        let auth = config
-            .registry_user
-            .clone()
-            .map(|u| (u, config.registry_password.clone().unwrap_or_default()));
-        let registry =
-            Arc::new(RegistryClient::new(&config.registry_url, auth, Duration::from_secs(10)));
+        let registry = Arc::new(RegistryClient::from_config(&config.registry));
         let mut reference_topics: Vec<String> =
             config.sources.iter().filter_map(|s| s.reference.clone()).collect();
         reference_topics.sort();

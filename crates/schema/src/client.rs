@@ -3,10 +3,41 @@
 //! schema fetched once is kept.
 
 use crate::compat::{ParsedSchema, SchemaType};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tributary_core::Secret;
+
+/// How a service reaches the schema registry: the `[gateway.registry]`,
+/// `[processor.registry]` and `[sink.registry]` tables of `tributary.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryClientConfig {
+    /// Base URL of the registry (Confluent API), for example `http://127.0.0.1:8081`.
+    pub url: String,
+    /// Basic-auth user, if the registry requires one.
+    pub user: Option<String>,
+    /// Basic-auth password for `user`; prefer the environment
+    /// (`TRIBUTARY_GATEWAY__REGISTRY__PASSWORD`, ...). Shown as `***`.
+    pub password: Option<Secret>,
+    /// Longest wait for one registry call, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for RegistryClientConfig {
+    fn default() -> Self {
+        Self::with_timeout_ms(2_000)
+    }
+}
+
+impl RegistryClientConfig {
+    /// The local registry, without auth, with calls bounded by `timeout_ms`.
+    pub fn with_timeout_ms(timeout_ms: u64) -> Self {
+        Self { url: "http://127.0.0.1:8081".to_owned(), user: None, password: None, timeout_ms }
+    }
+}
 
 /// Why a registry call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -46,6 +77,14 @@ impl RegistryClient {
             auth,
             by_id: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// A client as `config` says.
+    pub fn from_config(config: &RegistryClientConfig) -> Self {
+        let auth = config.user.clone().map(|user| {
+            (user, config.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default())
+        });
+        Self::new(&config.url, auth, Duration::from_millis(config.timeout_ms))
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Option<Value>, ClientError> {
@@ -148,5 +187,26 @@ impl RegistryClient {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id, Arc::clone(parsed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_table_reads_and_never_shows_its_password() {
+        let c: RegistryClientConfig = serde_json::from_value(json!({
+            "url": "https://r:8081", "user": "u", "password": 7
+        }))
+        .expect("config");
+        assert_eq!(c.url, "https://r:8081");
+        assert_eq!(c.password.as_ref().map(Secret::expose), Some("7"));
+        assert_eq!(c.timeout_ms, 2_000, "default");
+        assert_eq!(serde_json::to_value(&c).expect("json")["password"], "***");
+        assert!(!format!("{c:?}").contains("\"7\""));
+        let unknown = serde_json::from_value::<RegistryClientConfig>(json!({"uri": "x"}));
+        assert!(unknown.expect_err("unknown key").to_string().contains("uri"));
+        assert_eq!(RegistryClientConfig::with_timeout_ms(10_000).timeout_ms, 10_000);
     }
 }

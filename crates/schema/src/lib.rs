@@ -1,9 +1,11 @@
-//! Schemas for Tributary: Confluent's wire framing, schema parsing and compatibility, and a
-//! Confluent-compatible schema registry whose only storage is the compacted Kafka topic
-//! `_schemas`.
+//! Schemas for Tributary: Confluent's wire framing, schema parsing and compatibility, the Avro
+//! and Protobuf codecs, decoding framed records, and a client for a Confluent-compatible schema
+//! registry. No HTTP server and no Kafka client here: the registry service itself is the crate
+//! `tributary-registry`.
 //!
 //! Start with [`framing`] (the bytes on Kafka), then [`compat`] (what makes two schemas
-//! compatible), then [`registry`] (the REST service and its Kafka-backed state).
+//! compatible), then [`codec`] and [`decode`] (records to and from JSON) and [`client`] (asking a
+//! registry for ids and schemas).
 
 pub mod avro;
 pub mod client;
@@ -15,4 +17,3 @@ pub mod protobuf;
 
 pub use compat::{InvalidSchema, Level, ParsedSchema, SchemaType};
 pub use framing::{frame, unframe, FramingError};
-pub mod registry;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use tributary_schema::client::RegistryClientConfig;
 
 /// Settings of `tributary sink`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,12 +29,8 @@ pub struct SinkConfig {
     pub buffer_size_bytes: usize,
     /// Where records that cannot be decoded go.
     pub dlq_topic: String,
-    /// Schema registry for registry-framed values.
-    pub registry_url: String,
-    /// Basic-auth user for the registry.
-    pub registry_user: Option<String>,
-    /// Basic-auth password for the registry; prefer `TRIBUTARY_SINK__REGISTRY_PASSWORD`.
-    pub registry_password: Option<String>,
+    /// The schema registry for registry-framed values (`[sink.registry]`).
+    pub registry: RegistryClientConfig,
     /// Threads DuckDB may use for writes and queries (its `threads` setting); 0 means one per
     /// core, DuckDB's own default.
     pub warehouse_threads: usize,
@@ -51,9 +48,7 @@ impl Default for SinkConfig {
             buffer_flush_time_secs: 60.0,
             buffer_size_bytes: 5_000_000,
             dlq_topic: "events.dlq".to_owned(),
-            registry_url: "http://127.0.0.1:8081".to_owned(),
-            registry_user: None,
-            registry_password: None,
+            registry: RegistryClientConfig::with_timeout_ms(10_000),
             warehouse_threads: 0,
         }
     }

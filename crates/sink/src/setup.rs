@@ -10,7 +10,6 @@ use crate::writer::Writer;
 use crate::SinkError;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tributary_core::{Catalog, TopicRole};
 use tributary_kafka::group::{run_members, Liveness, Membership, RebuildReason as _};
 use tributary_kafka::{EventProducer, KafkaConfig, ProducerTuning};
@@ -112,12 +111,7 @@ impl Sink {
                 dead_letters: role == Some(TopicRole::DeadLetter),
             });
         }
-        let auth = config
-            .registry_user
-            .clone()
-            .map(|u| (u, config.registry_password.clone().unwrap_or_default()));
-        let registry =
-            Arc::new(RegistryClient::new(&config.registry_url, auth, Duration::from_secs(10)));
+        let registry = Arc::new(RegistryClient::from_config(&config.registry));
         let dlq = EventProducer::new(&kafka, ProducerTuning::default())?;
         Ok(Self {
             config: Arc::new(config),

@@ -1,9 +1,17 @@
-//! A Confluent-compatible schema registry whose only storage is the compacted topic
-//! `_schemas`. Any number of instances can run against the same topic: each applies the log in
-//! the same order with the same rules ([`state`]), and writes claim ids and versions through the
-//! log ([`store`]), so no two instances hand out one id for different schemas.
+//! Tributary's schema registry (`tributary registry`): the Confluent Schema Registry REST API,
+//! so Confluent serializers, Kafka Connect and Flink can use it as they use Confluent's, with
+//! the compacted single-partition topic `_schemas` as its only storage (no database, no files).
 //!
-//! Start with [`state`] (the rules), then [`store`] (the topic), then [`api`] (the REST API).
+//! Guarantees: any number of instances can run against the same topic, because each applies the
+//! log in the same order with the same rules ([`state`]) and claims ids and versions by writing
+//! them to the log ([`store`]), so no two instances hand out one id for different schemas; a
+//! write returns once this instance has applied it (read-your-writes); a subject's compatibility
+//! level is checked before a new version is accepted; every error is Confluent's JSON body and
+//! code ([`error`]).
+//!
+//! Start with [`state`] (the rules), then [`store`] (the topic), then [`api`] (the REST API) and
+//! [`router`] below. Schema parsing and the compatibility rules themselves are codec matters and
+//! live in `tributary_schema::compat`.
 
 pub mod api;
 pub mod error;
@@ -42,7 +50,8 @@ pub struct RegistryConfig {
     /// User name clients must present with HTTP basic auth; no auth when unset.
     pub auth_user: Option<String>,
     /// Password for `auth_user`; prefer `TRIBUTARY_REGISTRY__AUTH_PASSWORD` to the file.
-    pub auth_password: Option<String>,
+    /// Shown as `***`.
+    pub auth_password: Option<tributary_core::Secret>,
 }
 
 impl Default for RegistryConfig {
@@ -77,7 +86,8 @@ impl Registry {
         let store =
             store::Store::open(kafka, &config.topic, config.replication_factor, timeout).await?;
         let expected_auth = config.auth_user.as_ref().map(|user| {
-            let pair = format!("{user}:{}", config.auth_password.as_deref().unwrap_or(""));
+            let password = config.auth_password.as_ref().map_or("", |p| p.expose());
+            let pair = format!("{user}:{password}");
             format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
         });
         Ok(Arc::new(Self { store, write_lock: tokio::sync::Mutex::new(()), expected_auth }))

@@ -190,7 +190,7 @@ async fn write_reference_data(producer: &EventProducer, args: &GenArgs) -> anyho
     Ok(())
 }
 
-pub async fn run(cfg: &Config, args: GenArgs) -> anyhow::Result<std::process::ExitCode> {
+pub async fn run(args: GenArgs, cfg: Config) -> anyhow::Result<std::process::ExitCode> {
     let producer = EventProducer::new(&cfg.kafka, ProducerTuning::default())?;
     write_reference_data(&producer, &args).await?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
@@ -203,7 +203,7 @@ pub async fn run(cfg: &Config, args: GenArgs) -> anyhow::Result<std::process::Ex
     let mut totals: HashMap<&str, (u64, u64)> = HashMap::new();
     let mut malformed = 0u64;
     let mut last_report = Instant::now();
-    let stop = tributary_gateway::shutdown_signal();
+    let stop = crate::signal::shutdown_signal();
     tokio::pin!(stop);
     loop {
         if g.args.duration > 0 && started.elapsed() >= Duration::from_secs(g.args.duration) {

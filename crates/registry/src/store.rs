@@ -2,7 +2,7 @@
 //! thread that applies every record to the [`State`] in log order, and writes that return once
 //! this instance has applied them (read-your-writes).
 
-use super::state::{RecordKey, State};
+use crate::state::{RecordKey, State};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};

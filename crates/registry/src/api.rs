@@ -2,12 +2,11 @@
 //! id, register and lookup, compatibility checks, global and per-subject compatibility, soft
 //! and permanent deletes.
 
-use super::error::{RegistryError, MEDIA_TYPE};
-use super::state::{
+use crate::error::{RegistryError, MEDIA_TYPE};
+use crate::state::{
     ConfigValue, DeletedValue, IdCeiling, RecordKey, SchemaValue, VersionEntry, VersionRef,
 };
-use super::Registry;
-use crate::compat::{Level, ParsedSchema, SchemaType};
+use crate::Registry;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue};
@@ -15,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
+use tributary_schema::compat::{Level, ParsedSchema, SchemaType};
 
 type Api = State<Arc<Registry>>;
 type Result<T> = std::result::Result<T, RegistryError>;
@@ -177,7 +177,7 @@ pub async fn versions(
 }
 
 fn find_version(
-    state: &super::state::State,
+    state: &crate::state::State,
     subject: &str,
     version: &str,
     deleted: bool,
@@ -423,7 +423,7 @@ pub async fn delete_version(
 impl Registry {
     /// Runs `f` on the state; when it finds nothing, catches up with the log (another instance
     /// may have just written what was asked for) and runs it once more.
-    async fn read_fresh<T>(&self, f: impl Fn(&super::state::State) -> Result<T>) -> Result<T> {
+    async fn read_fresh<T>(&self, f: impl Fn(&crate::state::State) -> Result<T>) -> Result<T> {
         let first = f(&self.store.state());
         match first {
             Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {

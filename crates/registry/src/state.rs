@@ -9,10 +9,10 @@
 //! and never rewritten (soft deletes are records of their own), so compaction never moves a
 //! winner behind a void claim.
 
-use crate::compat::{Level, ParsedSchema, SchemaType};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use tributary_schema::compat::{Level, ParsedSchema, SchemaType};
 
 /// The key of a record in `_schemas`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tributary_kafka::KafkaConfig;
-use tributary_schema::registry::{Registry, RegistryConfig};
+use tributary_registry::{Registry, RegistryConfig};
 
 struct Running {
     base: String,
@@ -28,7 +28,7 @@ async fn start(config: RegistryConfig) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(tributary_schema::registry::serve(listener, registry, async move {
+    let task = tokio::spawn(tributary_registry::serve(listener, registry, async move {
         let _ = stopped.await;
     }));
     Running { base, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
