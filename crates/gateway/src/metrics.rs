@@ -1,12 +1,12 @@
-//! Metric names (one place), the Prometheus recorder, and the per-request timing middleware.
+//! Metric names (one place), the Prometheus recorder (`tributary_ops::prometheus` with the
+//! gateway's buckets), and the per-request timing middleware.
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Counter, Histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::Instant;
 
 /// Histogram of request durations by `route`, `method`, `status`.
@@ -33,24 +33,15 @@ pub const PRODUCER_IN_FLIGHT: &str = "kafka_producer_in_flight_records";
 /// Event ids remembered by the dedupe window.
 pub const DEDUPE_ENTRIES: &str = "gateway_dedupe_entries";
 
-/// Latency buckets in seconds: fine below 100 ms where the spec's targets are.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Request latency buckets in seconds: fine below 100 ms where the spec's targets are.
+const BUCKETS: &[tributary_ops::Buckets] = &[(
+    API_REQUEST_DURATION,
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+)];
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(API_REQUEST_DURATION.to_owned()), LATENCY_BUCKETS)
-            .unwrap_or_else(|_| PrometheusBuilder::new());
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may already be installed (an embedding program); then ours only
-        // renders what it records itself.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
+    tributary_ops::prometheus(BUCKETS)
 }
 
 /// Per-topic counters, registered once so the hot path only increments atomics.

@@ -1,115 +1,31 @@
 //! The dead-letter topic: read it, say what is in it, and write records back to the topic
 //! they came from, exactly once.
 //!
-//! Three writers share the topic, each with its own headers: the processor and the sink put
-//! `dlq.reason`, `dlq.error`, `dlq.source.topic|partition|offset` and `dlq.processed.at` next to
-//! the record's own headers; Kafka Connect puts `__connect.errors.*`. [`DeadLetter`] reads
-//! both, and keeps the record's own headers apart so that a replay writes back only those.
+//! Three writers share the topic: the processor and the sink write [`Letter::dead`]s,
+//! which put `dlq.reason`, `dlq.error`, `dlq.source.topic|partition|offset` and
+//! `dlq.processed.at` ([`header`]) next to the record's own headers; Kafka Connect puts
+//! `__connect.errors.*`. [`DeadLetter`] reads both, and keeps the record's own headers apart so
+//! that a replay writes back only those.
 //!
 //! A replay reads the topic with a consumer group of its own and commits that group's offsets
 //! in the same Kafka transaction as the records it writes, so running it again (after a crash,
 //! or on purpose) never writes a dead letter twice: it goes on from where the last run
 //! committed. Records that do not match the filter are passed over for good by that group.
 
+mod record;
+
+/// The header a replayed record carries (see [`header::REPLAYED_FROM`]).
+pub use record::header::REPLAYED_FROM;
+pub use record::{header, DeadLetter, Filter, Letter, CONNECT_REASON, UNKNOWN_REASON};
+
+use crate::txn::{TransactionalProducer, TxnSettings, TXN_TIMEOUT};
 use crate::{KafkaConfig, KafkaError, ProducerTuning};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-
-/// The reason given to Kafka Connect's dead letters (which say why in an exception instead).
-pub const CONNECT_REASON: &str = "connect";
-/// The reason given to records that carry no reason header at all.
-pub const UNKNOWN_REASON: &str = "unknown";
-/// The header a replayed record carries: `<dlq topic>/<partition>/<offset>` it was read from.
-pub const REPLAYED_FROM: &str = "dlq.replayed.from";
-
-/// One record of the dead-letter topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub partition: i32,
-    pub offset: i64,
-    /// `dlq.reason`; [`CONNECT_REASON`] for Kafka Connect's; [`UNKNOWN_REASON`] without either.
-    pub reason: String,
-    /// `dlq.error`, or Connect's exception class and message.
-    pub error: Option<String>,
-    pub source_topic: Option<String>,
-    pub source_partition: Option<i32>,
-    pub source_offset: Option<i64>,
-    /// `dlq.processed.at` (RFC 3339), when there is one.
-    pub processed_at: Option<String>,
-    /// The record's timestamp (the original record's: dead letters keep it).
-    pub timestamp: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    /// The original record's own headers, without the dead-letter ones.
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-impl DeadLetter {
-    pub fn from_message(m: &BorrowedMessage<'_>) -> Self {
-        let mut ours: BTreeMap<&str, String> = BTreeMap::new();
-        let mut headers = Vec::new();
-        if let Some(hs) = m.headers() {
-            for h in hs.iter() {
-                if h.key.starts_with("dlq.") || h.key.starts_with("__connect.errors.") {
-                    let text = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
-                    ours.insert(h.key, text.unwrap_or_default());
-                } else {
-                    headers.push((h.key.to_owned(), h.value.map(<[u8]>::to_vec)));
-                }
-            }
-        }
-        let connect = ours.keys().any(|k| k.starts_with("__connect.errors."));
-        let reason = ours
-            .get("dlq.reason")
-            .cloned()
-            .unwrap_or_else(|| if connect { CONNECT_REASON } else { UNKNOWN_REASON }.to_owned());
-        let error = ours.get("dlq.error").cloned().or_else(|| {
-            let class = ours.get("__connect.errors.exception.class.name")?;
-            Some(match ours.get("__connect.errors.exception.message") {
-                Some(message) => format!("{class}: {message}"),
-                None => class.clone(),
-            })
-        });
-        let field = |ours_key: &str, connect_key: &str| {
-            ours.get(ours_key).or_else(|| ours.get(connect_key)).cloned()
-        };
-        Self {
-            partition: m.partition(),
-            offset: m.offset(),
-            reason,
-            error,
-            source_topic: field("dlq.source.topic", "__connect.errors.topic"),
-            source_partition: field("dlq.source.partition", "__connect.errors.partition")
-                .and_then(|p| p.parse().ok()),
-            source_offset: field("dlq.source.offset", "__connect.errors.offset")
-                .and_then(|o| o.parse().ok()),
-            processed_at: ours.get("dlq.processed.at").cloned(),
-            timestamp: m.timestamp().to_millis(),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            headers,
-        }
-    }
-}
-
-/// Which dead letters a command is about; `None` matches everything.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    pub reason: Option<String>,
-    pub source_topic: Option<String>,
-}
-
-impl Filter {
-    pub fn matches(&self, d: &DeadLetter) -> bool {
-        self.reason.as_ref().is_none_or(|r| *r == d.reason)
-            && self.source_topic.as_ref().is_none_or(|t| Some(t) == d.source_topic.as_ref())
-    }
-}
 
 /// The readers here ask librdkafka to say when they reach the end of a partition; it also
 /// reports that, after the fact, as a client error, which is no error here.
@@ -127,6 +43,15 @@ impl ClientContext for EndAware {
 impl ConsumerContext for EndAware {}
 
 type Reader = BaseConsumer<EndAware>;
+
+/// A reader that reports the end of each partition, in consumer group `group` when given.
+fn reader(kafka: &KafkaConfig, group: Option<&str>) -> Result<Reader, KafkaError> {
+    kafka
+        .consumer(group)
+        .set("enable.partition.eof", "true")
+        .create_with_context(EndAware)
+        .map_err(|e| KafkaError::new("creating a consumer", e))
+}
 
 /// How long reading may go without any progress before it gives up.
 const STALL: Duration = Duration::from_secs(30);
@@ -190,11 +115,7 @@ pub fn scan(
     topic: &str,
     mut f: impl FnMut(DeadLetter),
 ) -> Result<(), KafkaError> {
-    let consumer: Reader = kafka
-        .consumer(None)
-        .set("enable.partition.eof", "true")
-        .create_with_context(EndAware)
-        .map_err(|e| KafkaError::new("creating a consumer", e))?;
+    let consumer = reader(kafka, None)?;
     let parts = partitions(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     for &p in &parts {
@@ -245,72 +166,27 @@ pub fn replay(
     dlq_topic: &str,
     opts: &ReplayOptions,
 ) -> Result<ReplayReport, KafkaError> {
-    let consumer: Reader = kafka
-        .consumer(Some(&opts.group))
-        .set("enable.partition.eof", "true")
-        .create_with_context(EndAware)
-        .map_err(|e| KafkaError::new("creating a consumer", e))?;
+    let consumer = reader(kafka, Some(&opts.group))?;
     let parts = partitions(&consumer, dlq_topic)?;
-    let mut tpl = TopicPartitionList::new();
-    for &p in &parts {
-        tpl.add_partition(dlq_topic, p);
-    }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(30))
-        .map_err(|e| KafkaError::new(format!("reading the offsets of group {}", opts.group), e))?;
-    let mut start = TopicPartitionList::new();
-    for e in committed.elements() {
-        let offset = match e.offset() {
-            Offset::Offset(o) => Offset::Offset(o),
-            _ => Offset::Beginning,
-        };
-        start
-            .add_partition_offset(dlq_topic, e.partition(), offset)
-            .map_err(|e| KafkaError::new("assigning partitions", e))?;
-    }
+    let start = resume_positions(&consumer, dlq_topic, &parts, &opts.group)?;
     consumer.assign(&start).map_err(|e| KafkaError::new(format!("assigning {dlq_topic}"), e))?;
-
     let producer = if opts.dry_run {
         None
     } else {
-        let tuning = ProducerTuning { delivery_timeout_ms: 60_000, linger_ms: 5 };
-        let producer: ThreadedProducer<DefaultProducerContext> = kafka
-            .producer(tuning)
-            .set("transactional.id", &opts.group)
-            .create()
-            .map_err(|e| KafkaError::new("creating the producer", e))?;
-        // Fences an earlier replay of this group that is still running.
-        producer
-            .init_transactions(Duration::from_secs(30))
-            .map_err(|e| KafkaError::new("initialising transactions", e))?;
-        producer.begin_transaction().map_err(|e| KafkaError::new("beginning a transaction", e))?;
-        Some(producer)
+        let settings = TxnSettings {
+            // Fences an earlier replay of this group that is still running.
+            transactional_id: opts.group.clone(),
+            tuning: ProducerTuning { delivery_timeout_ms: 60_000, linger_ms: 5 },
+            transaction_timeout_ms: None,
+            retry_backoff_ms: None,
+        };
+        Some(TransactionalProducer::start(kafka, &settings)?)
     };
-
     let mut report = ReplayReport::default();
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     let mut in_batch = 0usize;
-    let commit = |producer: &ThreadedProducer<DefaultProducerContext>,
-                  next: &BTreeMap<i32, i64>|
-     -> Result<(), KafkaError> {
-        let mut offsets = TopicPartitionList::new();
-        for (&p, &o) in next {
-            offsets
-                .add_partition_offset(dlq_topic, p, Offset::Offset(o))
-                .map_err(|e| KafkaError::new("recording offsets", e))?;
-        }
-        let group = consumer
-            .group_metadata()
-            .ok_or_else(|| KafkaError::new("reading the group metadata", RdError::Canceled))?;
-        let t = Duration::from_secs(30);
-        let result = producer
-            .send_offsets_to_transaction(&offsets, &group, t)
-            .and_then(|()| producer.commit_transaction(t))
-            .and_then(|()| producer.begin_transaction());
-        result.map_err(|e| {
-            let _ = producer.abort_transaction(t);
-            KafkaError::new("committing the replay", e)
-        })
+    let commit = |producer: &TransactionalProducer, next: &BTreeMap<i32, i64>| {
+        commit_replayed(producer, &consumer, dlq_topic, next)
     };
     read_to_end(&consumer, dlq_topic, parts.into_iter().collect(), |m| {
         report.read += 1;
@@ -332,34 +208,9 @@ pub fn replay(
             *report.written.entry(target).or_default() += 1;
             return Ok(());
         };
-        let from = format!("{dlq_topic}/{}/{}", d.partition, d.offset);
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in &d.headers {
-            headers = headers.insert(Header { key: k, value: v.as_deref() });
-        }
-        headers = headers.insert(Header { key: REPLAYED_FROM, value: Some(&from) });
-        let mut record = BaseRecord::<[u8], [u8]>::to(&target).headers(headers);
-        if let Some(k) = &d.key {
-            record = record.key(k);
-        }
-        if let Some(v) = &d.value {
-            record = record.payload(v);
-        }
-        if let Some(ts) = d.timestamp {
-            record = record.timestamp(ts);
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => {
-                    let _ = producer.abort_transaction(Duration::from_secs(30));
-                    return Err(KafkaError::new(format!("writing to {target}"), e));
-                }
-            }
+        if let Err(e) = producer.send(Letter::replayed(dlq_topic, &target, &d).into_base_record()) {
+            let _ = producer.abort();
+            return Err(e);
         }
         *report.written.entry(target).or_default() += 1;
         in_batch += 1;
@@ -376,4 +227,56 @@ pub fn replay(
         }
     }
     Ok(report)
+}
+
+/// Where `group` goes on in `topic`: its committed offsets, else the beginning.
+fn resume_positions(
+    consumer: &Reader,
+    topic: &str,
+    parts: &[i32],
+    group: &str,
+) -> Result<TopicPartitionList, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for &p in parts {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, TXN_TIMEOUT)
+        .map_err(|e| KafkaError::new(format!("reading the offsets of group {group}"), e))?;
+    let mut start = TopicPartitionList::new();
+    for e in committed.elements() {
+        let offset = match e.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        start
+            .add_partition_offset(topic, e.partition(), offset)
+            .map_err(|e| KafkaError::new("assigning partitions", e))?;
+    }
+    Ok(start)
+}
+
+/// Commits what was written with the group's offsets `next` in `dlq_topic`, and begins the
+/// next transaction; on failure, aborts (where Kafka still can) and gives up: a new run goes on
+/// from the last commit.
+fn commit_replayed(
+    producer: &TransactionalProducer,
+    consumer: &Reader,
+    dlq_topic: &str,
+    next: &BTreeMap<i32, i64>,
+) -> Result<(), KafkaError> {
+    let mut offsets = TopicPartitionList::new();
+    for (&p, &o) in next {
+        offsets
+            .add_partition_offset(dlq_topic, p, Offset::Offset(o))
+            .map_err(|e| KafkaError::new("recording offsets", e))?;
+    }
+    let group = consumer
+        .group_metadata()
+        .ok_or_else(|| KafkaError::new("reading the group metadata", RdError::Canceled))?;
+    let result = producer.commit(&offsets, &group).and_then(|()| producer.begin());
+    if result.is_err() {
+        let _ = producer.abort();
+    }
+    result
 }

@@ -1,10 +1,12 @@
-//! A consumer-group member for long-running loaders (the processor, the sink): partition
-//! changes and statistics go to one handler, behind a mutex the poll loop also uses, and a
-//! failed member is rebuilt from scratch with a backoff.
+//! A consumer-group member for long-running loaders (the processor, the sink): its settings
+//! ([`Membership`]), partition changes and statistics going to one handler behind a mutex the
+//! poll loop also uses, and a failed member rebuilt from scratch with a backoff.
 //!
 //! librdkafka runs rebalance and statistics callbacks inside `poll`, on the polling thread, so
 //! the loop must never hold the handler while it polls.
 
+use crate::{KafkaConfig, KafkaError};
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::BorrowedMessage;
@@ -15,8 +17,91 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// How a long-running member joins its group. [`Membership::client_config`] is the one place
+/// the group defaults are decided; `[kafka.extra]` may override each of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership<'a> {
+    /// The consumer group.
+    pub group_id: &'a str,
+    /// Static membership (`group.instance.id`): a restarted instance takes its slot back
+    /// without a rebalance, and two processes configured with the same slot fence each other
+    /// loudly. `None`: a dynamic member.
+    pub instance_id: Option<&'a str>,
+    /// `session.timeout.ms`: a killed member's partitions move after this long. `None`:
+    /// librdkafka's default.
+    pub session_timeout_ms: Option<u64>,
+    /// How often librdkafka reports statistics ([`GroupHandler::stats`]), in ms.
+    pub statistics_interval_ms: u64,
+}
+
+impl Membership<'_> {
+    /// The consumer settings of [`KafkaConfig::consumer`] plus the group's: incremental
+    /// (`cooperative-sticky`) rebalancing, so that partitions that stay do not stop, and the
+    /// settings above.
+    pub fn client_config(&self, kafka: &KafkaConfig) -> ClientConfig {
+        let mut c = kafka.consumer(Some(self.group_id));
+        let mut default = |key: &str, value: &str| {
+            if c.get(key).is_none() {
+                c.set(key, value);
+            }
+        };
+        default("partition.assignment.strategy", "cooperative-sticky");
+        if let Some(id) = self.instance_id {
+            default("group.instance.id", id);
+        }
+        if let Some(ms) = self.session_timeout_ms {
+            default("session.timeout.ms", &ms.to_string());
+        }
+        c.set("statistics.interval.ms", self.statistics_interval_ms.to_string());
+        c
+    }
+
+    /// A consumer with these settings whose partition changes and statistics go to `handler`.
+    pub fn create<H: GroupHandler>(
+        &self,
+        kafka: &KafkaConfig,
+        handler: H,
+    ) -> Result<BaseConsumer<GroupContext<H>>, KafkaError> {
+        self.client_config(kafka)
+            .create_with_context(GroupContext::new(handler))
+            .map_err(|e| KafkaError::new("creating the consumer", e))
+    }
+}
+
+/// Why the group itself gave up on a member; part of every service's rebuild reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupFailure {
+    /// Subscribing to the topics failed.
+    Subscribe,
+    /// A fatal consumer error, for example `FENCED_INSTANCE_ID` (another process in this slot).
+    ConsumerFatal,
+    /// A rebalance failed or could not be applied.
+    Rebalance,
+}
+
+impl GroupFailure {
+    /// The `reason` label of the services' rebuild counters.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Subscribe => "subscribe",
+            Self::ConsumerFatal => "consumer_fatal",
+            Self::Rebalance => "rebalance",
+        }
+    }
+}
+
+/// Why a service rebuilds its member: a small set whose [`RebuildReason::label`] is the
+/// `reason` label of its rebuild counter.
+pub trait RebuildReason: From<GroupFailure> + Copy + Send + 'static {
+    /// The metric label.
+    fn label(&self) -> &'static str;
+}
+
 /// What a group member does when partitions move and statistics arrive.
 pub trait GroupHandler: Send + Sized + 'static {
+    /// Why the member must be rebuilt.
+    type Rebuild: RebuildReason;
+
     /// Partitions arrive: set in `tpl` the offset each is to be read from (or leave it for
     /// `auto.offset.reset`).
     fn assign(&mut self, consumer: &BaseConsumer<GroupContext<Self>>, tpl: &mut TopicPartitionList);
@@ -24,10 +109,10 @@ pub trait GroupHandler: Send + Sized + 'static {
     fn revoke(&mut self, consumer: &BaseConsumer<GroupContext<Self>>, tpl: &TopicPartitionList);
     /// librdkafka's statistics (every `statistics.interval.ms`).
     fn stats(&mut self, stats: &Statistics);
-    /// The member cannot go on and must be rebuilt; `reason` is a short code.
-    fn fail(&mut self, reason: &str);
+    /// The group cannot go on with the member, which must be rebuilt.
+    fn fail(&mut self, failure: GroupFailure);
     /// Why the member must be rebuilt, once [`GroupHandler::fail`] (or anything else) said so.
-    fn failure(&self) -> Option<String>;
+    fn failure(&self) -> Option<Self::Rebuild>;
     /// One consumed record.
     fn message(&mut self, consumer: &BaseConsumer<GroupContext<Self>>, msg: &BorrowedMessage<'_>);
     /// Called after every poll (with or without a record): commit or flush when due.
@@ -78,7 +163,7 @@ pub fn poll_until_stopped<H: GroupHandler>(
     topics: &[&str],
     stop: &AtomicBool,
     liveness: &Liveness,
-) -> Result<(), String> {
+) -> Result<(), H::Rebuild> {
     liveness.running.store(true, Ordering::Relaxed);
     let result = poll_loop(consumer, topics, stop, liveness);
     liveness.running.store(false, Ordering::Relaxed);
@@ -90,10 +175,10 @@ fn poll_loop<H: GroupHandler>(
     topics: &[&str],
     stop: &AtomicBool,
     liveness: &Liveness,
-) -> Result<(), String> {
+) -> Result<(), H::Rebuild> {
     consumer.subscribe(topics).map_err(|e| {
         tracing::warn!(error = %e, "subscribing");
-        "subscribe".to_owned()
+        H::Rebuild::from(GroupFailure::Subscribe)
     })?;
     let result = loop {
         if stop.load(Ordering::Relaxed) {
@@ -104,7 +189,7 @@ fn poll_loop<H: GroupHandler>(
             Some(Ok(msg)) => consumer.context().handler().message(consumer, &msg),
             Some(Err(RdError::MessageConsumptionFatal(code))) => {
                 tracing::error!(error = %code, "the consumer failed for good");
-                consumer.context().handler().fail("consumer_fatal");
+                consumer.context().handler().fail(GroupFailure::ConsumerFatal);
             }
             Some(Err(e)) => tracing::warn!(error = %e, "consumer"),
             None => {}
@@ -176,32 +261,57 @@ impl<H: GroupHandler> ConsumerContext for GroupContext<H> {
             }
             other => {
                 tracing::warn!(error = ?other, "rebalance error");
-                self.handler().fail("rebalance");
+                self.handler().fail(GroupFailure::Rebalance);
                 consumer.unassign()
             }
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, "applying a rebalance");
-            self.handler().fail("rebalance");
+            self.handler().fail(GroupFailure::Rebalance);
         }
     }
+}
+
+/// Runs members one after another until `stop` is set: `start` creates one (its consumer,
+/// with its handler), which is subscribed to `topics` and polled ([`poll_until_stopped`]) until
+/// it stops or fails; after a failure the next is started as [`run_with_rebuilds`] says, each
+/// reason going to `on_rebuild`. A member's consumer is dropped (its handler with it) before
+/// the next one is started.
+pub fn run_members<H: GroupHandler>(
+    stop: &AtomicBool,
+    topics: &[&str],
+    liveness: &Liveness,
+    mut start: impl FnMut() -> Result<BaseConsumer<GroupContext<H>>, H::Rebuild>,
+    on_rebuild: impl Fn(H::Rebuild),
+) {
+    let attempt = || {
+        let consumer = start()?;
+        let result = poll_until_stopped(&consumer, topics, stop, liveness);
+        drop(consumer);
+        result
+    };
+    run_with_rebuilds(stop, attempt, on_rebuild);
 }
 
 /// Runs `attempt` until it returns `Ok` (a clean stop) or `stop` is set. After each failure it
 /// reports the reason to `on_rebuild` and waits, 0.5 s doubling to 10 s (back to 0.5 s after an
 /// attempt that ran for a minute), so a broken dependency is retried without a busy loop.
-pub fn run_with_rebuilds(
+pub fn run_with_rebuilds<R: RebuildReason>(
     stop: &AtomicBool,
-    mut attempt: impl FnMut() -> Result<(), String>,
-    on_rebuild: impl Fn(&str),
+    mut attempt: impl FnMut() -> Result<(), R>,
+    on_rebuild: impl Fn(R),
 ) {
     const FIRST: Duration = Duration::from_millis(500);
     let mut backoff = FIRST;
     loop {
         let started = Instant::now();
         let Err(reason) = attempt() else { return };
-        on_rebuild(&reason);
-        tracing::warn!(reason = %reason, backoff_ms = backoff.as_millis() as u64, "rebuilding the consumer");
+        on_rebuild(reason);
+        tracing::warn!(
+            reason = reason.label(),
+            backoff_ms = backoff.as_millis() as u64,
+            "rebuilding the consumer"
+        );
         if started.elapsed() > Duration::from_secs(60) {
             backoff = FIRST;
         }
@@ -219,6 +329,42 @@ pub fn run_with_rebuilds(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn membership_defaults_yield_to_kafka_extra() {
+        use crate::config::ExtraValue;
+        let m = Membership {
+            group_id: "g",
+            instance_id: Some("g-0"),
+            session_timeout_ms: Some(10_000),
+            statistics_interval_ms: 1_000,
+        };
+        let c = m.client_config(&KafkaConfig::default());
+        assert_eq!(c.get("group.id"), Some("g"));
+        assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
+        assert_eq!(c.get("group.instance.id"), Some("g-0"));
+        assert_eq!(c.get("session.timeout.ms"), Some("10000"));
+        assert_eq!(c.get("statistics.interval.ms"), Some("1000"));
+        assert_eq!(c.get("isolation.level"), Some("read_committed"));
+        let dynamic = Membership { instance_id: None, session_timeout_ms: None, ..m };
+        let c = dynamic.client_config(&KafkaConfig::default());
+        assert_eq!((c.get("group.instance.id"), c.get("session.timeout.ms")), (None, None));
+        let mut kafka = KafkaConfig::default();
+        kafka
+            .extra
+            .insert("partition.assignment.strategy".into(), ExtraValue::Plain("range".into()));
+        kafka.extra.insert("session.timeout.ms".into(), ExtraValue::Plain("45000".into()));
+        let c = m.client_config(&kafka);
+        assert_eq!(c.get("partition.assignment.strategy"), Some("range"));
+        assert_eq!(c.get("session.timeout.ms"), Some("45000"));
+    }
+
+    #[test]
+    fn group_failure_labels() {
+        assert_eq!(GroupFailure::Subscribe.label(), "subscribe");
+        assert_eq!(GroupFailure::ConsumerFatal.label(), "consumer_fatal");
+        assert_eq!(GroupFailure::Rebalance.label(), "rebalance");
+    }
 
     #[test]
     fn alive_only_while_running_and_passing() {

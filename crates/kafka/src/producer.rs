@@ -1,6 +1,7 @@
 //! The acknowledged-write producer: a record counts as written only when the broker says so.
 
 use crate::config::{KafkaConfig, ProducerTuning};
+use crate::dlq::Letter;
 use crate::error::KafkaError;
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -103,11 +104,19 @@ impl EventProducer {
         if let Some(ts) = record.timestamp_ms {
             fr = fr.timestamp(ts);
         }
+        self.enqueue_record(fr, deadline).await
+    }
+
+    /// [`EventProducer::enqueue`] of a record built already.
+    async fn enqueue_record(
+        &self,
+        mut fr: FutureRecord<'_, [u8], [u8]>,
+        deadline: Instant,
+    ) -> Result<PendingDelivery, KafkaError> {
+        let topic = fr.topic.to_owned();
         loop {
             match self.inner.send_result(fr) {
-                Ok(delivery) => {
-                    return Ok(PendingDelivery { delivery, topic: record.topic.to_owned() })
-                }
+                Ok(delivery) => return Ok(PendingDelivery { delivery, topic }),
                 Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if Instant::now() < deadline =>
                 {
@@ -115,9 +124,7 @@ impl EventProducer {
                     fr = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) => {
-                    return Err(KafkaError::new(format!("producing to {}", record.topic), e))
-                }
+                Err((e, _)) => return Err(KafkaError::new(format!("producing to {topic}"), e)),
             }
         }
     }
@@ -125,8 +132,17 @@ impl EventProducer {
     /// Writes one record and waits for the broker's acknowledgement, or for the delivery
     /// timeout, whichever comes first.
     pub async fn send(&self, record: OutgoingRecord<'_>) -> Result<Delivered, KafkaError> {
-        let deadline = Instant::now() + Duration::from_millis(self.tuning.delivery_timeout_ms);
-        self.enqueue(record, deadline).await?.wait().await
+        self.enqueue(record, self.deadline()).await?.wait().await
+    }
+
+    /// Writes a dead letter (or a replayed one), its headers kept as they are (null values
+    /// included), and waits as [`EventProducer::send`] does.
+    pub async fn send_letter(&self, letter: Letter<'_>) -> Result<Delivered, KafkaError> {
+        self.enqueue_record(letter.into_future_record(), self.deadline()).await?.wait().await
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.tuning.delivery_timeout_ms)
     }
 
     /// Asks a broker for cluster metadata, within `timeout`. Used by health checks.

@@ -6,53 +6,46 @@
 //! - [`task::Task`]: one input partition's state and how it is recovered by replay.
 //! - [`record`]: decoding and the filter that sends bad records to the dead-letter topic.
 //! - [`reference`]: reference data from compacted topics, kept current.
-//! - [`driver::Processor`]: the consumer group, the transactions and the rebalances.
+//! - [`output`]: a window result as the record written to its output topic.
+//! - [`setup::Processor`]: from settings to a running processor, rebuilt after failures.
+//! - `worker` and `partitions`: the loop of one consumer-group member — records, the
+//!   transactions, rewinds to the last commit, rebalances and lag — in the states of
+//!   [`phase::Phase`].
 
 pub mod config;
-pub mod driver;
 pub mod metrics;
+pub mod output;
+mod partitions;
+pub mod phase;
 pub mod record;
 pub mod reference;
+pub mod setup;
 pub mod task;
 pub mod watermark;
 pub mod window;
+mod worker;
 
 pub use config::{ProcessorConfig, SourceConfig};
-pub use driver::{Processor, Status};
+pub use setup::{Processor, ProcessorHealth};
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Why the processor could not start or stopped.
+/// Why the processor could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum ProcessorError {
+    /// A setting the processor cannot run with, or one the topic catalog contradicts.
+    #[error("{0}")]
+    Config(String),
     #[error(transparent)]
     Kafka(#[from] tributary_kafka::KafkaError),
+    /// The output schema could not be registered or read back.
+    #[error("{0}")]
+    Registry(String),
     #[error("{0}")]
     Setup(String),
 }
 
 /// `/metrics` (Prometheus) and `/health` of a running processor.
-pub fn router(status: Arc<Status>) -> Router {
-    metrics::prometheus();
-    Router::new()
-        .route("/metrics", get(|| async { metrics::prometheus().render() }))
-        .route("/health", get(health))
-        .with_state(status)
-}
-
-async fn health(State(status): State<Arc<Status>>) -> impl IntoResponse {
-    let running = status.liveness.alive();
-    let body = serde_json::json!({
-        "status": if running { "ok" } else { "unavailable" },
-        "assigned_partitions": status.assigned.load(Ordering::Relaxed),
-        "last_commit_ms": status.last_commit_ms.load(Ordering::Relaxed),
-    });
-    let code = if running { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(body))
+pub fn router(health: Arc<ProcessorHealth>) -> axum::Router {
+    tributary_ops::router(health, metrics::prometheus())
 }

@@ -1,7 +1,6 @@
 //! Metric names (one place) and the Prometheus recorder of the processor.
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Source records processed (not counting replays after a restart), by `topic`.
 pub const RECORDS_IN: &str = "processor_records_in_total";
@@ -36,24 +35,13 @@ pub const REWINDS: &str = "processor_rewinds_total";
 /// Times the consumer and producer were rebuilt after an error, by `reason`.
 pub const REBUILDS: &str = "processor_rebuilds_total";
 
-const LATENCY_BUCKETS: &[f64] =
-    &[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0];
-const COMMIT_BUCKETS: &[f64] =
-    &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// Histogram buckets: window latency in seconds to minutes, commits in milliseconds to seconds.
+const BUCKETS: &[tributary_ops::Buckets] = &[
+    (LATENCY, &[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0]),
+    (COMMIT_DURATION, &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+];
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(LATENCY.to_owned()), LATENCY_BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(COMMIT_DURATION.to_owned()), COMMIT_BUCKETS)
-            })
-            .unwrap_or_else(|_| PrometheusBuilder::new());
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
+    tributary_ops::prometheus(BUCKETS)
 }

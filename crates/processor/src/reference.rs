@@ -6,7 +6,7 @@
 //! attributes; a tombstone (no value) removes the key. Processing starts once each reference
 //! topic has been read up to the end it had at startup.
 
-use crate::Error;
+use crate::ProcessorError;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -92,7 +92,7 @@ impl References {
         topics: &[String],
         load_timeout: Duration,
         stop: Arc<AtomicBool>,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, ProcessorError> {
         let tables: HashMap<String, Arc<Table>> =
             topics.iter().map(|t| (t.clone(), Arc::new(Table::default()))).collect();
         if topics.is_empty() {
@@ -178,7 +178,9 @@ impl References {
                     follow(&consumer, &tables, &mut none);
                 }
             })
-            .map_err(|e| Error::Setup(format!("starting the reference data thread: {e}")))?;
+            .map_err(|e| {
+                ProcessorError::Setup(format!("starting the reference data thread: {e}"))
+            })?;
         Ok(refs)
     }
 }

@@ -386,7 +386,7 @@ mod tests {
                     }));
                 }
                 Step::Commit => {
-                    // The driver closes what it can, then commits it with the positions.
+                    // The worker closes what it can, then commits it with the positions.
                     pending.results.extend(task.tick(now).into_iter().map(|r| {
                         (r.kind, r.end_ms, r.key, r.aggregate.count, r.aggregate.sum as i64)
                     }));

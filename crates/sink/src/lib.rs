@@ -2,61 +2,55 @@
 //! Snowflake connector's tables, exactly once.
 //!
 //! - [`warehouse::Warehouse`]: the tables, and the rows and offsets written in one transaction.
-//! - [`driver::Sink`]: the consumer group, the buffer and its flushes.
+//! - [`rows`]: a record as a warehouse row, and when the buffer is flushed.
+//! - [`setup::Sink`]: from settings to a running sink, rebuilt after failures.
+//! - `loader`: the loop of one consumer-group member — the buffer, dead letters, flushes,
+//!   rebalances and lag — and `writer`, the thread that writes each flush to the warehouse.
 
 pub mod config;
-pub mod driver;
+mod loader;
 pub mod metrics;
+pub mod rows;
+pub mod setup;
 pub mod warehouse;
+mod writer;
 
 pub use config::SinkConfig;
-pub use driver::{Sink, Status};
+pub use loader::Rebuild;
+pub use setup::{Sink, SinkHealth};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-/// Why the sink could not start or stopped.
+/// Why the sink could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum SinkError {
+    /// A setting the sink cannot run with.
+    #[error("{0}")]
+    Config(String),
+    /// The warehouse could not be opened or prepared.
+    #[error("{0}")]
+    Warehouse(String),
     #[error(transparent)]
     Kafka(#[from] tributary_kafka::KafkaError),
-    #[error("{0}")]
-    Setup(String),
-}
-
-#[derive(Clone)]
-struct AppState {
-    status: Arc<Status>,
-    reader: Arc<Mutex<duckdb::Connection>>,
 }
 
 /// `/metrics`, `/health` and `POST /api/v1/sql` of a running sink.
-pub fn router(status: Arc<Status>, reader: duckdb::Connection) -> Router {
-    metrics::prometheus();
-    Router::new()
-        .route("/metrics", get(|| async { metrics::prometheus().render() }))
-        .route("/health", get(health))
-        .route("/api/v1/sql", post(sql))
-        .with_state(AppState { status, reader: Arc::new(Mutex::new(reader)) })
-}
-
-async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let running = state.status.liveness.alive();
-    let body = serde_json::json!({
-        "status": if running { "ok" } else { "unavailable" },
-        "last_flush_ms": state.status.last_flush_ms.load(Ordering::Relaxed),
-    });
-    (if running { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+pub fn router(health: Arc<SinkHealth>, reader: duckdb::Connection) -> Router {
+    let sql =
+        Router::new().route("/api/v1/sql", post(sql)).with_state(Arc::new(Mutex::new(reader)));
+    tributary_ops::router(health, metrics::prometheus()).merge(sql)
 }
 
 /// Runs a query (the body is the SQL text) on the warehouse, while the sink keeps writing.
-async fn sql(State(state): State<AppState>, body: String) -> impl IntoResponse {
-    let reader = Arc::clone(&state.reader);
+async fn sql(
+    State(reader): State<Arc<Mutex<duckdb::Connection>>>,
+    body: String,
+) -> impl IntoResponse {
     let result = tokio::task::spawn_blocking(move || {
         let conn = reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         warehouse::query(&conn, &body)

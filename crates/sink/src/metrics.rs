@@ -1,7 +1,17 @@
 //! Metric names (one place) and the Prometheus recorder of the sink.
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// Histogram buckets of flushes: seconds, and rows.
+const BUCKETS: &[tributary_ops::Buckets] = &[
+    (FLUSH_DURATION, &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+    (FLUSH_ROWS, &[1.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0, 100_000.0]),
+];
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    tributary_ops::prometheus(BUCKETS)
+}
 
 /// Rows committed to the warehouse, by `table`.
 pub const ROWS_WRITTEN: &str = "sink_rows_written_total";
@@ -18,24 +28,3 @@ pub const LAG: &str = "sink_lag_records";
 pub const DEAD_LETTERS: &str = "sink_dead_letters_total";
 /// Times the consumer was rebuilt after an error, by `reason`.
 pub const REBUILDS: &str = "sink_rebuilds_total";
-
-const DURATION_BUCKETS: &[f64] =
-    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-const ROW_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0, 100_000.0];
-
-/// The process-wide Prometheus recorder, installed on first use.
-pub fn prometheus() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(FLUSH_DURATION.to_owned()), DURATION_BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(FLUSH_ROWS.to_owned()), ROW_BUCKETS)
-            })
-            .unwrap_or_else(|_| PrometheusBuilder::new());
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
-}

@@ -1,0 +1,144 @@
+//! The one transactional producer. Every Kafka transaction in Tributary — the processor's
+//! commit intervals, `tributary dlq replay` — goes through [`TransactionalProducer`], and its
+//! errors are classified once, by [`TxnClass`](crate::TxnClass):
+//!
+//! - retriable: the same call is tried again after a backoff ([`TransactionalProducer::commit`]
+//!   does so itself);
+//! - abortable: the owner calls [`TransactionalProducer::abort`] and rewinds to the committed
+//!   offsets;
+//! - fatal: the owner drops the producer, [`starts`](TransactionalProducer::start) a new one
+//!   with the same `transactional.id` and rebuilds its state from the committed offsets.
+
+use crate::config::{KafkaConfig, ProducerTuning};
+use crate::error::{KafkaError, TxnClass};
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::TopicPartitionList;
+use std::time::{Duration, Instant};
+
+/// How long one transactional call (init, offsets, commit, abort) may take.
+pub const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many times a retriable commit failure is tried in all.
+const COMMIT_ATTEMPTS: u64 = 5;
+
+/// How a transactional producer is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnSettings {
+    /// The producer's `transactional.id`. A producer started with the same id fences the one
+    /// before it and aborts what that one left open.
+    pub transactional_id: String,
+    /// Delivery timeout and linger.
+    pub tuning: ProducerTuning,
+    /// Kafka's `transaction.timeout.ms`; librdkafka's default when `None`.
+    pub transaction_timeout_ms: Option<u64>,
+    /// `retry.backoff.ms` unless `[kafka.extra]` sets it; librdkafka's default when `None`.
+    pub retry_backoff_ms: Option<u64>,
+}
+
+/// A producer with a transaction always open: [`TransactionalProducer::start`] begins the
+/// first, and the owner begins the next after each commit or abort.
+pub struct TransactionalProducer {
+    inner: ThreadedProducer<DefaultProducerContext>,
+}
+
+impl std::fmt::Debug for TransactionalProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionalProducer").finish_non_exhaustive()
+    }
+}
+
+impl TransactionalProducer {
+    /// Creates the producer and initialises transactions, which fences the previous producer
+    /// with this `transactional.id` and aborts what it left open, then begins a transaction.
+    pub fn start(kafka: &KafkaConfig, settings: &TxnSettings) -> Result<Self, KafkaError> {
+        let mut c = kafka.producer(settings.tuning);
+        c.set("transactional.id", &settings.transactional_id);
+        if let Some(ms) = settings.transaction_timeout_ms {
+            c.set("transaction.timeout.ms", ms.to_string());
+        }
+        if let Some(ms) = settings.retry_backoff_ms {
+            if c.get("retry.backoff.ms").is_none() {
+                c.set("retry.backoff.ms", ms.to_string());
+            }
+        }
+        let inner: ThreadedProducer<DefaultProducerContext> =
+            c.create().map_err(|e| KafkaError::new("creating the producer", e))?;
+        inner
+            .init_transactions(TXN_TIMEOUT)
+            .map_err(|e| KafkaError::new("init_transactions", e))?;
+        inner.begin_transaction().map_err(|e| KafkaError::new("begin_transaction", e))?;
+        Ok(Self { inner })
+    }
+
+    /// Hands a record to the open transaction, waiting while the producer's queue is full.
+    pub fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
+        loop {
+            match self.inner.send(record) {
+                Ok(()) => return Ok(()),
+                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, r)) => return Err(KafkaError::new(format!("producing to {}", r.topic), e)),
+            }
+        }
+    }
+
+    /// Commits the open transaction with the consumer group's `offsets` (nothing when the list
+    /// is empty). A retriable failure is tried again, up to [`COMMIT_ATTEMPTS`] in all, 100 ms
+    /// more apart each time; any other is the caller's to classify. The next transaction is
+    /// not begun: [`TransactionalProducer::begin`].
+    pub fn commit(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), KafkaError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let t0 = Instant::now();
+            let r = if offsets.count() > 0 {
+                self.inner.send_offsets_to_transaction(offsets, group, TXN_TIMEOUT)
+            } else {
+                Ok(())
+            };
+            // commit_transaction flushes first, and the rdkafka crate's flush sleeps in 100 ms
+            // steps while the producer's own thread takes the delivery reports: wait for them
+            // here, in short steps, so that flush finds nothing left to do.
+            let drained = Instant::now() + TXN_TIMEOUT;
+            while self.inner.in_flight_count() > 0 && Instant::now() < drained {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let r = r.and_then(|()| self.inner.commit_transaction(TXN_TIMEOUT));
+            tracing::trace!(took_ms = t0.elapsed().as_millis() as u64, "transaction");
+            match r {
+                Err(e) if TxnClass::of(&e) == TxnClass::Retriable && attempt < COMMIT_ATTEMPTS => {
+                    tracing::debug!(error = %e, "retrying the commit");
+                    std::thread::sleep(Duration::from_millis(100 * attempt));
+                }
+                other => {
+                    return other.map_err(|e| KafkaError::new("committing the transaction", e))
+                }
+            }
+        }
+    }
+
+    /// Records handed to the producer and not yet acknowledged or failed.
+    pub fn in_flight(&self) -> i32 {
+        self.inner.in_flight_count()
+    }
+
+    /// Begins the next transaction.
+    pub fn begin(&self) -> Result<(), KafkaError> {
+        self.inner.begin_transaction().map_err(|e| KafkaError::new("beginning a transaction", e))
+    }
+
+    /// Aborts the open transaction (after an [`TxnClass::Abortable`] error).
+    pub fn abort(&self) -> Result<(), KafkaError> {
+        self.inner
+            .abort_transaction(TXN_TIMEOUT)
+            .map_err(|e| KafkaError::new("aborting the transaction", e))
+    }
+}

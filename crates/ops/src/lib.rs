@@ -1,0 +1,134 @@
+//! What Tributary's services show operators, written once: the process's Prometheus recorder
+//! with per-metric histogram buckets ([`prometheus`]), and the `/metrics` and `/health` router
+//! of the Kafka loaders — the processor and the sink — built from their consumer-group
+//! [`Liveness`] plus the fields each adds ([`Health`], [`router`]).
+//!
+//! `/health` answers 200 with `"status": "ok"` while the service's poll loop runs and passes,
+//! else 503 with `"status": "unavailable"`; the service's own fields come next to `status`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::{Map, Value};
+use std::sync::{Arc, OnceLock};
+use tributary_kafka::group::Liveness;
+
+/// Histogram buckets of one metric: its full name and the buckets' upper bounds.
+pub type Buckets = (&'static str, &'static [f64]);
+
+/// The process-wide Prometheus recorder, installed on the first call, with that caller's
+/// `buckets` (a process runs one service, which always passes the same). Histograms without
+/// buckets are rendered as summaries.
+pub fn prometheus(buckets: &[Buckets]) -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = buckets
+            .iter()
+            .try_fold(PrometheusBuilder::new(), |b, (name, bounds)| {
+                b.set_buckets_for_metric(Matcher::Full((*name).to_owned()), bounds)
+            })
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding program); then ours only
+        // renders what it records itself.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// What a service's `/health` reads.
+pub trait Health: Send + Sync + 'static {
+    /// Whether the service's poll loop runs and passes.
+    fn liveness(&self) -> &Liveness;
+    /// The service's own fields of the `/health` body.
+    fn fields(&self) -> Map<String, Value>;
+}
+
+/// `/metrics` (Prometheus text, from `handle`) and `/health` (from `health`).
+pub fn router<H: Health>(health: Arc<H>, handle: &'static PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(move || async move { handle.render() }))
+        .route("/health", get(health_of::<H>))
+        .with_state(health)
+}
+
+async fn health_of<H: Health>(State(health): State<Arc<H>>) -> impl IntoResponse {
+    let (code, body) = health_body(health.liveness().alive(), health.fields());
+    (code, Json(body))
+}
+
+/// The status and body of `/health`: `status` first, then the service's `fields`.
+pub fn health_body(alive: bool, fields: Map<String, Value>) -> (StatusCode, Value) {
+    let mut body = Map::new();
+    body.insert("status".into(), Value::from(if alive { "ok" } else { "unavailable" }));
+    body.extend(fields);
+    let code = if alive { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Value::Object(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    /// Every test installs the recorder with these: whichever runs first installs it.
+    const BUCKETS: &[Buckets] = &[("ops_test_seconds", &[0.5, 1.0])];
+
+    #[derive(Default)]
+    struct Loader {
+        liveness: Liveness,
+    }
+
+    impl Health for Loader {
+        fn liveness(&self) -> &Liveness {
+            &self.liveness
+        }
+
+        fn fields(&self) -> Map<String, Value> {
+            Map::from_iter([("last_flush_ms".to_owned(), Value::from(7))])
+        }
+    }
+
+    #[test]
+    fn health_says_ok_only_when_alive() {
+        let fields = || Map::from_iter([("assigned_partitions".to_owned(), Value::from(3))]);
+        let (code, body) = health_body(true, fields());
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(body, serde_json::json!({"status": "ok", "assigned_partitions": 3}));
+        let (code, body) = health_body(false, fields());
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "unavailable");
+    }
+
+    #[test]
+    fn the_first_caller_installs_the_recorder() {
+        let h = prometheus(BUCKETS);
+        metrics::histogram!("ops_test_seconds").record(0.7);
+        let again = prometheus(&[]);
+        assert!(std::ptr::eq(h, again), "one recorder per process");
+        let text = h.render();
+        assert!(
+            text.contains("ops_test_seconds_bucket{le=\"0.5\"} 0"),
+            "buckets, not a summary: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_router_serves_health_and_metrics() {
+        let app = router(Arc::new(Loader::default()), prometheus(BUCKETS));
+        let get = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
+        let resp = app.clone().oneshot(get("/health")).await.expect("health");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "the loop is not running");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.expect("body");
+        let body: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body, serde_json::json!({"status": "unavailable", "last_flush_ms": 7}));
+        let resp = app.oneshot(get("/metrics")).await.expect("metrics");
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+}
