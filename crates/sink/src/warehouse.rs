@@ -144,6 +144,17 @@ impl Warehouse {
     }
 }
 
+/// Runs a read-only statement on the warehouse file at `path`, opened read-only (for when no
+/// sink holds it: DuckDB lets only one process write a file).
+pub fn query_file(path: &Path, sql: &str) -> Result<Table, String> {
+    let conf = duckdb::Config::default()
+        .access_mode(duckdb::AccessMode::ReadOnly)
+        .map_err(|e| e.to_string())?;
+    let conn = Connection::open_with_flags(path, conf)
+        .map_err(|e| format!("opening {} (is the sink running elsewhere?): {e}", path.display()))?;
+    query(&conn, sql)
+}
+
 /// Column names and rows of a query result, every value as text (`None` for NULL).
 pub type Table = (Vec<String>, Vec<Vec<Option<String>>>);
 

@@ -52,16 +52,9 @@ async fn sql(cfg: &Config, query: &str, json: bool) -> anyhow::Result<ExitCode> 
                 )
             }
             Err(e) if e.is_connect() => {
-                let path = cfg.sink.database_path();
-                let (q, p) = (query.to_owned(), path.clone());
+                let (q, p) = (query.to_owned(), cfg.sink.database_path());
                 let result = tokio::task::spawn_blocking(move || {
-                    let conf = duckdb::Config::default()
-                        .access_mode(duckdb::AccessMode::ReadOnly)
-                        .map_err(|e| e.to_string())?;
-                    let conn = duckdb::Connection::open_with_flags(&p, conf).map_err(|e| {
-                        format!("opening {} (is the sink running elsewhere?): {e}", p.display())
-                    })?;
-                    tributary_sink::warehouse::query(&conn, &q)
+                    tributary_sink::warehouse::query_file(&p, &q)
                 })
                 .await?;
                 match result {
