@@ -53,11 +53,15 @@ impl Serialize for Secret {
     }
 }
 
-/// A setting as it may arrive: text from a file, or a number or a boolean when an environment
-/// variable was parsed as a value (`TRIBUTARY_KAFKA__SASL_PASSWORD=123456`).
+/// A setting that is text, as it may arrive: text from a file, or a number or a boolean when an
+/// environment variable was parsed as a value (`TRIBUTARY_KAFKA__SASL_PASSWORD=123456`), taken
+/// back as the text it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text(pub String);
+
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Text {
+enum Scalar {
     Str(String),
     Int(i64),
     Uint(u64),
@@ -65,15 +69,21 @@ enum Text {
     Bool(bool),
 }
 
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self(match Scalar::deserialize(deserializer)? {
+            Scalar::Str(s) => s,
+            Scalar::Int(n) => n.to_string(),
+            Scalar::Uint(n) => n.to_string(),
+            Scalar::Float(n) => n.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }))
+    }
+}
+
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Self(match Text::deserialize(deserializer)? {
-            Text::Str(s) => s,
-            Text::Int(n) => n.to_string(),
-            Text::Uint(n) => n.to_string(),
-            Text::Float(n) => n.to_string(),
-            Text::Bool(b) => b.to_string(),
-        }))
+        Text::deserialize(deserializer).map(|t| Self(t.0))
     }
 }
 

@@ -3,6 +3,7 @@
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use tributary_core::secret::Text;
 use tributary_core::{is_secret_name, Secret};
 
 /// How to reach the Kafka cluster; shared by every client Tributary creates.
@@ -86,36 +87,13 @@ impl Default for KafkaConfig {
     }
 }
 
-/// A setting that is text to librdkafka. Environment variables are parsed as values, so
-/// `TRIBUTARY_KAFKA__SASL_PASSWORD=123456` arrives as a number; take it back as text.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Text {
-    Str(String),
-    Int(i64),
-    Uint(u64),
-    Float(f64),
-    Bool(bool),
-}
-
-impl From<Text> for String {
-    fn from(t: Text) -> Self {
-        match t {
-            Text::Str(s) => s,
-            Text::Int(n) => n.to_string(),
-            Text::Uint(n) => n.to_string(),
-            Text::Float(n) => n.to_string(),
-            Text::Bool(b) => b.to_string(),
-        }
-    }
-}
-
+/// Text settings for librdkafka, also when an environment variable made them a number.
 fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Text::deserialize(d).map(String::from)
+    Text::deserialize(d).map(|t| t.0)
 }
 
 fn opt_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(Option::<Text>::deserialize(d)?.map(String::from))
+    Ok(Option::<Text>::deserialize(d)?.map(|t| t.0))
 }
 
 fn text_map<'de, D: serde::Deserializer<'de>>(
@@ -125,7 +103,7 @@ fn text_map<'de, D: serde::Deserializer<'de>>(
     Ok(map
         .into_iter()
         .map(|(k, v)| {
-            let v = ExtraValue::new(&k, String::from(v));
+            let v = ExtraValue::new(&k, v.0);
             (k, v)
         })
         .collect())

@@ -9,12 +9,14 @@
 //! level is checked before a new version is accepted; every error is Confluent's JSON body and
 //! code ([`error`]).
 //!
-//! Start with [`state`] (the rules), then [`store`] (the topic), then [`api`] (the REST API) and
+//! Start with [`state`] (the rules), then [`store`] (the topic), then [`api`] (the REST API),
+//! [`levels`] (compatibility checks and levels) and
 //! [`router`] below. Schema parsing and the compatibility rules themselves are codec matters and
 //! live in `tributary_schema::compat`.
 
 pub mod api;
 pub mod error;
+pub mod levels;
 pub mod state;
 pub mod store;
 
@@ -115,6 +117,7 @@ async fn fallback(uri: axum::http::Uri) -> RegistryError {
 /// The registry's routes.
 pub fn router(registry: Arc<Registry>) -> Router {
     use api::*;
+    use levels::*;
     Router::new()
         .route("/", get(root))
         .route("/schemas/types", get(schema_types))
