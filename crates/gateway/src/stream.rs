@@ -10,17 +10,20 @@
 
 use crate::error::ApiError;
 use crate::events::RecordView;
+use crate::metrics::TopicMetrics;
 use crate::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use base64::Engine as _;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use rdkafka::consumer::StreamConsumer;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::sync::watch;
 use tributary_kafka::reader::{positioned_reader, ConsumedRecord, StartAt};
 
 /// Close code sent to a client that cannot keep up (RFC 6455 "try again later").
@@ -161,93 +164,199 @@ fn text(frame: &Frame) -> Message {
     Message::Text(Utf8Bytes::from(serde_json::to_string(frame).unwrap_or_default()))
 }
 
+/// How a stream ends on the gateway's side: the close code and reason, and the error frame
+/// (with its resume token) sent before the close frame.
+struct Farewell {
+    code: u16,
+    reason: &'static str,
+    frame: Option<Frame>,
+}
+
+impl Farewell {
+    /// A client that did not take a frame in time and gets no error frame.
+    fn silent_slow() -> Self {
+        Self { code: CLOSE_SLOW_CONSUMER, reason: "", frame: None }
+    }
+}
+
+/// What became of one record sent to the client.
+enum Sent {
+    /// The frame left the socket's buffer.
+    Delivered,
+    /// The client went away.
+    Gone,
+    /// The client took no frame in time; the positions count what may still reach it.
+    Slow,
+}
+
+/// One client's stream: where it is and how frames reach it.
+struct Session<'a> {
+    state: &'a AppState,
+    topic: &'a str,
+    m: &'a TopicMetrics,
+    send_timeout: Duration,
+    positions: BTreeMap<i32, i64>,
+    tx: SplitSink<WebSocket, Message>,
+}
+
+/// Serves one client until it leaves, is too slow, or the gateway shuts down.
 async fn run(
     socket: WebSocket,
     state: AppState,
     topic: String,
     consumer: StreamConsumer,
-    mut positions: BTreeMap<i32, i64>,
+    positions: BTreeMap<i32, i64>,
 ) {
     let streams = state.inner.ws_streams.fetch_add(1, Ordering::Relaxed) + 1;
     metrics::gauge!(crate::metrics::WS_STREAMS).set(streams as f64);
-    let m = state.metrics_for(&topic);
     let cfg = &state.inner.config;
-    let send_timeout = Duration::from_millis(cfg.ws_send_timeout_ms);
-    let mut shutdown = state.inner.shutdown.clone();
-    let (mut tx, mut rx) = socket.split();
+    let shutdown = state.inner.shutdown.clone();
+    let (tx, mut rx) = socket.split();
+    let mut session = Session {
+        state: &state,
+        topic: &topic,
+        m: state.metrics_for(&topic),
+        send_timeout: Duration::from_millis(cfg.ws_send_timeout_ms),
+        positions,
+        tx,
+    };
     let mut ping = tokio::time::interval(Duration::from_secs(cfg.ws_ping_interval_secs.max(1)));
     ping.tick().await;
 
     let first = text(&Frame::Subscribed {
         topic: topic.clone(),
-        resume_token: encode_token(&topic, &positions),
+        resume_token: encode_token(&topic, &session.positions),
     });
-    let mut end: Option<(u16, &'static str, Option<Frame>)> = None;
-    if tokio::time::timeout(send_timeout, tx.send(first)).await.map_or(true, |r| r.is_err()) {
-        end = Some((CLOSE_SLOW_CONSUMER, "", None));
+    let end = if session.send(first).await {
+        session.pump(&consumer, &mut rx, shutdown, ping).await
+    } else {
+        Some(Farewell::silent_slow())
+    };
+    // Free the Kafka reader and its prefetch before waiting on the client.
+    drop(consumer);
+    if let Some(end) = end {
+        session.farewell(end).await;
     }
-    while end.is_none() {
-        tokio::select! {
-            () = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-                end = Some((CLOSE_GOING_AWAY, "gateway shutting down; reconnect with your resume_token", Some(Frame::Error {
-                    error: "shutting_down".into(),
-                    message: "the gateway is shutting down; reconnect with resume_token".into(),
-                    resume_token: encode_token(&topic, &positions),
-                })));
-            }
-            incoming = rx.next() => match incoming {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
-                Some(Ok(_)) => {} // pings are answered by the library; other input is ignored
-            },
-            _ = ping.tick() => {
-                if tokio::time::timeout(send_timeout, tx.send(Message::Ping(Default::default()))).await.map_or(true, |r| r.is_err()) {
-                    end = Some((CLOSE_SLOW_CONSUMER, "", None));
+    let streams = state.inner.ws_streams.fetch_sub(1, Ordering::Relaxed) - 1;
+    metrics::gauge!(crate::metrics::WS_STREAMS).set(streams as f64);
+}
+
+impl Session<'_> {
+    /// Sends `msg` within the send timeout; false when it did not go out.
+    async fn send(&mut self, msg: Message) -> bool {
+        tokio::time::timeout(self.send_timeout, self.tx.send(msg)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Forwards records until the client leaves (`None`) or the stream has to end.
+    async fn pump(
+        &mut self,
+        consumer: &StreamConsumer,
+        rx: &mut SplitStream<WebSocket>,
+        mut shutdown: watch::Receiver<bool>,
+        mut ping: tokio::time::Interval,
+    ) -> Option<Farewell> {
+        loop {
+            tokio::select! {
+                () = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                    return Some(self.going_away());
                 }
-            }
-            msg = consumer.recv() => match msg {
-                Ok(msg) => {
-                    let record = ConsumedRecord::from_message(&msg);
-                    drop(msg);
-                    let partition = record.partition;
-                    let previous = positions.insert(partition, record.offset + 1);
-                    let frame = Frame::Event { record: state.view(record).await, resume_token: encode_token(&topic, &positions) };
-                    // feed = the frame is queued in the socket's buffer; flush = it left it. The
-                    // two steps tell whether a timed-out frame may still reach the client, so the
-                    // error token below neither skips nor repeats it.
-                    let queued = match tokio::time::timeout(send_timeout, tx.feed(text(&frame))).await {
-                        Ok(Ok(())) => match tokio::time::timeout(send_timeout, tx.flush()).await {
-                            Ok(Ok(())) => { m.ws_sent.increment(1); continue; }
-                            Ok(Err(_)) => break,
-                            Err(_) => true,
-                        },
-                        Ok(Err(_)) => break, // the client went away
-                        Err(_) => false,
-                    };
-                    if !queued {
-                        match previous {
-                            Some(o) => positions.insert(partition, o),
-                            None => positions.remove(&partition),
-                        };
+                incoming = rx.next() => match incoming {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
+                    Some(Ok(_)) => {} // pings are answered by the library; other input is ignored
+                },
+                _ = ping.tick() => {
+                    if !self.send(Message::Ping(Default::default())).await {
+                        return Some(Farewell::silent_slow());
                     }
-                    m.ws_slow.increment(1);
-                    end = Some((CLOSE_SLOW_CONSUMER, "slow consumer; reconnect with your resume_token", Some(Frame::Error {
-                        error: "slow_consumer".into(),
-                        message: format!("the client took no frame for {} ms; reconnect with resume_token to continue", cfg.ws_send_timeout_ms),
-                        resume_token: encode_token(&topic, &positions),
-                    })));
                 }
-                Err(err) => {
-                    // librdkafka reconnects by itself; a partition error is worth a log line.
-                    tracing::debug!(topic = %topic, error = %err, "stream read error");
+                msg = consumer.recv() => match msg {
+                    Ok(msg) => {
+                        let record = ConsumedRecord::from_message(&msg);
+                        drop(msg);
+                        match self.forward(record).await {
+                            Sent::Delivered => {}
+                            Sent::Gone => return None,
+                            Sent::Slow => return Some(self.slow_consumer()),
+                        }
+                    }
+                    Err(err) => {
+                        // librdkafka reconnects by itself; a partition error is worth a log line.
+                        tracing::debug!(topic = %self.topic, error = %err, "stream read error");
+                    }
                 }
             }
         }
     }
-    // Free the Kafka reader and its prefetch before waiting on the client.
-    drop(consumer);
-    if let Some((code, reason, frame)) = end {
-        // A slow client still reading gets the error after the frames already queued; one that
-        // reads nothing is dropped when the farewell deadline passes.
+
+    /// Sends one record as an event frame whose token counts it as delivered.
+    async fn forward(&mut self, record: ConsumedRecord) -> Sent {
+        let partition = record.partition;
+        let previous = self.positions.insert(partition, record.offset + 1);
+        let frame = Frame::Event {
+            record: self.state.view(record).await,
+            resume_token: encode_token(self.topic, &self.positions),
+        };
+        // feed = the frame is queued in the socket's buffer; flush = it left it. The two steps
+        // tell whether a timed-out frame may still reach the client, so the error token below
+        // neither skips nor repeats it.
+        let queued = match tokio::time::timeout(self.send_timeout, self.tx.feed(text(&frame))).await
+        {
+            Ok(Ok(())) => match tokio::time::timeout(self.send_timeout, self.tx.flush()).await {
+                Ok(Ok(())) => {
+                    self.m.ws_sent.increment(1);
+                    return Sent::Delivered;
+                }
+                Ok(Err(_)) => return Sent::Gone,
+                Err(_) => true,
+            },
+            Ok(Err(_)) => return Sent::Gone, // the client went away
+            Err(_) => false,
+        };
+        if !queued {
+            match previous {
+                Some(o) => self.positions.insert(partition, o),
+                None => self.positions.remove(&partition),
+            };
+        }
+        self.m.ws_slow.increment(1);
+        Sent::Slow
+    }
+
+    /// The end of a client that took no frame in time: an error with the token of what it got.
+    fn slow_consumer(&self) -> Farewell {
+        Farewell {
+            code: CLOSE_SLOW_CONSUMER,
+            reason: "slow consumer; reconnect with your resume_token",
+            frame: Some(Frame::Error {
+                error: "slow_consumer".into(),
+                message: format!(
+                    "the client took no frame for {} ms; reconnect with resume_token to continue",
+                    self.state.inner.config.ws_send_timeout_ms
+                ),
+                resume_token: encode_token(self.topic, &self.positions),
+            }),
+        }
+    }
+
+    /// The end of every stream when the gateway shuts down.
+    fn going_away(&self) -> Farewell {
+        Farewell {
+            code: CLOSE_GOING_AWAY,
+            reason: "gateway shutting down; reconnect with your resume_token",
+            frame: Some(Frame::Error {
+                error: "shutting_down".into(),
+                message: "the gateway is shutting down; reconnect with resume_token".into(),
+                resume_token: encode_token(self.topic, &self.positions),
+            }),
+        }
+    }
+
+    /// Sends the error frame, if any, and the close frame. A slow client still reading gets the
+    /// error after the frames already queued; one that reads nothing is dropped when the
+    /// farewell deadline passes.
+    async fn farewell(&mut self, end: Farewell) {
+        let Farewell { code, reason, frame } = end;
+        let tx = &mut self.tx;
         let farewell = async {
             if let Some(frame) = frame {
                 tx.send(text(&frame)).await?;
@@ -257,8 +366,6 @@ async fn run(
         };
         let _ = tokio::time::timeout(FAREWELL, farewell).await;
     }
-    let streams = state.inner.ws_streams.fetch_sub(1, Ordering::Relaxed) - 1;
-    metrics::gauge!(crate::metrics::WS_STREAMS).set(streams as f64);
 }
 
 #[cfg(test)]

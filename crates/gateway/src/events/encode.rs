@@ -1,0 +1,98 @@
+//! Checking an event and encoding it for its topic: the step before any write.
+
+use crate::dedupe::fingerprint;
+use crate::error::ApiError;
+use crate::schemas::WriteSchema;
+use serde_json::Value;
+use tributary_core::{Event, TopicSpec};
+
+/// The `content_type` header of registry-framed Avro values.
+pub const AVRO_CONTENT_TYPE: &str = "application/vnd.confluent.avro";
+/// The `content_type` header of registry-framed Protobuf values.
+pub const PROTOBUF_CONTENT_TYPE: &str = "application/vnd.confluent.protobuf";
+
+/// An event that passed validation, before it is encoded for its topic.
+pub(super) struct Checked {
+    pub(super) event: Event,
+    pub(super) key: Option<String>,
+    pub(super) canonical: Vec<u8>,
+    pub(super) fingerprint: u64,
+}
+
+/// Validates an event and finds its key. Needs nothing but the event: bad input is a 4xx even
+/// while the schema registry is down.
+pub(super) fn check(spec: &TopicSpec, value: Value) -> Result<Checked, ApiError> {
+    let event = Event::from_json(value).map_err(ApiError::Validation)?;
+    let key = match &spec.key_field {
+        None => None,
+        Some(field) => match event.key_value(field) {
+            Some(k) => Some(k),
+            None if spec.require_key => {
+                return Err(ApiError::MissingKey { topic: spec.name.clone(), field: field.clone() })
+            }
+            None => None,
+        },
+    };
+    // The dedupe fingerprint is over the event's canonical JSON, not the encoded value: a retry
+    // after the topic moved to a new schema version is still the same event.
+    let canonical = event.to_json_bytes();
+    let fingerprint = fingerprint(&canonical);
+    Ok(Checked { event, key, canonical, fingerprint })
+}
+
+/// An event checked and encoded, ready to write.
+pub(super) struct Prepared {
+    pub(super) event_id: String,
+    pub(super) event_type: String,
+    pub(super) key: Option<String>,
+    pub(super) value: Vec<u8>,
+    /// The `content_type` header: how `value` is encoded.
+    pub(super) content_type: &'static [u8],
+    pub(super) fingerprint: u64,
+}
+
+/// Encodes a checked event for its topic: framed with `schema`, or its canonical JSON.
+pub(super) fn encode(c: Checked, schema: Option<&WriteSchema>) -> Result<Prepared, ApiError> {
+    let (value, content_type) = match schema {
+        Some(schema) => encode_framed(&c.event, schema)?,
+        None => (c.canonical, &b"application/json"[..]),
+    };
+    Ok(Prepared {
+        fingerprint: c.fingerprint,
+        event_id: c.event.event_id,
+        event_type: c.event.event_type,
+        key: c.key,
+        value,
+        content_type,
+    })
+}
+
+/// Encodes an event with its topic's registered schema (Avro or Protobuf): the value is
+/// Confluent-framed (magic byte, schema id, for Protobuf the message indexes, then the body).
+/// A field the schema requires and the event lacks, or one whose type does not fit, is a 422
+/// naming that field.
+fn encode_framed(
+    event: &Event,
+    schema: &WriteSchema,
+) -> Result<(Vec<u8>, &'static [u8]), ApiError> {
+    let mut fields = match serde_json::to_value(event) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(ApiError::Internal("an event did not serialize to an object".into())),
+    };
+    // The event schema keeps time as epoch milliseconds, not text.
+    fields.insert("timestamp".into(), Value::from(event.timestamp_millis()));
+    let invalid = |e: tributary_schema::codec::EncodeError| {
+        ApiError::Validation(tributary_core::FieldError { field: e.field, message: e.message })
+    };
+    let (body, content_type) = if let Some(proto) = schema.schema.proto() {
+        (proto.encode(&fields).map_err(invalid)?, PROTOBUF_CONTENT_TYPE)
+    } else if let Some(avro) = schema.schema.avro() {
+        (tributary_schema::codec::encode_record(avro, &fields).map_err(invalid)?, AVRO_CONTENT_TYPE)
+    } else {
+        return Err(ApiError::Internal(format!(
+            "schema {} is neither Avro nor Protobuf",
+            schema.id
+        )));
+    };
+    Ok((tributary_schema::frame(schema.id, &body), content_type.as_bytes()))
+}

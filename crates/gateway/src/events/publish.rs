@@ -1,0 +1,94 @@
+//! `POST /api/v1/events/{topic}`: writing one event.
+
+use super::encode::{check, encode};
+use super::write::{Ingest, Written};
+use crate::body::{parse_json, read_json_body};
+use crate::error::{ApiError, ErrorBody};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tributary_core::Event;
+
+/// The spec's `EventResponse`: where an accepted event landed.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, PartialEq, Eq)]
+pub struct EventResponse {
+    /// `accepted` for a new write, `duplicate` for a retry answered from the dedupe window.
+    pub status: String,
+    pub event_id: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// `POST /api/v1/events/{topic}`: write one event; 201 once Kafka acknowledged it.
+#[utoipa::path(
+    post, path = "/api/v1/events/{topic}", tag = "events",
+    params(("topic" = String, Path, description = "Full topic name, for example events.clickstream")),
+    request_body(content = Event, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Written; Kafka acknowledged it", body = EventResponse),
+        (status = 200, description = "A retry of an event_id already written; nothing new written", body = EventResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 403, description = "Topic not writable through the API", body = ErrorBody),
+        (status = 404, description = "Unknown topic", body = ErrorBody),
+        (status = 409, description = "event_id already used with different content", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Invalid event; `field` names the offending field", body = ErrorBody),
+        (status = 503, description = "Kafka (`kafka_unavailable`) or the schema registry (`schema_registry_unavailable`) unavailable; retry after Retry-After seconds", body = ErrorBody),
+    )
+)]
+pub async fn publish(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let spec = state.writable_topic(&topic)?;
+    let m = state.metrics_for(&spec.name);
+    let checked = async {
+        let bytes = read_json_body(&headers, body, state.inner.config.max_body_bytes).await?;
+        check(spec, parse_json(&bytes)?)
+    }
+    .await
+    .inspect_err(|e| m.rejected(e.status_and_code().1))?;
+    let event_id = checked.event.event_id.clone();
+    // A retry of a written event is answered before encoding: neither a newer schema version
+    // nor an unreachable registry turns it into an error.
+    let known = state.inner.dedupe.written(&spec.name, &event_id, checked.fingerprint);
+    let written = match known {
+        Some(d) => Written::Duplicate(d),
+        None => {
+            let schema = state.inner.schemas.for_topic(spec).await?;
+            let prepared = encode(checked, schema.as_ref())
+                .inspect_err(|e| m.rejected(e.status_and_code().1))?;
+            let deadline = state.write_deadline();
+            let started = state.start_write(&spec.name, prepared, &Ingest::now(), deadline).await?;
+            state.finish_write(&spec.name, started, deadline).await?
+        }
+    };
+    let (status, code, d) = match written {
+        Written::New(d) => (StatusCode::CREATED, "accepted", d),
+        Written::Duplicate(d) => {
+            m.duplicate(1);
+            (StatusCode::OK, "duplicate", d)
+        }
+    };
+    let mut resp = (
+        status,
+        Json(EventResponse {
+            status: code.to_owned(),
+            event_id,
+            partition: d.partition,
+            offset: d.offset,
+        }),
+    )
+        .into_response();
+    if code == "duplicate" {
+        resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}

@@ -1,0 +1,202 @@
+//! The write path single and batch writes share: the dedupe window, handing records to the
+//! producer, and settling their outcomes.
+
+use super::encode::Prepared;
+use crate::dedupe::{Begin, Guard, Outcome};
+use crate::error::ApiError;
+use crate::AppState;
+use chrono::{SecondsFormat, Utc};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tributary_kafka::{Delivered, KafkaError, OutgoingRecord, PendingDelivery};
+
+/// The outcome of writing one prepared event.
+pub(super) enum Written {
+    New(Delivered),
+    Duplicate(Delivered),
+}
+
+/// A write that has been started: answered already, or waiting for Kafka.
+pub(super) enum Started {
+    /// A retry answered from the dedupe window.
+    Answered(Written),
+    /// Handed to librdkafka; settled by [`AppState::settle`].
+    Pending(PendingWrite),
+    /// The same event is being written by another request; its outcome is ours.
+    InFlight(watch::Receiver<Outcome>),
+}
+
+/// A record in librdkafka's hands and the dedupe reservation its outcome settles.
+pub(super) struct PendingWrite {
+    delivery: PendingDelivery,
+    guard: Guard,
+}
+
+/// When writes start: the record timestamp and the `ingest_time` header. One per request, so a
+/// batch formats the time once.
+pub(super) struct Ingest {
+    millis: i64,
+    text: String,
+}
+
+impl Ingest {
+    pub(super) fn now() -> Self {
+        let now = Utc::now();
+        Self {
+            millis: now.timestamp_millis(),
+            text: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        }
+    }
+}
+
+impl AppState {
+    /// Starts writing one event: consults the dedupe window and hands the record to
+    /// librdkafka. Events started one after another keep that order on their partition.
+    pub(super) async fn start_write(
+        &self,
+        topic: &str,
+        p: Prepared,
+        ingest: &Ingest,
+        deadline: Instant,
+    ) -> Result<Started, ApiError> {
+        let guard = match self.inner.dedupe.begin(topic, &p.event_id, p.fingerprint) {
+            Begin::Duplicate(d) => return Ok(Started::Answered(Written::Duplicate(d))),
+            Begin::Conflict => return Err(ApiError::EventIdConflict(p.event_id)),
+            Begin::InFlight(rx) => return Ok(Started::InFlight(rx)),
+            Begin::New(guard) => guard,
+        };
+        let headers: [(&str, &[u8]); 3] = [
+            ("event_type", p.event_type.as_bytes()),
+            ("ingest_time", ingest.text.as_bytes()),
+            ("content_type", p.content_type),
+        ];
+        let record = OutgoingRecord {
+            topic,
+            key: p.key.as_deref().map(str::as_bytes),
+            value: &p.value,
+            headers: &headers,
+            timestamp_ms: Some(ingest.millis),
+        };
+        match self.inner.producer.enqueue(record, deadline).await {
+            Ok(delivery) => Ok(Started::Pending(PendingWrite { delivery, guard })),
+            Err(e) => {
+                self.metrics_for(topic).failed(e.class, 1);
+                guard.complete(Err(()));
+                Err(self.unavailable(&e))
+            }
+        }
+    }
+
+    /// Waits for the broker's answers to `writes` and settles the dedupe window with them, in
+    /// a task of its own: neither a client hanging up nor the request deadline can leave the
+    /// window unsettled. One task per request, not per event.
+    pub(super) fn settle(
+        &self,
+        topic: &str,
+        writes: Vec<PendingWrite>,
+    ) -> JoinHandle<Vec<Result<Delivered, KafkaError>>> {
+        let state = self.clone();
+        let topic = topic.to_owned();
+        tokio::spawn(async move {
+            let m = state.metrics_for(&topic);
+            let mut results = Vec::with_capacity(writes.len());
+            let (mut written, mut first_error) = (0, None);
+            // Everything is enqueued already: awaiting in order delays nothing.
+            for w in writes {
+                let result = w.delivery.wait().await;
+                match &result {
+                    Ok(d) => {
+                        written += 1;
+                        w.guard.complete(Ok(*d));
+                    }
+                    Err(e) => {
+                        m.failed(e.class, 1);
+                        first_error.get_or_insert_with(|| e.to_string());
+                        w.guard.complete(Err(()));
+                    }
+                }
+                results.push(result);
+            }
+            m.written(written);
+            if let Some(error) = first_error {
+                tracing::warn!(topic = %topic, %error, "writes not acknowledged");
+            }
+            results
+        })
+    }
+
+    /// Waits for writes being settled by [`Self::settle`], until `deadline` at most.
+    pub(super) async fn await_settled(
+        &self,
+        task: JoinHandle<Vec<Result<Delivered, KafkaError>>>,
+        count: usize,
+        deadline: Instant,
+    ) -> Vec<Result<Written, ApiError>> {
+        match tokio::time::timeout_at(deadline.into(), task).await {
+            Err(_) => (0..count).map(|_| Err(self.late())).collect(),
+            Ok(Err(e)) => (0..count)
+                .map(|_| Err(ApiError::Internal(format!("write task failed: {e}"))))
+                .collect(),
+            Ok(Ok(results)) => results
+                .into_iter()
+                .map(|r| r.map(Written::New).map_err(|e| self.unavailable(&e)))
+                .collect(),
+        }
+    }
+
+    /// Waits for the outcome of the same event written by another request.
+    pub(super) async fn await_in_flight(
+        &self,
+        mut rx: watch::Receiver<Outcome>,
+        deadline: Instant,
+    ) -> Result<Written, ApiError> {
+        let outcome = tokio::time::timeout_at(deadline.into(), async {
+            rx.wait_for(Option::is_some).await.map(|o| *o)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(Some(Ok(d)))) => Ok(Written::Duplicate(d)),
+            Err(_) => Err(self.late()),
+            _ => Err(ApiError::Unavailable {
+                message: "an earlier request with this event_id failed to write; retry".to_owned(),
+                retry_after_secs: self.inner.config.retry_after_secs,
+            }),
+        }
+    }
+
+    /// Waits for one started write, until `deadline` at most.
+    pub(super) async fn finish_write(
+        &self,
+        topic: &str,
+        started: Started,
+        deadline: Instant,
+    ) -> Result<Written, ApiError> {
+        match started {
+            Started::Answered(w) => Ok(w),
+            Started::Pending(w) => {
+                let task = self.settle(topic, vec![w]);
+                self.await_settled(task, 1, deadline)
+                    .await
+                    .pop()
+                    .unwrap_or_else(|| Err(self.late()))
+            }
+            Started::InFlight(rx) => self.await_in_flight(rx, deadline).await,
+        }
+    }
+
+    fn late(&self) -> ApiError {
+        ApiError::Unavailable {
+            message: format!(
+                "kafka did not acknowledge the write within {} ms; retrying with the same event_id is safe",
+                self.inner.config.produce_timeout_ms
+            ),
+            retry_after_secs: self.inner.config.retry_after_secs,
+        }
+    }
+
+    /// The deadline of a write that starts now.
+    pub(super) fn write_deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.inner.config.produce_timeout_ms)
+    }
+}
