@@ -3,9 +3,7 @@
 //! [`crate::levels`].
 
 use crate::error::{RegistryError, MEDIA_TYPE};
-use crate::state::{
-    ConfigValue, DeletedValue, IdCeiling, RecordKey, SchemaValue, VersionEntry, VersionRef,
-};
+use crate::state::{DeletedValue, IdCeiling, RecordKey, SchemaValue, VersionEntry, VersionRef};
 use crate::Registry;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -14,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
-use tributary_schema::compat::{Level, ParsedSchema, SchemaType};
+use tributary_schema::compat::{ParsedSchema, SchemaType};
 
 pub(crate) type Api = State<Arc<Registry>>;
 pub(crate) type Result<T> = std::result::Result<T, RegistryError>;
@@ -38,9 +36,9 @@ pub struct Flags {
     #[serde(default, deserialize_with = "flag")]
     permanent: bool,
     #[serde(default, rename = "defaultToGlobal", deserialize_with = "flag")]
-    default_to_global: bool,
+    pub(crate) default_to_global: bool,
     #[serde(default, deserialize_with = "flag")]
-    verbose: bool,
+    pub(crate) verbose: bool,
 }
 
 fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
@@ -309,7 +307,11 @@ impl Registry {
         }
     }
 
-    async fn write<T: Serialize>(&self, key: &RecordKey, value: Option<&T>) -> Result<()> {
+    pub(crate) async fn write<T: Serialize>(
+        &self,
+        key: &RecordKey,
+        value: Option<&T>,
+    ) -> Result<()> {
         let bytes = value.map(|v| serde_json::to_vec(v).unwrap_or_default());
         self.store.write(key, bytes).await.map_err(|e| RegistryError::store(&e))
     }
