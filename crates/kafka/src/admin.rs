@@ -111,33 +111,55 @@ pub async fn apply_topics(
 ) -> Result<Vec<ApplyOutcome>, KafkaError> {
     let specs: Vec<&TopicSpec> = catalog.iter().collect();
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    let existing = {
-        let consumer = metadata_consumer(config)?;
-        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
-        tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            partition_counts(&consumer, &refs, timeout)
-        })
-        .await
-        .map_err(|_| KafkaError::new("fetching topic metadata", RdError::Canceled))??
-    };
+    let existing = current_partition_counts(config, &names, timeout).await?;
+    let created = create_missing_topics(config, &specs, &existing, timeout).await?;
+    // Look again, so a topic created concurrently with other settings is still reported.
+    let after = partition_counts_after_create(config, &names, created.clone(), timeout).await?;
+    Ok(apply_outcomes(&specs, &existing, after, &created))
+}
 
+/// Partition counts of the named topics, fetched off the async runtime.
+async fn current_partition_counts(
+    config: &KafkaConfig,
+    names: &[&str],
+    timeout: Duration,
+) -> Result<Vec<Option<i32>>, KafkaError> {
+    let consumer = metadata_consumer(config)?;
+    let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        partition_counts(&consumer, &refs, timeout)
+    })
+    .await
+    .map_err(|_| KafkaError::new("fetching topic metadata", RdError::Canceled))?
+}
+
+/// The topic-creation request for one catalog topic, with its configs.
+fn new_topic<'a>(spec: &'a TopicSpec) -> NewTopic<'a> {
+    spec.configs.iter().fold(
+        NewTopic::new(
+            &spec.name,
+            spec.partitions,
+            TopicReplication::Fixed(i32::from(spec.replication_factor)),
+        ),
+        |t, (k, v)| t.set(k, v),
+    )
+}
+
+/// Creates the topics `existing` reports missing; returns the names this call created.
+async fn create_missing_topics(
+    config: &KafkaConfig,
+    specs: &[&TopicSpec],
+    existing: &[Option<i32>],
+    timeout: Duration,
+) -> Result<Vec<String>, KafkaError> {
     let admin: AdminClient<DefaultClientContext> =
         config.base().create().map_err(|e| KafkaError::new("creating the admin client", e))?;
     let to_create: Vec<NewTopic<'_>> = specs
         .iter()
-        .zip(&existing)
+        .zip(existing)
         .filter(|(_, count)| count.is_none())
-        .map(|(s, _)| {
-            s.configs.iter().fold(
-                NewTopic::new(
-                    &s.name,
-                    s.partitions,
-                    TopicReplication::Fixed(i32::from(s.replication_factor)),
-                ),
-                |t, (k, v)| t.set(k, v),
-            )
-        })
+        .map(|(s, _)| new_topic(s))
         .collect();
     let mut created = Vec::new();
     if !to_create.is_empty() {
@@ -161,12 +183,20 @@ pub async fn apply_topics(
             }
         }
     }
+    Ok(created)
+}
 
-    // Look again, so a topic created concurrently with other settings is still reported.
+/// Partition counts of the named topics after creation, waiting (bounded by `timeout`) until
+/// the topics in `wait_for` have leaders for every partition.
+async fn partition_counts_after_create(
+    config: &KafkaConfig,
+    names: &[&str],
+    wait_for: Vec<String>,
+    timeout: Duration,
+) -> Result<Vec<Option<i32>>, KafkaError> {
     let consumer = metadata_consumer(config)?;
     let names_owned: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
-    let wait_for = created.clone();
-    let after = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = names_owned.iter().map(String::as_str).collect();
         // Metadata for just-created topics can lag briefly; wait for them, bounded.
         let deadline = std::time::Instant::now() + timeout;
@@ -185,9 +215,17 @@ pub async fn apply_topics(
         }
     })
     .await
-    .map_err(|_| KafkaError::new("fetching topic metadata", RdError::Canceled))??;
+    .map_err(|_| KafkaError::new("fetching topic metadata", RdError::Canceled))?
+}
 
-    Ok(specs
+/// What applying each catalog topic found or did, from the counts before and after.
+fn apply_outcomes(
+    specs: &[&TopicSpec],
+    existing: &[Option<i32>],
+    after: Vec<Option<i32>>,
+    created: &[String],
+) -> Vec<ApplyOutcome> {
+    specs
         .iter()
         .zip(existing.iter().zip(after))
         .map(|(spec, (before, now))| {
@@ -201,7 +239,7 @@ pub async fn apply_topics(
                 ApplyOutcome::Unchanged { topic, partitions: actual }
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Partition counts and offsets of the named topics.

@@ -102,87 +102,124 @@ impl References {
             .consumer(None)
             .create()
             .map_err(|e| KafkaError::new("creating the reference data reader", e))?;
-        let timeout = Duration::from_secs(10);
-        let md = consumer
-            .fetch_metadata(None, timeout)
-            .map_err(|e| KafkaError::new("fetching metadata of the reference topics", e))?;
-        let mut tpl = TopicPartitionList::new();
-        // Where each partition ended at startup: loaded when every one is reached.
-        let mut ends: HashMap<(String, i32), i64> = HashMap::new();
-        // Right after a broker start, leaders may not be elected yet (a broker with many
-        // partitions takes minutes to load them): retry until stopped, saying so now and then.
-        let mut said = Instant::now();
-        for t in md.topics().iter().filter(|t| tables.contains_key(t.name())) {
-            for p in t.partitions() {
-                let high = loop {
-                    match consumer.fetch_watermarks(t.name(), p.id(), timeout) {
-                        Ok((_, high)) => break high,
-                        Err(e) if !stop.load(Ordering::Relaxed) => {
-                            if said.elapsed() >= Duration::from_secs(15) {
-                                said = Instant::now();
-                                tracing::warn!(topic = t.name(), partition = p.id(), error = %e, "waiting for the broker to serve a reference topic");
-                            }
-                            std::thread::sleep(Duration::from_millis(500));
-                        }
-                        Err(e) => {
-                            return Err(KafkaError::new(
-                                format!("reading the end of {}", t.name()),
-                                e,
-                            )
-                            .into())
-                        }
-                    }
-                };
-                tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)
-                    .map_err(|e| KafkaError::new("assigning the reference topics", e))?;
-                if high > 0 {
-                    ends.insert((t.name().to_owned(), p.id()), high);
-                }
-            }
-        }
-        for t in topics.iter().filter(|t| !md.topics().iter().any(|m| m.name() == t.as_str())) {
-            tracing::warn!(topic = %t, "reference topic does not exist; results get no attributes from it");
-        }
-        consumer.assign(&tpl).map_err(|e| KafkaError::new("assigning the reference topics", e))?;
-
-        let started = Instant::now();
-        while !ends.is_empty() && started.elapsed() < load_timeout {
-            follow(&consumer, &tables, &mut ends);
-            // Transaction markers at the end are never delivered: check the position too.
-            if let Ok(pos) = consumer.position() {
-                for e in pos.elements() {
-                    if let Offset::Offset(o) = e.offset() {
-                        let k = (e.topic().to_owned(), e.partition());
-                        if ends.get(&k).is_some_and(|end| o >= *end) {
-                            ends.remove(&k);
-                        }
-                    }
-                }
-            }
-        }
-        if !ends.is_empty() {
-            tracing::warn!(
-                partitions = ends.len(),
-                "reference data not fully loaded in time; going on with what is there"
-            );
-        }
-        for (topic, table) in &tables {
-            tracing::info!(topic = %topic, keys = table.len(), "reference data loaded");
-        }
+        let ends = assign_from_beginning(&consumer, topics, &tables, &stop)?;
+        load(&consumer, &tables, ends, load_timeout);
         let refs = Self { tables: tables.clone() };
-        std::thread::Builder::new()
-            .name("reference-data".into())
-            .spawn(move || {
-                let mut none = HashMap::new();
-                while !stop.load(Ordering::Relaxed) {
-                    follow(&consumer, &tables, &mut none);
-                }
-            })
-            .map_err(|e| {
-                ProcessorError::Setup(format!("starting the reference data thread: {e}"))
-            })?;
+        spawn_follower(consumer, tables, stop)?;
         Ok(refs)
     }
+}
+
+/// Assigns every partition of the existing reference `topics` from the beginning; returns where
+/// each non-empty partition ended at startup.
+fn assign_from_beginning(
+    consumer: &BaseConsumer,
+    topics: &[String],
+    tables: &HashMap<String, Arc<Table>>,
+    stop: &AtomicBool,
+) -> Result<HashMap<(String, i32), i64>, ProcessorError> {
+    let timeout = Duration::from_secs(10);
+    let md = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(|e| KafkaError::new("fetching metadata of the reference topics", e))?;
+    let mut tpl = TopicPartitionList::new();
+    // Where each partition ended at startup: loaded when every one is reached.
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    // Right after a broker start, leaders may not be elected yet (a broker with many
+    // partitions takes minutes to load them): retry until stopped, saying so now and then.
+    let mut said = Instant::now();
+    for t in md.topics().iter().filter(|t| tables.contains_key(t.name())) {
+        for p in t.partitions() {
+            let high = startup_end(consumer, t.name(), p.id(), timeout, stop, &mut said)?;
+            tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)
+                .map_err(|e| KafkaError::new("assigning the reference topics", e))?;
+            if high > 0 {
+                ends.insert((t.name().to_owned(), p.id()), high);
+            }
+        }
+    }
+    for t in topics.iter().filter(|t| !md.topics().iter().any(|m| m.name() == t.as_str())) {
+        tracing::warn!(topic = %t, "reference topic does not exist; results get no attributes from it");
+    }
+    consumer.assign(&tpl).map_err(|e| KafkaError::new("assigning the reference topics", e))?;
+    Ok(ends)
+}
+
+/// The end offset of one partition, retrying (and warning at most every 15 s, tracked in
+/// `said`) until the broker serves it or `stop` is set.
+fn startup_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+    stop: &AtomicBool,
+    said: &mut Instant,
+) -> Result<i64, ProcessorError> {
+    loop {
+        match consumer.fetch_watermarks(topic, partition, timeout) {
+            Ok((_, high)) => return Ok(high),
+            Err(e) if !stop.load(Ordering::Relaxed) => {
+                if said.elapsed() >= Duration::from_secs(15) {
+                    *said = Instant::now();
+                    tracing::warn!(topic = topic, partition = partition, error = %e, "waiting for the broker to serve a reference topic");
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(KafkaError::new(format!("reading the end of {topic}"), e).into()),
+        }
+    }
+}
+
+/// Reads the reference topics until every partition in `ends` reached its startup end or
+/// `load_timeout` passed, then logs what was loaded.
+fn load(
+    consumer: &BaseConsumer,
+    tables: &HashMap<String, Arc<Table>>,
+    mut ends: HashMap<(String, i32), i64>,
+    load_timeout: Duration,
+) {
+    let started = Instant::now();
+    while !ends.is_empty() && started.elapsed() < load_timeout {
+        follow(consumer, tables, &mut ends);
+        // Transaction markers at the end are never delivered: check the position too.
+        if let Ok(pos) = consumer.position() {
+            for e in pos.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    let k = (e.topic().to_owned(), e.partition());
+                    if ends.get(&k).is_some_and(|end| o >= *end) {
+                        ends.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+    if !ends.is_empty() {
+        tracing::warn!(
+            partitions = ends.len(),
+            "reference data not fully loaded in time; going on with what is there"
+        );
+    }
+    for (topic, table) in tables {
+        tracing::info!(topic = %topic, keys = table.len(), "reference data loaded");
+    }
+}
+
+/// Keeps following the reference topics on a thread until `stop` is set.
+fn spawn_follower(
+    consumer: BaseConsumer,
+    tables: HashMap<String, Arc<Table>>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), ProcessorError> {
+    std::thread::Builder::new()
+        .name("reference-data".into())
+        .spawn(move || {
+            let mut none = HashMap::new();
+            while !stop.load(Ordering::Relaxed) {
+                follow(&consumer, &tables, &mut none);
+            }
+        })
+        .map_err(|e| ProcessorError::Setup(format!("starting the reference data thread: {e}")))?;
+    Ok(())
 }
 
 /// Reads one record (or waits up to 100 ms) and applies it; partitions reach their startup end

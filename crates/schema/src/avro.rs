@@ -147,19 +147,7 @@ impl<'a> Checker<'a> {
                 }
                 Ok(())
             }
-            (_, View::Union(branches)) => {
-                for b in branches.iter() {
-                    let before = self.seen.clone();
-                    if self.check(w, b, path).is_ok() {
-                        return Ok(());
-                    }
-                    self.seen = before;
-                }
-                Err(format!(
-                    "{here}: no branch of the reader's union can read the writer's {}",
-                    wv.kind()
-                ))
-            }
+            (_, View::Union(branches)) => self.check_reader_union(w, &wv, branches, path, here),
             (View::Null, View::Null)
             | (View::Boolean, View::Boolean)
             | (View::Int, View::Int | View::Long | View::Float | View::Double)
@@ -169,71 +157,96 @@ impl<'a> Checker<'a> {
             | (View::Bytes | View::String, View::Bytes | View::String) => Ok(()),
             (View::Array(wi), View::Array(ri)) => self.check(wi, ri, &format!("{path}[]")),
             (View::Map(wv), View::Map(rv)) => self.check(wv, rv, &format!("{path}{{}}")),
-            (View::Fixed(wf), View::Fixed(rf)) => {
-                if !names_match(&rf.name, rf.aliases.as_deref(), &wf.name) {
-                    return Err(format!(
-                        "{here}: fixed {} cannot be read as fixed {}",
-                        wf.name, rf.name
-                    ));
-                }
-                if wf.size != rf.size {
-                    return Err(format!(
-                        "{here}: fixed {} has size {} but the reader expects {}",
-                        wf.name, wf.size, rf.size
-                    ));
-                }
-                Ok(())
-            }
-            (View::Enum(we), View::Enum(re)) => {
-                if !names_match(&re.name, re.aliases.as_deref(), &we.name) {
-                    return Err(format!(
-                        "{here}: enum {} cannot be read as enum {}",
-                        we.name, re.name
-                    ));
-                }
-                if re.default.is_none() {
-                    if let Some(missing) = we.symbols.iter().find(|s| !re.symbols.contains(s)) {
-                        return Err(format!(
-                            "{here}: the reader's enum {} lacks the writer's symbol {missing:?} and has no default",
-                            re.name
-                        ));
-                    }
-                }
-                Ok(())
-            }
-            (View::Record(wr), View::Record(rr)) => {
-                if !names_match(&rr.name, rr.aliases.as_deref(), &wr.name) {
-                    return Err(format!(
-                        "{here}: record {} cannot be read as record {}",
-                        wr.name, rr.name
-                    ));
-                }
-                for rf in &rr.fields {
-                    let found = wr
-                        .fields
-                        .iter()
-                        .find(|wf| wf.name == rf.name)
-                        .or_else(|| wr.fields.iter().find(|wf| rf.aliases.contains(&wf.name)));
-                    let field_path = if path.is_empty() {
-                        rf.name.clone()
-                    } else {
-                        format!("{path}.{}", rf.name)
-                    };
-                    match found {
-                        Some(wf) => self.check(&wf.schema, &rf.schema, &field_path)?,
-                        None if rf.default.is_some() => {}
-                        None => {
-                            return Err(format!(
-                                "{field_path}: the reader's field has no default and the writer has no such field"
-                            ))
-                        }
-                    }
-                }
-                Ok(())
-            }
+            (View::Fixed(wf), View::Fixed(rf)) => check_fixed(wf, rf, here),
+            (View::Enum(we), View::Enum(re)) => check_enum(we, re, here),
+            (View::Record(wr), View::Record(rr)) => self.check_record(wr, rr, path, here),
             _ => Err(format!("{here}: the writer's {} cannot be read as {}", wv.kind(), rv.kind())),
         }
     }
+
+    /// A reader union reads the writer's type if any branch can (what a failed branch marked
+    /// as seen is forgotten again).
+    fn check_reader_union(
+        &mut self,
+        w: &'a Schema,
+        wv: &View<'a>,
+        branches: &'a [Schema],
+        path: &str,
+        here: &str,
+    ) -> Result<(), String> {
+        for b in branches {
+            let before = self.seen.clone();
+            if self.check(w, b, path).is_ok() {
+                return Ok(());
+            }
+            self.seen = before;
+        }
+        Err(format!("{here}: no branch of the reader's union can read the writer's {}", wv.kind()))
+    }
+
+    /// Records match by name (or a reader alias); each reader field reads the writer's field of
+    /// the same name (or a reader field alias) or needs a default.
+    fn check_record(
+        &mut self,
+        wr: &'a RecordSchema,
+        rr: &'a RecordSchema,
+        path: &str,
+        here: &str,
+    ) -> Result<(), String> {
+        if !names_match(&rr.name, rr.aliases.as_deref(), &wr.name) {
+            return Err(format!("{here}: record {} cannot be read as record {}", wr.name, rr.name));
+        }
+        for rf in &rr.fields {
+            let found = wr
+                .fields
+                .iter()
+                .find(|wf| wf.name == rf.name)
+                .or_else(|| wr.fields.iter().find(|wf| rf.aliases.contains(&wf.name)));
+            let field_path =
+                if path.is_empty() { rf.name.clone() } else { format!("{path}.{}", rf.name) };
+            match found {
+                Some(wf) => self.check(&wf.schema, &rf.schema, &field_path)?,
+                None if rf.default.is_some() => {}
+                None => {
+                    return Err(format!(
+                        "{field_path}: the reader's field has no default and the writer has no such field"
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fixed types match by name (or a reader alias) and size.
+fn check_fixed(wf: &FixedSchema, rf: &FixedSchema, here: &str) -> Result<(), String> {
+    if !names_match(&rf.name, rf.aliases.as_deref(), &wf.name) {
+        return Err(format!("{here}: fixed {} cannot be read as fixed {}", wf.name, rf.name));
+    }
+    if wf.size != rf.size {
+        return Err(format!(
+            "{here}: fixed {} has size {} but the reader expects {}",
+            wf.name, wf.size, rf.size
+        ));
+    }
+    Ok(())
+}
+
+/// Enums match by name (or a reader alias); every writer symbol must be a reader symbol unless
+/// the reader has a default.
+fn check_enum(we: &EnumSchema, re: &EnumSchema, here: &str) -> Result<(), String> {
+    if !names_match(&re.name, re.aliases.as_deref(), &we.name) {
+        return Err(format!("{here}: enum {} cannot be read as enum {}", we.name, re.name));
+    }
+    if re.default.is_none() {
+        if let Some(missing) = we.symbols.iter().find(|s| !re.symbols.contains(s)) {
+            return Err(format!(
+                "{here}: the reader's enum {} lacks the writer's symbol {missing:?} and has no default",
+                re.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether data written with `writer` can always be read with `reader`; `Err` says where not.

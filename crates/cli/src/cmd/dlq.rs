@@ -95,90 +95,120 @@ fn run_blocking(
 ) -> anyhow::Result<ExitCode> {
     let topic_of = |t: &TopicArg| t.topic.clone().unwrap_or_else(|| default_topic.to_owned());
     match command {
-        DlqCommand::Stats { topic, json } => {
-            let topic = topic_of(&topic);
-            let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
-            let mut total = 0u64;
-            dlq::scan(kafka, &topic, |d| {
-                total += 1;
-                let source = d.source_topic.unwrap_or_else(|| "-".into());
-                *counts.entry((d.reason, source)).or_default() += 1;
-            })
-            .with_context(|| format!("reading {topic}"))?;
-            if json {
-                let rows: Vec<Value> = counts
-                    .iter()
-                    .map(|((r, s), n)| json!({"reason": r, "source_topic": s, "count": n}))
-                    .collect();
-                println!("{}", json!({"topic": topic, "total": total, "counts": rows}));
-            } else {
-                println!("{:<26} {:<32} {:>10}", "REASON", "SOURCE TOPIC", "COUNT");
-                for ((reason, source), n) in &counts {
-                    println!("{reason:<26} {source:<32} {n:>10}");
-                }
-                println!("{total} dead letters in {topic}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        DlqCommand::Stats { topic, json } => stats(kafka, &topic_of(&topic), json),
         DlqCommand::List { topic, filter, limit, json } => {
-            let topic = topic_of(&topic);
-            let f = filter.filter();
-            // The partitions are read interleaved: keep the `limit` newest by when they were
-            // dead-lettered (then by timestamp), in a min-heap.
-            let mut newest: BinaryHeap<Reverse<Newest>> = BinaryHeap::new();
-            dlq::scan(kafka, &topic, |d| {
-                if limit > 0 && f.matches(&d) {
-                    newest.push(Reverse(Newest(d)));
-                    if newest.len() > limit {
-                        newest.pop();
-                    }
-                }
-            })
-            .with_context(|| format!("reading {topic}"))?;
-            let newest: Vec<DeadLetter> =
-                newest.into_sorted_vec().into_iter().rev().map(|Reverse(Newest(d))| d).collect();
-            for d in &newest {
-                if json {
-                    println!("{}", as_json(&topic, d));
-                } else {
-                    println!("{}", as_line(d));
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            list(kafka, &topic_of(&topic), &filter, limit, json)
         }
         DlqCommand::Replay { topic, filter, all, to, group, dry_run } => {
-            let topic = topic_of(&topic);
-            if filter.reason.is_none() && !all {
-                anyhow::bail!("say which dead letters to replay: --reason REASON, or --all");
-            }
-            if to.as_deref() == Some(topic.as_str()) {
-                anyhow::bail!("--to {topic} would write the dead letters back where they are");
-            }
-            let group = group.unwrap_or_else(|| {
-                let mut g =
-                    format!("tributary-dlq-replay-{}", filter.reason.as_deref().unwrap_or("all"));
-                if let Some(t) = &filter.source_topic {
-                    g = format!("{g}-{t}");
-                }
-                g
-            });
-            let opts = ReplayOptions { filter: filter.filter(), to, group: group.clone(), dry_run };
-            let report = dlq::replay(kafka, &topic, &opts)
-                .with_context(|| format!("replaying {topic} (group {group})"))?;
-            let verb = if dry_run { "would write" } else { "wrote" };
-            for (target, n) in &report.written {
-                println!("{verb} {n} to {target}");
-            }
-            println!(
-                "{} read after what group {group} had done, {} matched, {} {verb}, {} without a source topic (passed over)",
-                report.read,
-                report.matched,
-                report.written.values().sum::<u64>(),
-                report.without_source
-            );
-            Ok(ExitCode::SUCCESS)
+            replay(kafka, &topic_of(&topic), &filter, all, to, group, dry_run)
         }
     }
+}
+
+/// `tributary dlq stats`: counts by reason and source topic, as a table or JSON.
+fn stats(
+    kafka: &tributary_kafka::KafkaConfig,
+    topic: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut total = 0u64;
+    dlq::scan(kafka, topic, |d| {
+        total += 1;
+        let source = d.source_topic.unwrap_or_else(|| "-".into());
+        *counts.entry((d.reason, source)).or_default() += 1;
+    })
+    .with_context(|| format!("reading {topic}"))?;
+    if json {
+        let rows: Vec<Value> = counts
+            .iter()
+            .map(|((r, s), n)| json!({"reason": r, "source_topic": s, "count": n}))
+            .collect();
+        println!("{}", json!({"topic": topic, "total": total, "counts": rows}));
+    } else {
+        println!("{:<26} {:<32} {:>10}", "REASON", "SOURCE TOPIC", "COUNT");
+        for ((reason, source), n) in &counts {
+            println!("{reason:<26} {source:<32} {n:>10}");
+        }
+        println!("{total} dead letters in {topic}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tributary dlq list`: the `limit` newest matching dead letters, oldest first.
+fn list(
+    kafka: &tributary_kafka::KafkaConfig,
+    topic: &str,
+    filter: &FilterArgs,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let f = filter.filter();
+    // The partitions are read interleaved: keep the `limit` newest by when they were
+    // dead-lettered (then by timestamp), in a min-heap.
+    let mut newest: BinaryHeap<Reverse<Newest>> = BinaryHeap::new();
+    dlq::scan(kafka, topic, |d| {
+        if limit > 0 && f.matches(&d) {
+            newest.push(Reverse(Newest(d)));
+            if newest.len() > limit {
+                newest.pop();
+            }
+        }
+    })
+    .with_context(|| format!("reading {topic}"))?;
+    let newest: Vec<DeadLetter> =
+        newest.into_sorted_vec().into_iter().rev().map(|Reverse(Newest(d))| d).collect();
+    for d in &newest {
+        if json {
+            println!("{}", as_json(topic, d));
+        } else {
+            println!("{}", as_line(d));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tributary dlq replay`: writes the matching dead letters back and reports what it did.
+fn replay(
+    kafka: &tributary_kafka::KafkaConfig,
+    topic: &str,
+    filter: &FilterArgs,
+    all: bool,
+    to: Option<String>,
+    group: Option<String>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    if filter.reason.is_none() && !all {
+        anyhow::bail!("say which dead letters to replay: --reason REASON, or --all");
+    }
+    if to.as_deref() == Some(topic) {
+        anyhow::bail!("--to {topic} would write the dead letters back where they are");
+    }
+    let group = group.unwrap_or_else(|| default_replay_group(filter));
+    let opts = ReplayOptions { filter: filter.filter(), to, group: group.clone(), dry_run };
+    let report = dlq::replay(kafka, topic, &opts)
+        .with_context(|| format!("replaying {topic} (group {group})"))?;
+    let verb = if dry_run { "would write" } else { "wrote" };
+    for (target, n) in &report.written {
+        println!("{verb} {n} to {target}");
+    }
+    println!(
+        "{} read after what group {group} had done, {} matched, {} {verb}, {} without a source topic (passed over)",
+        report.read,
+        report.matched,
+        report.written.values().sum::<u64>(),
+        report.without_source
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The replay group when none is given: tributary-dlq-replay-<reason>[-<source topic>].
+fn default_replay_group(filter: &FilterArgs) -> String {
+    let mut g = format!("tributary-dlq-replay-{}", filter.reason.as_deref().unwrap_or("all"));
+    if let Some(t) = &filter.source_topic {
+        g = format!("{g}-{t}");
+    }
+    g
 }
 
 /// A dead letter ordered by when it was dead-lettered, then its timestamp and position.

@@ -215,66 +215,93 @@ pub async fn run(args: GenArgs, cfg: Config) -> anyhow::Result<std::process::Exi
         }
         next += tick;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let n = (g.args.rate / 10).max(1);
-        let mut batches: HashMap<&str, Vec<Value>> = HashMap::new();
-        for _ in 0..n {
-            let r: f64 = g.rng.random();
-            if r < g.args.malformed {
-                let (topic, key, bytes) = g.malformed(now_ms);
-                let rec = OutgoingRecord {
-                    topic,
-                    key: Some(key.as_bytes()),
-                    value: &bytes,
-                    headers: &[],
-                    timestamp_ms: None,
-                };
-                producer.send(rec).await.context("writing a malformed record")?;
-                malformed += 1;
-                continue;
-            }
-            let pick: f64 = g.rng.random();
-            let (topic, event) = if pick < 0.5 {
-                (IOT, g.iot(now_ms))
-            } else if pick < 0.85 {
-                (CLICKS, g.click(now_ms))
-            } else {
-                (TXNS, g.transaction(now_ms))
-            };
-            batches.entry(topic).or_default().push(event);
-        }
-        for (topic, events) in batches {
-            let url =
-                format!("{}/api/v1/events/{topic}/batch", g.args.gateway.trim_end_matches('/'));
-            let sent = events.len() as u64;
-            let resp = http.post(&url).json(&events).send().await.with_context(|| {
-                format!("posting to {url} (is the gateway running? `make up` starts it)")
-            })?;
-            let status = resp.status();
-            let body: Value = resp.json().await.unwrap_or(Value::Null);
-            if !status.is_success() {
-                anyhow::bail!("the gateway answered {status} to a batch for {topic}: {body}");
-            }
-            let ok = body["results"]
-                .as_array()
-                .map_or(0, |rs| rs.iter().filter(|r| r["status"] == "accepted").count() as u64);
-            let t = totals.entry(topic).or_default();
-            t.0 += sent;
-            t.1 += ok;
-        }
+        let batches = generate_tick(&mut g, &producer, now_ms, &mut malformed).await?;
+        post_batches(&http, &g.args.gateway, batches, &mut totals).await?;
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
-            let mut parts: Vec<String> =
-                totals.iter().map(|(t, (s, ok))| format!("{t} {ok}/{s}")).collect();
-            parts.sort();
-            println!(
-                "gen: {:>5.0}s accepted/sent {}; malformed to Kafka {malformed}",
-                started.elapsed().as_secs_f64(),
-                parts.join(", ")
-            );
+            report_progress(started, &totals, malformed);
         }
     }
     let sent: u64 = totals.values().map(|t| t.0).sum();
     let ok: u64 = totals.values().map(|t| t.1).sum();
     println!("gen: done: {ok} of {sent} events accepted by the gateway, {malformed} malformed records written to Kafka");
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// One tick's events (a tenth of the rate per second), batched by topic; the malformed records
+/// among them go straight to Kafka and are counted in `malformed`.
+async fn generate_tick(
+    g: &mut Gen,
+    producer: &EventProducer,
+    now_ms: i64,
+    malformed: &mut u64,
+) -> anyhow::Result<HashMap<&'static str, Vec<Value>>> {
+    let n = (g.args.rate / 10).max(1);
+    let mut batches: HashMap<&str, Vec<Value>> = HashMap::new();
+    for _ in 0..n {
+        let r: f64 = g.rng.random();
+        if r < g.args.malformed {
+            let (topic, key, bytes) = g.malformed(now_ms);
+            let rec = OutgoingRecord {
+                topic,
+                key: Some(key.as_bytes()),
+                value: &bytes,
+                headers: &[],
+                timestamp_ms: None,
+            };
+            producer.send(rec).await.context("writing a malformed record")?;
+            *malformed += 1;
+            continue;
+        }
+        let pick: f64 = g.rng.random();
+        let (topic, event) = if pick < 0.5 {
+            (IOT, g.iot(now_ms))
+        } else if pick < 0.85 {
+            (CLICKS, g.click(now_ms))
+        } else {
+            (TXNS, g.transaction(now_ms))
+        };
+        batches.entry(topic).or_default().push(event);
+    }
+    Ok(batches)
+}
+
+/// Posts each topic's batch to the gateway and adds the sent and accepted counts to `totals`.
+async fn post_batches(
+    http: &reqwest::Client,
+    gateway: &str,
+    batches: HashMap<&'static str, Vec<Value>>,
+    totals: &mut HashMap<&str, (u64, u64)>,
+) -> anyhow::Result<()> {
+    for (topic, events) in batches {
+        let url = format!("{}/api/v1/events/{topic}/batch", gateway.trim_end_matches('/'));
+        let sent = events.len() as u64;
+        let resp = http.post(&url).json(&events).send().await.with_context(|| {
+            format!("posting to {url} (is the gateway running? `make up` starts it)")
+        })?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            anyhow::bail!("the gateway answered {status} to a batch for {topic}: {body}");
+        }
+        let ok = body["results"]
+            .as_array()
+            .map_or(0, |rs| rs.iter().filter(|r| r["status"] == "accepted").count() as u64);
+        let t = totals.entry(topic).or_default();
+        t.0 += sent;
+        t.1 += ok;
+    }
+    Ok(())
+}
+
+/// Prints the accepted/sent counts per topic so far.
+fn report_progress(started: Instant, totals: &HashMap<&str, (u64, u64)>, malformed: u64) {
+    let mut parts: Vec<String> =
+        totals.iter().map(|(t, (s, ok))| format!("{t} {ok}/{s}")).collect();
+    parts.sort();
+    println!(
+        "gen: {:>5.0}s accepted/sent {}; malformed to Kafka {malformed}",
+        started.elapsed().as_secs_f64(),
+        parts.join(", ")
+    );
 }
