@@ -311,34 +311,39 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn passwords_and_keys_show_as_stars() {
-        let (path, _rm) = file(
-            "[kafka]\nsasl_password = \"k\"\n[kafka.extra]\n\"ssl.key.password\" = \"e\"\n\"linger.ms\" = \"5\"\n[registry]\nauth_password = \"r\"\n[gateway]\njwt_secret = \"j\"\n[gateway.registry]\nuser = \"u\"\npassword = \"g\"\n[processor.registry]\npassword = \"p\"\n[sink.registry]\npassword = \"s\"\n",
-        );
-        let c = load_with_env(
-            Some(&path),
-            &FlagOverrides::default(),
-            Env::prefixed("TRIBUTARY_NOTHING_"),
-        )
-        .expect("load");
-        let shown = serde_json::to_value(&c).expect("json");
-        for pointer in [
-            "/kafka/sasl_password",
-            "/kafka/extra/ssl.key.password",
-            "/registry/auth_password",
-            "/gateway/jwt_secret",
-            "/gateway/registry/password",
-            "/processor/registry/password",
-            "/sink/registry/password",
-        ] {
-            assert_eq!(shown.pointer(pointer), Some(&serde_json::json!("***")), "{pointer}");
-        }
-        assert_eq!(shown.pointer("/kafka/extra/linger.ms"), Some(&serde_json::json!("5")));
-        assert_eq!(shown.pointer("/gateway/registry/user"), Some(&serde_json::json!("u")));
-        let debug = format!("{c:?}");
-        for leaked in ["\"k\"", "\"e\"", "\"r\"", "\"j\"", "\"g\"", "\"p\"", "\"s\""] {
-            assert!(!debug.contains(leaked), "{leaked} in {debug}");
-        }
+        // In a Jail: other tests set TRIBUTARY_* variables, which text settings read.
+        figment::Jail::expect_with(|_jail| {
+            let (path, _rm) = file(
+                "[kafka]\nsasl_password = \"k\"\n[kafka.extra]\n\"ssl.key.password\" = \"e\"\n\"linger.ms\" = \"5\"\n[registry]\nauth_password = \"r\"\n[gateway]\njwt_secret = \"j\"\n[gateway.registry]\nuser = \"u\"\npassword = \"g\"\n[processor.registry]\npassword = \"p\"\n[sink.registry]\npassword = \"s\"\n",
+            );
+            let c = load_with_env(
+                Some(&path),
+                &FlagOverrides::default(),
+                Env::prefixed("TRIBUTARY_NOTHING_"),
+            )
+            .expect("load");
+            let shown = serde_json::to_value(&c).expect("json");
+            for pointer in [
+                "/kafka/sasl_password",
+                "/kafka/extra/ssl.key.password",
+                "/registry/auth_password",
+                "/gateway/jwt_secret",
+                "/gateway/registry/password",
+                "/processor/registry/password",
+                "/sink/registry/password",
+            ] {
+                assert_eq!(shown.pointer(pointer), Some(&serde_json::json!("***")), "{pointer}");
+            }
+            assert_eq!(shown.pointer("/kafka/extra/linger.ms"), Some(&serde_json::json!("5")));
+            assert_eq!(shown.pointer("/gateway/registry/user"), Some(&serde_json::json!("u")));
+            let debug = format!("{c:?}");
+            for leaked in ["\"k\"", "\"e\"", "\"r\"", "\"j\"", "\"g\"", "\"p\"", "\"s\""] {
+                assert!(!debug.contains(leaked), "{leaked} in {debug}");
+            }
+            Ok(())
+        });
     }
 
     #[test]
@@ -364,19 +369,24 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn the_example_file_is_the_defaults() {
-        let path = tributary_test_support::repo_root().join("tributary.example.toml");
-        let loaded = load_with_env(
-            Some(&path),
-            &FlagOverrides::default(),
-            Env::prefixed("TRIBUTARY_NOTHING_"),
-        )
-        .expect("the example parses");
-        let mut want = Config::default();
-        let mut got = loaded;
-        // The catalog's order does not matter.
-        want.topics.sort_by(|a, b| a.name.cmp(&b.name));
-        got.topics.sort_by(|a, b| a.name.cmp(&b.name));
-        assert_eq!(got, want, "tributary.example.toml documents the defaults");
+        // In a Jail: other tests set TRIBUTARY_* variables, which text settings read.
+        figment::Jail::expect_with(|_jail| {
+            let path = tributary_test_support::repo_root().join("tributary.example.toml");
+            let loaded = load_with_env(
+                Some(&path),
+                &FlagOverrides::default(),
+                Env::prefixed("TRIBUTARY_NOTHING_"),
+            )
+            .expect("the example parses");
+            let mut want = Config::default();
+            let mut got = loaded;
+            // The catalog's order does not matter.
+            want.topics.sort_by(|a, b| a.name.cmp(&b.name));
+            got.topics.sort_by(|a, b| a.name.cmp(&b.name));
+            assert_eq!(got, want, "tributary.example.toml documents the defaults");
+            Ok(())
+        });
     }
 }
