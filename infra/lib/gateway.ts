@@ -30,6 +30,11 @@ import { GATEWAY_PORT, Network } from './network';
 import { httpHealthCheck, Services } from './services';
 import { Storage } from './storage';
 
+/** The ALB's idle timeout, in seconds; the gateway keeps idle connections longer. */
+export const ALB_IDLE_TIMEOUT_SECS = 60;
+/** The gateway's `header_timeout_ms`: above the ALB's idle timeout. */
+export const GATEWAY_HEADER_TIMEOUT_MS = 65_000;
+
 /** The gateway's liveness endpoint, as the ALB and the container health check ask it. */
 export const HEALTH_CHECK_PATH = '/api/v1/health/live';
 
@@ -62,6 +67,9 @@ export class Gateway extends Construct {
       environment: {
         ...services.kafkaEnvironment('gateway'),
         TRIBUTARY_GATEWAY__LISTEN: `0.0.0.0:${GATEWAY_PORT}`,
+        // Idle keep-alive connections must outlive the ALB's (60 s), or the ALB may reuse one
+        // the gateway is closing and answer 502.
+        TRIBUTARY_GATEWAY__HEADER_TIMEOUT_MS: String(GATEWAY_HEADER_TIMEOUT_MS),
         TRIBUTARY_GATEWAY__REGISTRY__URL: services.registryUrl,
         ...auth.environment,
       },
@@ -96,7 +104,7 @@ export class Gateway extends Construct {
       dropInvalidHeaderFields: true,
       deletionProtection: cfg.deletionProtection,
       // WebSocket streams ping every 30 s (ws_ping_interval_secs): 60 s keeps them open.
-      idleTimeout: Duration.seconds(60),
+      idleTimeout: Duration.seconds(ALB_IDLE_TIMEOUT_SECS),
     });
     this.alb.logAccessLogs(props.storage.accessLogBucket, 'alb');
 

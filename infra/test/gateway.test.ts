@@ -134,3 +134,10 @@ test('nothing that replaces a task or drops a target follows readiness, which is
   const check = container(s, 'tributary-gateway', 'gateway').HealthCheck!.Command.join(' ');
   expect(check).toContain('GET /api/v1/health/live HTTP/1.0');
 });
+
+test('the gateway keeps idle connections longer than the ALB does, so the ALB never reuses a closing one', () => {
+  const albIdle = Object.values(s.template.findResources('AWS::ElasticLoadBalancingV2::LoadBalancer'))[0].Properties
+    .LoadBalancerAttributes.find((a: { Key: string }) => a.Key === 'idle_timeout.timeout_seconds').Value;
+  const headerMs = Number(envOf(container(s, 'tributary-gateway', 'gateway')).TRIBUTARY_GATEWAY__HEADER_TIMEOUT_MS);
+  expect(headerMs).toBeGreaterThan(Number(albIdle) * 1000);
+});

@@ -1,10 +1,11 @@
 //! Reading a JSON request body with the API's own errors: 415 for a wrong content type, 413
-//! over the limit (decided from `Content-Length` before reading when it is given), 400 for
-//! malformed JSON.
+//! over the limit (decided from `Content-Length` before reading when it is given, else as soon
+//! as the limit is passed), 408 when it does not arrive in time, 400 for malformed JSON.
 
 use crate::error::ApiError;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap};
+use std::time::Duration;
 
 /// Whether `content-type` is JSON (`application/json`, with or without parameters, or a
 /// `+json` suffix type).
@@ -23,42 +24,33 @@ fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Bodies over the limit are read and discarded up to this many bytes before the 413 is sent:
-/// a client still uploading when the server answers and closes sees a broken pipe instead of
-/// the error, so for moderate overshoots the server drains first.
-const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Reads and discards the rest of `body`, at most `budget` bytes.
-async fn drain(body: Body, budget: u64) {
-    use futures::StreamExt as _;
-    let mut stream = body.into_data_stream();
-    let mut seen = 0u64;
-    while let Some(Ok(chunk)) = stream.next().await {
-        seen += chunk.len() as u64;
-        if seen > budget {
-            break;
-        }
-    }
-}
-
-/// Checks the content type and reads at most `limit` bytes of body.
+/// Checks the content type and reads at most `limit` bytes of body within `timeout`.
+///
+/// A body declared over the limit is refused before any of it is read, and one without a
+/// length as soon as it passes the limit: the answer says `Connection: close` and the rest is
+/// never read, so an oversize or endless upload costs the gateway at most `limit` bytes.
 pub async fn read_json_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    timeout: Duration,
 ) -> Result<Bytes, ApiError> {
     is_json(headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared.filter(|n| *n > limit as u64) {
-        if n <= DRAIN_MAX_BYTES {
-            drain(body, DRAIN_MAX_BYTES).await;
-        }
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    // Read one byte past the limit to tell "exactly at the limit" from "over it".
+    let limit_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    tokio::time::timeout(timeout, read_at_most(body, limit, declared))
+        .await
+        .map_err(|_| ApiError::BodyTimeout { limit_ms })?
+}
+
+/// The body, or 413 as soon as it passes `limit` bytes.
+async fn read_at_most(body: Body, limit: usize, declared: Option<u64>) -> Result<Bytes, ApiError> {
     use futures::StreamExt as _;
     let mut stream = body.into_data_stream();
     let mut buf = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
@@ -68,7 +60,6 @@ pub async fn read_json_body(
             message: format!("reading the request body failed: {e}"),
         })?;
         if buf.len() + chunk.len() > limit {
-            drain(Body::from_stream(stream), DRAIN_MAX_BYTES).await;
             return Err(ApiError::PayloadTooLarge { limit });
         }
         buf.extend_from_slice(&chunk);
@@ -106,9 +97,11 @@ mod tests {
     #[tokio::test]
     async fn limits_apply_with_and_without_content_length() {
         let h = headers(Some("application/json"));
-        let err = read_json_body(&h, Body::from(vec![b' '; 11]), 10).await.expect_err("too large");
+        let t = Duration::from_secs(5);
+        let err =
+            read_json_body(&h, Body::from(vec![b' '; 11]), 10, t).await.expect_err("too large");
         assert!(matches!(err, ApiError::PayloadTooLarge { limit: 10 }));
-        let ok = read_json_body(&h, Body::from("{}"), 10).await.expect("small body");
+        let ok = read_json_body(&h, Body::from("{}"), 10, t).await.expect("small body");
         assert_eq!(&ok[..], b"{}");
     }
 }

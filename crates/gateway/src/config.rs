@@ -43,6 +43,14 @@ pub struct GatewayConfig {
     pub health_timeout_ms: u64,
     /// Longest time to finish in-flight requests after SIGTERM, in seconds.
     pub shutdown_grace_secs: u64,
+    /// A client must send a request's whole header within this time, counted from the end of
+    /// the previous request on the connection (so an idle keep-alive connection is closed
+    /// after it too), or the connection is closed, in milliseconds. Behind a load balancer,
+    /// set it above the balancer's idle timeout (the AWS stack: 65,000 for the ALB's 60 s).
+    pub header_timeout_ms: u64,
+    /// A client must send a request's whole body within this time after its header, or it is
+    /// answered 408 `body_timeout`, in milliseconds.
+    pub body_timeout_ms: u64,
     /// The schema registry (Confluent API) holding the schemas of `avro` and `protobuf`
     /// topics (`[gateway.registry]`).
     pub registry: RegistryClientConfig,
@@ -82,6 +90,8 @@ impl Default for GatewayConfig {
             ws_prefetch_kbytes: 1024,
             ws_ping_interval_secs: 30,
             health_timeout_ms: 2_000,
+            header_timeout_ms: 30_000,
+            body_timeout_ms: 30_000,
             shutdown_grace_secs: 30,
             registry: RegistryClientConfig::with_timeout_ms(2_000),
             schema_refresh_secs: 30,

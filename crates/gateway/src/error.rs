@@ -33,6 +33,8 @@ pub enum ApiError {
     MissingKey { topic: String, field: String },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body did not arrive within {limit_ms} ms")]
+    BodyTimeout { limit_ms: u64 },
     #[error("batch has {count} events; at most {limit} are allowed")]
     BatchTooLarge { count: usize, limit: usize },
     #[error("content type must be application/json, got {0:?}")]
@@ -70,6 +72,7 @@ impl ApiError {
             Self::MissingKey { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "missing_key"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::BatchTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
+            Self::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -121,6 +124,10 @@ impl IntoResponse for ApiError {
         | Self::RegistryUnavailable { retry_after_secs, .. } = self
         {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        // The rest of such a body is never read: the connection cannot carry another request.
+        if let Self::PayloadTooLarge { .. } | Self::BodyTimeout { .. } = self {
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         // RFC 6750: say how to authenticate, and what was wrong.
         let challenge = match &self {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dedupe;
 pub mod error;
 pub mod events;
+mod listen;
 pub mod metrics;
 pub mod ops;
 pub mod schemas;
@@ -184,19 +185,12 @@ pub async fn serve(
         st.begin_shutdown();
         stop_tx.send_replace(true);
     });
-    let mut stop_rx2 = stop_rx.clone();
-    // Small writes (a 201, a WebSocket frame) go out at once: with Nagle's algorithm a frame
-    // waits for the client's delayed ACK of the one before it (measured: +15 ms at p50 on the
-    // stream, bench/e2e.sh).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "setting TCP_NODELAY");
-        }
+    let header_timeout = Duration::from_millis(state.inner.config.header_timeout_ms);
+    let server = listen::serve_until(listener, app, header_timeout, stop_rx.clone());
+    let mut server = tokio::spawn(async move {
+        server.await;
+        Ok::<(), std::io::Error>(())
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop_rx2.wait_for(|s| *s).await;
-    });
-    let mut server = tokio::spawn(async move { server.await });
     let result = tokio::select! {
         joined = &mut server => Some(joined),
         _ = stop_rx.wait_for(|s| *s) => None,

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tributary_core::{Event, TopicSpec};
 use tributary_kafka::Delivered;
@@ -90,7 +90,9 @@ async fn read_batch(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Vec<Value>, ApiError> {
-    let bytes = read_json_body(headers, body, state.inner.config.max_batch_body_bytes).await?;
+    let cfg = &state.inner.config;
+    let timeout = Duration::from_millis(cfg.body_timeout_ms);
+    let bytes = read_json_body(headers, body, cfg.max_batch_body_bytes, timeout).await?;
     let Value::Array(items) = parse_json(&bytes)? else {
         return Err(ApiError::BadRequest {
             code: "not_an_array",

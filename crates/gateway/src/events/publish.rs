@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use tributary_core::Event;
 
 /// The spec's `EventResponse`: where an accepted event landed.
@@ -50,7 +51,9 @@ pub async fn publish(
     let spec = state.writable_topic(&topic)?;
     let m = state.metrics_for(&spec.name);
     let checked = async {
-        let bytes = read_json_body(&headers, body, state.inner.config.max_body_bytes).await?;
+        let cfg = &state.inner.config;
+        let timeout = Duration::from_millis(cfg.body_timeout_ms);
+        let bytes = read_json_body(&headers, body, cfg.max_body_bytes, timeout).await?;
         check(spec, parse_json(&bytes)?)
     }
     .await
