@@ -57,6 +57,10 @@ pub struct ProcessorConfig {
     /// Records whose event time is more than this behind their Kafka timestamp go to the
     /// dead-letter topic (`timestamp_out_of_bounds`), in ms.
     pub max_past_ms: i64,
+    /// The most categories (values of a source's `count_by`) one window result lists in
+    /// `counts`: those with the most records, ties broken by name; the records of the others
+    /// are counted in `other_count`, and how many they are in `other_categories`.
+    pub max_categories: usize,
     /// Where records that fail the filters go.
     pub dlq_topic: String,
     /// Where late records go (reason `late`); the dead-letter topic by default.
@@ -91,6 +95,7 @@ impl Default for ProcessorConfig {
             idle_ms: 5_000,
             max_future_ms: 5 * 60_000,
             max_past_ms: 60 * 60_000,
+            max_categories: 1_000,
             dlq_topic: "events.dlq".to_owned(),
             late_topic: "events.dlq".to_owned(),
             registry: RegistryClientConfig::with_timeout_ms(10_000),

@@ -10,6 +10,9 @@ pub const RECORDS_REPLAYED: &str = "processor_records_replayed_total";
 pub const RECORDS_OUT: &str = "processor_records_out_total";
 /// Records sent to the dead-letter (or late) topic, by `reason` and `source_topic`.
 pub const DLQ_RECORDS: &str = "processor_dlq_records_total";
+/// Window results whose `counts` were cut to `max_categories` (the rest in `other_count`), by
+/// output `topic`.
+pub const RESULTS_CAPPED: &str = "processor_results_capped_total";
 /// Records that arrived after their window closed, by `topic`.
 pub const LATE_RECORDS: &str = "processor_late_records_total";
 /// Records dropped because their pane already counted the key's `event_id` (a retry written

@@ -1,5 +1,7 @@
 //! Window result → output record: the fields of `schemas/aggregate.avsc`, encoded as the
-//! output topic says (Confluent-framed Avro or JSON). Pure: no Kafka, no clock.
+//! output topic says (Confluent-framed Avro or JSON), and checked against the largest record
+//! Kafka takes ([`check_size`]); a result that is too large becomes a [`too_large`] summary
+//! for the dead-letter topic instead. Pure: no Kafka, no clock.
 
 use crate::window::{WindowKind, WindowResult};
 use chrono::{SecondsFormat, TimeZone, Utc};
@@ -58,6 +60,8 @@ pub struct Context<'a> {
     pub now_ms: i64,
     /// The transactional id of this instance.
     pub processor: &'a str,
+    /// The most categories `counts` shows (`[processor] max_categories`).
+    pub max_categories: usize,
 }
 
 /// A result that cannot be written with its output's schema.
@@ -88,10 +92,15 @@ pub fn fields(r: &WindowResult<String>, window: &str, cx: &Context<'_>) -> Map<S
     fields.insert("avg".into(), a.avg().filter(|_| measured).map_or(Value::Null, Value::from));
     fields.insert("min".into(), a.min.filter(|_| measured).map_or(Value::Null, Value::from));
     fields.insert("max".into(), a.max.filter(|_| measured).map_or(Value::Null, Value::from));
+    let capped = a.capped(cx.max_categories);
     fields.insert(
         "counts".into(),
-        Value::Object(a.categories.iter().map(|(k, n)| (k.clone(), Value::from(*n))).collect()),
+        Value::Object(
+            capped.shown.iter().map(|(k, n)| ((*k).to_owned(), Value::from(*n))).collect(),
+        ),
     );
+    fields.insert("other_count".into(), Value::from(capped.other_count));
+    fields.insert("other_categories".into(), Value::from(capped.other_categories));
     fields.insert(
         "attributes".into(),
         Value::Object(
@@ -122,6 +131,55 @@ pub fn encode(encoding: &Encoding, fields: &Map<String, Value>) -> Result<Vec<u8
     }
 }
 
+/// The largest record the processor writes, key and value, in bytes: librdkafka's
+/// `message.max.bytes` (1,000,000 by default; the processor does not change it, and Kafka's
+/// default `max.message.bytes` of a topic, 1,048,588, is larger), less room for the record's
+/// framing. The producer refuses a larger record at once (`MessageSizeTooLarge`).
+pub const MAX_RECORD_BYTES: usize = 1_000_000 - 1_024;
+
+/// A result record larger than [`MAX_RECORD_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the result record is {bytes} bytes, more than the {limit} bytes kafka takes")]
+pub struct TooLarge {
+    /// Key and value, in bytes.
+    pub bytes: usize,
+    pub limit: usize,
+}
+
+/// Whether a record with `key` and `value` can be written.
+pub fn check_size(key: &[u8], value: &[u8]) -> Result<(), TooLarge> {
+    let bytes = key.len() + value.len();
+    if bytes > MAX_RECORD_BYTES {
+        return Err(TooLarge { bytes, limit: MAX_RECORD_BYTES });
+    }
+    Ok(())
+}
+
+/// The value of the dead letter that stands for a result too large to write: what the
+/// result was (source, output topic, window, key, counts) and how large, not the result.
+pub fn too_large(
+    r: &WindowResult<String>,
+    window: &str,
+    output_topic: &str,
+    cx: &Context<'_>,
+    err: TooLarge,
+) -> Vec<u8> {
+    let summary = serde_json::json!({
+        "source_topic": cx.source_topic,
+        "output_topic": output_topic,
+        "window": window,
+        "window_start": rfc3339(r.start_ms),
+        "window_end": rfc3339(r.end_ms),
+        "key": r.key,
+        "count": r.aggregate.count,
+        "categories": r.aggregate.categories.len(),
+        "encoded_bytes": err.bytes,
+        "limit_bytes": err.limit,
+        "processor": cx.processor,
+    });
+    serde_json::to_vec(&summary).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +197,7 @@ mod tests {
             attributes,
             now_ms: 121_500,
             processor: "tributary-processor-0",
+            max_categories: 1_000,
         }
     }
 
@@ -166,6 +225,8 @@ mod tests {
             "min": 2.0,
             "max": 4.0,
             "counts": {"click": 2, "view": 1},
+            "other_count": 0,
+            "other_categories": 0,
             "attributes": {"site": "berlin"},
             "processed_at": "1970-01-01T00:02:01.500Z",
             "processor": "tributary-processor-0",
@@ -219,5 +280,90 @@ mod tests {
         let schema =
             Arc::new(ParsedSchema::parse(SchemaType::Avro, AGGREGATE_AVSC).expect("schema"));
         assert!(encode(&Encoding::Avro { id: 7, schema }, &f).is_err());
+    }
+
+    fn many_categories(n: usize) -> Aggregate {
+        let mut a = Aggregate::default();
+        for i in 0..n {
+            a.add(None, Some(&format!("type-{i:06}-{}", "x".repeat(20))));
+        }
+        a.add(None, Some("click"));
+        a.add(None, Some("click"));
+        a
+    }
+
+    #[test]
+    fn counts_beyond_max_categories_are_summed_up_in_other() {
+        let r = result(WindowKind::Tumbling, many_categories(5));
+        let mut c = cx(false, None);
+        c.max_categories = 3;
+        let f = fields(&r, "1m", &c);
+        let counts = f["counts"].as_object().expect("counts");
+        assert_eq!(counts.len(), 3);
+        assert_eq!(counts["click"], 2, "the category with the most records is kept");
+        let first = format!("type-{:06}-{}", 0, "x".repeat(20));
+        assert_eq!(counts[&first], 1, "then the first by name");
+        assert_eq!((f["count"].as_u64(), f["other_count"].as_u64()), (Some(7), Some(3)));
+        assert_eq!(f["other_categories"].as_u64(), Some(3));
+    }
+
+    #[test]
+    fn the_schema_gains_fields_a_running_deployment_can_register() {
+        let new = ParsedSchema::parse(SchemaType::Avro, AGGREGATE_AVSC).expect("schema");
+        // The schema as registered before the cap: without the two fields.
+        let mut old: Value = serde_json::from_str(AGGREGATE_AVSC).expect("json");
+        let kept: Vec<Value> = old["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .filter(|f| {
+                !["other_count", "other_categories"].contains(&f["name"].as_str().unwrap_or(""))
+            })
+            .cloned()
+            .collect();
+        assert_eq!(kept.len() + 2, old["fields"].as_array().map_or(0, Vec::len));
+        old["fields"] = Value::Array(kept);
+        let old = ParsedSchema::parse(SchemaType::Avro, &old.to_string()).expect("old schema");
+        use tributary_schema::compat::Level;
+        assert_eq!(Level::FullTransitive.check(&new, &[&old]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_result_too_large_for_kafka_is_refused_and_summed_up() {
+        assert!(check_size(b"k", &[0; MAX_RECORD_BYTES - 1]).is_ok());
+        let err = check_size(b"k2", &[0; MAX_RECORD_BYTES - 1]).expect_err("one byte too many");
+        assert_eq!(err, TooLarge { bytes: MAX_RECORD_BYTES + 1, limit: MAX_RECORD_BYTES });
+        // 40,000 categories of 32 bytes, all shown: too large in Avro and in JSON.
+        let r = result(WindowKind::Sliding, many_categories(40_000));
+        let mut c = cx(false, None);
+        c.max_categories = 100_000;
+        let f = fields(&r, "5m", &c);
+        let schema =
+            Arc::new(ParsedSchema::parse(SchemaType::Avro, AGGREGATE_AVSC).expect("schema"));
+        for encoding in [Encoding::Json, Encoding::Avro { id: 7, schema }] {
+            let value = encode(&encoding, &f).expect("encoded");
+            let err = check_size(r.key.as_bytes(), &value).expect_err("too large");
+            let summary: Value =
+                serde_json::from_slice(&too_large(&r, "5m", "agg.5m", &c, err)).expect("json");
+            assert_eq!(summary["key"], "d-1");
+            assert_eq!(summary["window"], "5m");
+            assert_eq!(summary["window_start"], "1970-01-01T00:01:00.000Z");
+            assert_eq!(summary["output_topic"], "agg.5m");
+            assert_eq!(
+                (summary["count"].as_u64(), summary["categories"].as_u64()),
+                (Some(40_002), Some(40_001))
+            );
+            assert_eq!(summary["encoded_bytes"].as_u64(), Some((value.len() + 3) as u64));
+            assert!(summary.to_string().len() < 1_000, "a summary, not the result");
+        }
+        // With the default cap the same result fits, whatever the category names (256 bytes
+        // at most each).
+        let mut wide = Aggregate::default();
+        for i in 0..5_000 {
+            wide.add(None, Some(&format!("{i:06}{}", "y".repeat(250))));
+        }
+        let f = fields(&result(WindowKind::Sliding, wide), "5m", &cx(false, None));
+        let value = encode(&Encoding::Json, &f).expect("json");
+        assert!(check_size(b"d-1", &value).is_ok(), "{} bytes", value.len());
     }
 }

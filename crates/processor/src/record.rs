@@ -22,10 +22,13 @@ pub enum Reason {
     MissingMeasure,
     /// The record's window had closed when it arrived.
     Late,
+    /// A window result too large for Kafka even with `max_categories` (its dead letter is a
+    /// summary of the result, not an input record).
+    ResultTooLarge,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::Undecodable,
         Reason::InvalidEvent,
         Reason::MissingKey,
@@ -33,6 +36,7 @@ impl Reason {
         Reason::TimestampOutOfBounds,
         Reason::MissingMeasure,
         Reason::Late,
+        Reason::ResultTooLarge,
     ];
 
     /// The machine code in the `dlq.reason` header and the metrics' `reason` label.
@@ -45,6 +49,7 @@ impl Reason {
             Reason::TimestampOutOfBounds => "timestamp_out_of_bounds",
             Reason::MissingMeasure => "missing_measure",
             Reason::Late => "late",
+            Reason::ResultTooLarge => "result_too_large",
         }
     }
 }

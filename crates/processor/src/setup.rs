@@ -110,6 +110,7 @@ fn check(config: &ProcessorConfig) -> Result<(), ProcessorError> {
         (config.out_of_orderness_ms < 0, "out_of_orderness_ms must not be negative"),
         (config.idle_ms < 1, "idle_ms must be positive"),
         (config.commit_interval_ms == 0, "commit_interval_ms must be positive"),
+        (config.max_categories == 0, "max_categories must be at least 1"),
     ];
     match invalid.iter().find(|(bad, _)| *bad) {
         Some((_, why)) => Err(ProcessorError::Config(format!("[processor] {why}"))),

@@ -79,6 +79,39 @@ impl Aggregate {
     pub fn avg(&self) -> Option<f64> {
         (self.measured > 0).then(|| self.sum / self.measured as f64)
     }
+
+    /// The per-category counts a result shows, at most `max` of them: the categories with
+    /// the most records, ties broken by name, and the rest summed up. A function of the
+    /// window's records alone — not of the order they came in — so that a window rebuilt by
+    /// replay after a restart shows exactly the categories the first run would have.
+    pub fn capped(&self, max: usize) -> Capped<'_> {
+        if self.categories.len() <= max {
+            let shown = self.categories.iter().map(|(c, n)| (c.as_str(), *n)).collect();
+            return Capped { shown, other_count: 0, other_categories: 0 };
+        }
+        let mut all: Vec<(&str, u64)> =
+            self.categories.iter().map(|(c, n)| (c.as_str(), *n)).collect();
+        // Most records first; equal counts in name order (the map's order, kept by the
+        // stable sort).
+        all.sort_by_key(|c| std::cmp::Reverse(c.1));
+        let rest = all.split_off(max);
+        Capped {
+            shown: all.into_iter().collect(),
+            other_count: rest.iter().map(|(_, n)| n).sum(),
+            other_categories: rest.len() as u64,
+        }
+    }
+}
+
+/// The categories of an [`Aggregate`] a result shows ([`Aggregate::capped`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capped<'a> {
+    /// Records per category shown.
+    pub shown: BTreeMap<&'a str, u64>,
+    /// Records of the categories left out.
+    pub other_count: u64,
+    /// How many categories were left out.
+    pub other_categories: u64,
 }
 
 /// Which kind of window a result is for.
@@ -261,6 +294,63 @@ mod tests {
             a.add(Some(*v), None);
         }
         a
+    }
+
+    fn categories(records: &[&str]) -> Aggregate {
+        let mut a = Aggregate::default();
+        for c in records {
+            a.add(None, Some(c));
+        }
+        a
+    }
+
+    #[test]
+    fn capped_keeps_the_largest_categories_and_sums_up_the_rest() {
+        let a = categories(&["d", "b", "c", "b", "a", "c", "e", "b"]);
+        let all = a.capped(5);
+        assert_eq!(all.shown, BTreeMap::from([("a", 1), ("b", 3), ("c", 2), ("d", 1), ("e", 1)]));
+        assert_eq!((all.other_count, all.other_categories), (0, 0), "under the cap: all shown");
+        let capped = a.capped(3);
+        // b (3) and c (2), then of the three with one record the first by name.
+        assert_eq!(capped.shown, BTreeMap::from([("a", 1), ("b", 3), ("c", 2)]));
+        assert_eq!((capped.other_count, capped.other_categories), (2, 2));
+        let none = a.capped(0);
+        assert!(none.shown.is_empty());
+        assert_eq!((none.other_count, none.other_categories), (8, 5));
+        assert_eq!(Aggregate::default().capped(0).shown, BTreeMap::new());
+    }
+
+    proptest! {
+        /// Whatever the order records come in, and however a sliding window's panes are
+        /// merged, a window shows the same categories: a replay after a restart cannot change
+        /// a result. Nothing is lost: shown plus other is every record with a category.
+        #[test]
+        fn capped_depends_on_the_records_not_their_order(
+            (records, shuffled) in proptest::collection::vec(0u8..40, 0..300)
+                .prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle())),
+            max in 0usize..45,
+            split in 0usize..300,
+        ) {
+            let name = |c: &u8| format!("c{c}");
+            let names: Vec<String> = records.iter().map(name).collect();
+            let whole = categories(&names.iter().map(String::as_str).collect::<Vec<_>>());
+            let other: Vec<String> = shuffled.iter().map(name).collect();
+            let other: Vec<&str> = other.iter().map(String::as_str).collect();
+            let at = split.min(other.len());
+            let mut merged = categories(&other[..at]);
+            merged.merge(&categories(&other[at..]));
+            let (a, b) = (whole.capped(max), merged.capped(max));
+            prop_assert_eq!(&a, &b);
+            prop_assert!(a.shown.len() <= max);
+            prop_assert_eq!(a.shown.values().sum::<u64>() + a.other_count, records.len() as u64);
+            // Nothing left out has more records than something shown.
+            let least_shown = a.shown.values().min().copied().unwrap_or(u64::MAX);
+            for (c, k) in &whole.categories {
+                if !a.shown.contains_key(c.as_str()) {
+                    prop_assert!(*k <= least_shown);
+                }
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! ([`Phase::Failed`]): it is rebuilt, exactly as after a crash.
 
 use crate::metrics as m;
-use crate::output::{self, Context};
+use crate::output::{self, Context, TooLarge};
 use crate::phase::{Phase, Rebuild, RewindReason};
 use crate::record::{Accepted, DecodeError, Reason, Rejected};
 use crate::setup::{Pipeline, ProcessorHealth};
@@ -19,7 +19,7 @@ use crate::window::WindowResult;
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
@@ -28,7 +28,7 @@ use std::fmt::Display;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tributary_kafka::dlq::Letter;
+use tributary_kafka::dlq::{header, Letter};
 use tributary_kafka::group::{GroupContext, GroupFailure, GroupHandler};
 use tributary_kafka::{KafkaError, TransactionalProducer, TxnClass};
 
@@ -46,6 +46,8 @@ pub(crate) struct Pending {
     dlq: HashMap<(Reason, usize), u64>,
     /// Window ends (event time, ms) of the results in the transaction.
     window_ends: Vec<i64>,
+    /// Results whose categories were capped, by output topic.
+    capped: HashMap<String, u64>,
 }
 
 /// The mutable half: tasks, the producer and the open transaction. Used by the loop and by
@@ -251,6 +253,7 @@ impl Worker {
             attributes: attributes.as_deref(),
             now_ms: now,
             processor: pipeline.transactional_id(),
+            max_categories: pipeline.config.max_categories,
         };
         let value = match output::encode(&out.encoding, &output::fields(r, window, &cx)) {
             Ok(value) => value,
@@ -261,10 +264,50 @@ impl Worker {
                 return;
             }
         };
+        if r.aggregate.categories.len() > cx.max_categories {
+            *self.pending.capped.entry(out.topic.clone()).or_default() += 1;
+        }
+        if let Err(err) = output::check_size(r.key.as_bytes(), &value) {
+            // The producer would refuse it, which loses the transaction: a summary goes to
+            // the dead-letter topic instead, in this transaction.
+            let summary = output::too_large(r, window, &out.topic, &cx, err);
+            self.result_too_large(src, &r.key, &summary, &err);
+            return;
+        }
         let record = BaseRecord::<[u8], [u8]>::to(&out.topic).key(r.key.as_bytes()).payload(&value);
         self.send(record);
         *self.pending.out.entry(out.topic.clone()).or_default() += 1;
         self.pending.window_ends.push(r.end_ms);
+    }
+
+    /// Sends the `summary` of a result too large to write to the dead-letter topic, keyed by
+    /// the result's key. It names no source record (no `dlq.source.*` headers), so
+    /// `tributary dlq replay` passes it over.
+    fn result_too_large(&mut self, src: usize, key: &str, summary: &[u8], err: &TooLarge) {
+        let pipeline = Arc::clone(&self.pipeline);
+        let topic = &pipeline.config.dlq_topic;
+        let reason = Reason::ResultTooLarge;
+        let error = err.to_string();
+        let at = output::rfc3339(now_ms());
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in [
+            (header::REASON, reason.code()),
+            (header::ERROR, error.as_str()),
+            (header::PROCESSED_AT, at.as_str()),
+        ] {
+            headers = headers.insert(Header { key: k, value: Some(v) });
+        }
+        tracing::warn!(topic = %pipeline.inputs[src].topic, key, error = %err, "a window result is too large for kafka; its summary goes to the dead-letter topic");
+        let letter = Letter {
+            topic,
+            key: Some(key.as_bytes()),
+            value: Some(summary),
+            timestamp_ms: None,
+            headers,
+        };
+        self.send(letter.into_base_record());
+        *self.pending.dlq.entry((reason, src)).or_default() += 1;
+        *self.pending.out.entry(topic.clone()).or_default() += 1;
     }
 
     /// Closes what the watermarks allow, then commits output, dead letters and offsets (with
@@ -332,6 +375,9 @@ impl Worker {
             let topic = self.pipeline.inputs[src].topic.clone();
             metrics::counter!(m::DLQ_RECORDS, "reason" => reason.code(), "source_topic" => topic)
                 .increment(n);
+        }
+        for (topic, n) in pending.capped {
+            metrics::counter!(m::RESULTS_CAPPED, "topic" => topic).increment(n);
         }
         let latency = metrics::histogram!(m::LATENCY);
         for end in pending.window_ends {
