@@ -48,8 +48,8 @@ pub struct ProcessorConfig {
     pub out_of_orderness_ms: i64,
     /// How long a window stays open after the watermark passed its end, in ms.
     pub grace_ms: i64,
-    /// How long a caught-up partition must be quiet before its watermark follows the wall
-    /// clock, in ms.
+    /// How long a caught-up partition must be quiet before its watermark moves on without
+    /// records (from its newest event time, by the wall time since that event was read), in ms.
     pub idle_ms: i64,
     /// Records whose event time is more than this ahead of their Kafka timestamp go to the
     /// dead-letter topic (`timestamp_out_of_bounds`), in ms.

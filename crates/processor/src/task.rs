@@ -19,7 +19,7 @@
 //! produce no output. From the committed position on, processing continues as if nothing had
 //! happened, so the output is the same as that of a run without the crash.
 
-use crate::watermark::{Clock, WatermarkConfig};
+use crate::watermark::{Clock, ClockState, WatermarkConfig};
 use crate::window::{Engine, Late, WindowConfig, WindowResult};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -36,6 +36,10 @@ pub struct Checkpoint {
     /// Largest event time seen.
     #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
     pub max_event_ms: Option<i64>,
+    /// Wall-clock time the record with the largest event time was read: the idle rule
+    /// advances from there.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub max_read_at_ms: Option<i64>,
     /// Where the idle rule last moved the watermark.
     #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
     pub idle_floor_ms: Option<i64>,
@@ -113,7 +117,7 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
         Self {
             settings: config,
             engine: Engine::new(config.window),
-            clock: Clock::new(config.watermark, None, None, now_ms),
+            clock: Clock::new(config.watermark, ClockState::default(), now_ms),
             pane_first: BTreeMap::new(),
             pane_closed: BTreeMap::new(),
             position: offset,
@@ -132,7 +136,15 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
                     cp.max_event_ms.map(|m| m.saturating_sub(config.watermark.out_of_orderness_ms));
                 by_events.max(cp.idle_floor_ms)
             }),
-            clock: Clock::new(config.watermark, cp.max_event_ms, cp.idle_floor_ms, now_ms),
+            clock: Clock::new(
+                config.watermark,
+                ClockState {
+                    max_event_ms: cp.max_event_ms,
+                    max_read_at_ms: cp.max_read_at_ms,
+                    idle_floor_ms: cp.idle_floor_ms,
+                },
+                now_ms,
+            ),
             pane_first: BTreeMap::new(),
             pane_closed: cp.closed.iter().copied().collect(),
             position: cp.replay_from,
@@ -286,11 +298,13 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
             return cp.clone();
         }
         let replay_from = self.pane_first.values().copied().min().unwrap_or(self.position());
+        let clock = self.clock.state();
         Checkpoint {
             v: Checkpoint::VERSION,
             replay_from: replay_from.min(self.position()),
-            max_event_ms: self.clock.max_event_ms(),
-            idle_floor_ms: self.clock.idle_floor_ms(),
+            max_event_ms: clock.max_event_ms,
+            max_read_at_ms: clock.max_read_at_ms,
+            idle_floor_ms: clock.idle_floor_ms,
             next_end_ms: self.engine.next_end(),
             closed: self.pane_closed.iter().map(|(&p, &o)| (p, o)).collect(),
             windows: (self.settings.window.pane_ms, self.settings.window.sliding_panes),
@@ -386,7 +400,11 @@ mod tests {
                     }));
                 }
                 Step::Commit => {
-                    // The worker closes what it can, then commits it with the positions.
+                    // The worker closes what it can, then commits it with the positions. Only
+                    // Tick steps say the partition is caught up and quiet: a task resumed after
+                    // a crash has not seen that yet, so state a checkpoint does not keep must
+                    // not let the idle rule fire here in one run and not in the other.
+                    task.set_caught_up(false, task.position(), now);
                     pending.results.extend(task.tick(now).into_iter().map(|r| {
                         (r.kind, r.end_ms, r.key, r.aggregate.count, r.aggregate.sum as i64)
                     }));
@@ -460,7 +478,8 @@ mod tests {
             v: 1,
             replay_from: 1_234_567_890,
             max_event_ms: Some(1_764_500_000_000),
-            idle_floor_ms: None,
+            max_read_at_ms: Some(1_764_500_030_123),
+            idle_floor_ms: Some(1_764_500_020_000),
             next_end_ms: Some(1_764_500_040_000),
             closed: (0..4).map(|i| (1_764_499_800_000 + i * MIN, 1_234_567_999 + i)).collect(),
             windows: (MIN, 5),
