@@ -55,7 +55,8 @@ pub struct ProcessorConfig {
     /// dead-letter topic (`timestamp_out_of_bounds`), in ms.
     pub max_future_ms: i64,
     /// Records whose event time is more than this behind their Kafka timestamp go to the
-    /// dead-letter topic (`timestamp_out_of_bounds`), in ms.
+    /// dead-letter topic (`timestamp_out_of_bounds`), in ms. Also the furthest the idle rule
+    /// leaves a partition's watermark behind the wall clock (plus `out_of_orderness_ms`).
     pub max_past_ms: i64,
     /// Where records that fail the filters go.
     pub dlq_topic: String,

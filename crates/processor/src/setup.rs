@@ -182,6 +182,7 @@ fn task_config(config: &ProcessorConfig) -> TaskConfig {
         watermark: WatermarkConfig {
             out_of_orderness_ms: config.out_of_orderness_ms,
             idle_ms: config.idle_ms,
+            max_lag_ms: config.max_past_ms,
         },
     }
 }

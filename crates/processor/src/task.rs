@@ -321,7 +321,11 @@ mod tests {
     const MIN: i64 = 60_000;
     const CFG: TaskConfig = TaskConfig {
         window: WindowConfig { pane_ms: MIN, sliding_panes: 5, grace_ms: 5_000 },
-        watermark: WatermarkConfig { out_of_orderness_ms: 10_000, idle_ms: 3_000 },
+        watermark: WatermarkConfig {
+            out_of_orderness_ms: 10_000,
+            idle_ms: 3_000,
+            max_lag_ms: 3_600_000,
+        },
     };
 
     /// One step of a run: a record of the input (valid or dead-lettered), a tick (with the

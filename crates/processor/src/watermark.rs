@@ -13,7 +13,10 @@
 //! clock was at least that event time when the record was read, so it is at least that much
 //! later now, whatever its offset from the processor's clock: a producer whose clock is 30 s
 //! behind stays 30 s behind, and its next records are on time. Only differences of the
-//! processor's clock are used. A partition that never delivered an event gets no watermark
+//! processor's clock are used, with one bound: the watermark is never left more than
+//! `max_lag_ms` (the filter's `max_past_ms`) plus the out-of-orderness behind the wall clock, so
+//! the last windows of a backfill of old events close at once, as a producer clock further
+//! behind is not accepted anyway (`timestamp_out_of_bounds` against the ingest time). A partition that never delivered an event gets no watermark
 //! from the idle rule (it has no window to close). A partition that is merely slow or lagging
 //! is never caught up, so it never goes idle.
 
@@ -25,6 +28,10 @@ pub struct WatermarkConfig {
     /// How long a caught-up partition must be quiet before the idle rule moves its watermark,
     /// in ms.
     pub idle_ms: i64,
+    /// How far behind the wall clock a producer's clock may be (the filter's `max_past_ms`):
+    /// the idle rule never leaves the watermark further behind than this plus the
+    /// out-of-orderness, so that the last windows of a backfill of old events close too.
+    pub max_lag_ms: i64,
 }
 
 /// What a checkpoint keeps of a [`Clock`].
@@ -118,8 +125,9 @@ impl Clock {
         let (Some(max), Some(read_at)) = (self.max_event_ms, self.max_read_at_ms) else {
             return false;
         };
-        let elapsed = now_ms.saturating_sub(read_at).max(0);
-        let floor = max.saturating_add(elapsed).saturating_sub(self.config.out_of_orderness_ms);
+        let by_stream = max.saturating_add(now_ms.saturating_sub(read_at).max(0));
+        let by_wall = now_ms.saturating_sub(self.config.max_lag_ms);
+        let floor = by_stream.max(by_wall).saturating_sub(self.config.out_of_orderness_ms);
         if self.current().is_some_and(|wm| wm >= floor) {
             return false;
         }
@@ -133,7 +141,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const CFG: WatermarkConfig = WatermarkConfig { out_of_orderness_ms: 1_000, idle_ms: 5_000 };
+    const HOUR: i64 = 3_600_000;
+    const CFG: WatermarkConfig =
+        WatermarkConfig { out_of_orderness_ms: 1_000, idle_ms: 5_000, max_lag_ms: 2 * HOUR };
 
     #[test]
     fn follows_the_largest_event_time_and_never_goes_back() {
@@ -183,6 +193,18 @@ mod tests {
     }
 
     #[test]
+    fn a_backfill_of_old_events_closes_by_the_wall_clock_less_the_allowed_lag() {
+        // Events from a year ago, read now: the watermark goes no further back than the
+        // largest lag a producer clock may have (max_lag_ms), so their windows all close.
+        let now = 400 * 24 * HOUR;
+        let mut c = Clock::new(CFG, ClockState::default(), 0);
+        c.observe(now - 365 * 24 * HOUR, now);
+        c.set_caught_up(true, now);
+        assert!(c.idle_tick(now + 5_000));
+        assert_eq!(c.current(), Some(now + 5_000 - 2 * HOUR - 1_000));
+    }
+
+    #[test]
     fn a_partition_without_events_gets_no_floor() {
         let mut c = Clock::new(CFG, ClockState::default(), 0);
         c.touch(1_000);
@@ -223,7 +245,7 @@ mod tests {
         /// idle rule fires between bursts.
         #[test]
         fn a_skewed_producer_is_never_behind_the_watermark(
-            offset_ms in -3_600_000i64..3_600_000,
+            offset_ms in -HOUR..HOUR,
             bursts in proptest::collection::vec((1usize..20, 0i64..30_000, 0i64..1_000), 1..30),
         ) {
             let mut c = Clock::new(CFG, ClockState::default(), 0);
