@@ -142,6 +142,9 @@ auto.create.topics.enable=false
 group.initial.rebalance.delay.ms=0
 num.partitions=1
 log.retention.hours=168
+# Committed offsets (the processor's checkpoints) outlive the longest supported stop, the
+# input's 7-day retention, twice over (docs/operations.md); Kafka's default is 7 days.
+offsets.retention.minutes=20160
 log.segment.bytes=268435456
 EOF
 }

@@ -50,6 +50,11 @@ export const SERVER_PROPERTIES = [
   'unclean.leader.election.enable=false',
   // Seven days, the retention the processor's recovery by replay and Connect's restarts assume.
   'log.retention.hours=168',
+  // A consumer group's committed offsets (the processor's checkpoints) are kept 14 days after
+  // its last member left: twice the longest stop the platform supports, which is the source
+  // topics' seven-day retention (docs/operations.md). Kafka's default is seven days, so a stop
+  // of exactly the input's retention would lose both.
+  'offsets.retention.minutes=20160',
   // Both SCRAM users are the platform's own; without ACLs each may use every topic. Add ACLs
   // (kafka-acls with the SCRAM users) before giving a third party a user (docs/aws.md).
   'allow.everyone.if.no.acl.found=true',

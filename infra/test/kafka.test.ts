@@ -70,6 +70,15 @@ test('broker settings: no auto-created topics, RF 3, two in-sync replicas', () =
   expect(props).toContain('unclean.leader.election.enable=false');
 });
 
+test('committed offsets outlive the longest supported stop: longer than the log retention', () => {
+  const [, config] = resourcesOf(s, 'AWS::MSK::Configuration')[0];
+  const props = config.Properties!.ServerProperties as string;
+  const minutes = Number(/^offsets\.retention\.minutes=(\d+)$/m.exec(props)?.[1]);
+  const logHours = Number(/^log\.retention\.hours=(\d+)$/m.exec(props)?.[1]);
+  expect(logHours).toBe(168);
+  expect(minutes).toBeGreaterThanOrEqual(2 * logHours * 60);
+});
+
 test('SCRAM users: AmazonMSK_ secrets under the customer-managed key, associated with the cluster', () => {
   const key = logicalId(s, 'AWS::KMS::Key', 'KafkaKey');
   const scram = resourcesOf(s, 'AWS::SecretsManager::Secret').filter(([, r]) =>

@@ -48,14 +48,15 @@ pub struct ProcessorConfig {
     pub out_of_orderness_ms: i64,
     /// How long a window stays open after the watermark passed its end, in ms.
     pub grace_ms: i64,
-    /// How long a caught-up partition must be quiet before its watermark follows the wall
-    /// clock, in ms.
+    /// How long a caught-up partition must be quiet before its watermark moves on without
+    /// records (from its newest event time, by the wall time since that event was read), in ms.
     pub idle_ms: i64,
     /// Records whose event time is more than this ahead of their Kafka timestamp go to the
     /// dead-letter topic (`timestamp_out_of_bounds`), in ms.
     pub max_future_ms: i64,
     /// Records whose event time is more than this behind their Kafka timestamp go to the
-    /// dead-letter topic (`timestamp_out_of_bounds`), in ms.
+    /// dead-letter topic (`timestamp_out_of_bounds`), in ms. Also the furthest the idle rule
+    /// leaves a partition's watermark behind the wall clock (plus `out_of_orderness_ms`).
     pub max_past_ms: i64,
     /// The most categories (values of a source's `count_by`) one window result lists in
     /// `counts`: those with the most records, ties broken by name; the records of the others

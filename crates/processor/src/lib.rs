@@ -7,6 +7,7 @@
 //! - [`dedupe::Seen`]: the events each pane counted, so a retry written twice counts once.
 //! - [`record`]: decoding and the filter that sends bad records to the dead-letter topic.
 //! - [`reference`]: reference data from compacted topics, kept current.
+//! - [`resume`]: partitions without a committed offset: the check at start, `--reset`.
 //! - [`output`]: a window result as the record written to its output topic.
 //! - [`setup::Processor`]: from settings to a running processor, rebuilt after failures.
 //! - `worker` and `partitions`: the loop of one consumer-group member — records, the
@@ -21,6 +22,7 @@ mod partitions;
 pub mod phase;
 pub mod record;
 pub mod reference;
+pub mod resume;
 pub mod setup;
 pub mod task;
 pub mod watermark;
@@ -28,6 +30,7 @@ pub mod window;
 mod worker;
 
 pub use config::{ProcessorConfig, SourceConfig};
+pub use resume::Reset;
 pub use setup::{Processor, ProcessorHealth};
 
 use std::sync::Arc;
@@ -45,6 +48,10 @@ pub enum ProcessorError {
     Registry(String),
     #[error("{0}")]
     Setup(String),
+    /// Source partitions have no committed offset while results were written before, and no
+    /// `--reset` said where they start.
+    #[error("{0}")]
+    NoCheckpoint(String),
 }
 
 /// `/metrics` (Prometheus) and `/health` of a running processor.

@@ -4,6 +4,7 @@
 
 use crate::metrics as m;
 use crate::phase::Rebuild;
+use crate::resume::Reset;
 use crate::task::{Checkpoint, Task};
 use crate::worker::{now_ms, Pending, ProcessorConsumer, Worker};
 use rdkafka::consumer::Consumer;
@@ -26,9 +27,33 @@ impl Worker {
                 Task::fresh(config, position, now)
             }
             (Offset::Offset(position), None) => Task::fresh(config, position, now),
-            // Never committed: auto.offset.reset decides, from the first offset there is.
-            _ => Task::fresh(config, 0, now),
+            // Never committed: from where it was started in this process, if it was.
+            _ => {
+                let key = self.pipeline.input_index(e.topic()).map(|src| (src, e.partition()));
+                let origin = key.and_then(|k| self.origins.get(&k)).copied();
+                Task::fresh(config, origin.unwrap_or(0), now)
+            }
         }
+    }
+
+    /// Where a partition without a committed offset starts: with `--reset latest` at its end
+    /// now (also the origin a rewind goes back to), else where `auto.offset.reset=earliest`
+    /// puts it.
+    fn start_uncommitted(
+        &mut self,
+        consumer: &ProcessorConsumer,
+        src: usize,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, rdkafka::error::KafkaError> {
+        // Either way its position is committed at once, so that a restart resumes it.
+        self.dirty = true;
+        if self.pipeline.reset != Some(Reset::Latest) {
+            return Ok(None);
+        }
+        let (_, end) = consumer.fetch_watermarks(topic, partition, TXN_TIMEOUT)?;
+        self.origins.insert((src, partition), end);
+        Ok(Some(end))
     }
 
     /// Takes every partition back to its last commit, with a new producer, without leaving
@@ -124,9 +149,20 @@ impl Worker {
         let now = now_ms();
         for e in committed.elements() {
             let Some(src) = self.pipeline.input_index(e.topic()) else { continue };
-            let task = self.task_from(&e, now);
             self.origins.remove(&(src, e.partition()));
-            if matches!(e.offset(), Offset::Offset(_)) {
+            let start = if matches!(e.offset(), Offset::Offset(_)) {
+                None
+            } else {
+                match self.start_uncommitted(consumer, src, e.topic(), e.partition()) {
+                    Ok(start) => start,
+                    Err(err) => {
+                        self.fail_consumer("reading where a new partition ends", &err);
+                        return;
+                    }
+                }
+            };
+            let task = self.task_from(&e, now);
+            if start.is_some() || matches!(e.offset(), Offset::Offset(_)) {
                 let start = Offset::Offset(task.start_offset());
                 if let Err(err) = tpl.set_partition_offset(e.topic(), e.partition(), start) {
                     self.fail_consumer("positioning a new partition", &err);

@@ -9,6 +9,7 @@ use crate::output::{Encoding, Output, Outputs, AGGREGATE_AVSC};
 use crate::phase::Rebuild;
 use crate::record::{Decoder, Filter};
 use crate::reference::{References, Table};
+use crate::resume::{self, Reset, SourceTopics};
 use crate::task::TaskConfig;
 use crate::watermark::WatermarkConfig;
 use crate::window::WindowConfig;
@@ -52,6 +53,9 @@ pub(crate) struct Pipeline {
     pub task: TaskConfig,
     /// The producer's settings; its `transactional.id` is this instance's slot.
     pub txn: TxnSettings,
+    /// Where partitions without a committed offset start (`--reset`); `None`: at the oldest
+    /// record, once the start check found no results written before.
+    pub reset: Option<Reset>,
 }
 
 impl Pipeline {
@@ -180,6 +184,7 @@ fn task_config(config: &ProcessorConfig) -> TaskConfig {
         watermark: WatermarkConfig {
             out_of_orderness_ms: config.out_of_orderness_ms,
             idle_ms: config.idle_ms,
+            max_lag_ms: config.max_past_ms,
         },
     }
 }
@@ -198,14 +203,17 @@ fn txn_settings(config: &ProcessorConfig) -> TxnSettings {
 }
 
 impl Processor {
-    /// Checks the configuration against the catalog, registers the output schema, and loads
-    /// the reference topics. Runs on a thread outside the async runtime.
+    /// Checks the configuration against the catalog, registers the output schema, loads the
+    /// reference topics, and refuses to start source partitions without a committed offset
+    /// when their results were written before, unless `reset` says where they start. Runs on
+    /// a thread outside the async runtime.
     pub fn setup(
         config: ProcessorConfig,
         kafka: KafkaConfig,
         catalog: &Catalog,
         runtime: tokio::runtime::Handle,
         stop: Arc<AtomicBool>,
+        reset: Option<Reset>,
     ) -> Result<Self, ProcessorError> {
         // The counters registered below must reach the exporter, not a no-op recorder.
         m::prometheus();
@@ -264,9 +272,17 @@ impl Processor {
                     .and_then(|r| references.table(r).map(|t| (r.clone(), t))),
             });
         }
+        let sources: Vec<SourceTopics<'_>> = inputs
+            .iter()
+            .map(|i| SourceTopics {
+                topic: &i.topic,
+                outputs: [&i.outputs.tumbling.topic, &i.outputs.sliding.topic],
+            })
+            .collect();
+        resume::check_committed(&kafka, &config.group_id, &md, &sources, reset)?;
         let (task, txn) = (task_config(&config), txn_settings(&config));
-        let pipeline =
-            Pipeline { config, kafka, inputs, decoder: Decoder::new(registry, runtime), task, txn };
+        let decoder = Decoder::new(registry, runtime);
+        let pipeline = Pipeline { config, kafka, inputs, decoder, task, txn, reset };
         Ok(Self { pipeline: Arc::new(pipeline), health: Arc::new(ProcessorHealth::default()) })
     }
 

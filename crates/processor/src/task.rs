@@ -28,7 +28,7 @@
 //! it rebuilds the same sets and drops the same records as the run before the restart did.
 
 use crate::dedupe::Seen;
-use crate::watermark::{Clock, WatermarkConfig};
+use crate::watermark::{Clock, ClockState, WatermarkConfig};
 use crate::window::{Engine, Late, WindowConfig, WindowResult};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -45,6 +45,10 @@ pub struct Checkpoint {
     /// Largest event time seen.
     #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
     pub max_event_ms: Option<i64>,
+    /// Wall-clock time the record with the largest event time was read: the idle rule
+    /// advances from there.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub max_read_at_ms: Option<i64>,
     /// Where the idle rule last moved the watermark.
     #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
     pub idle_floor_ms: Option<i64>,
@@ -137,7 +141,7 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
         Self {
             settings: config,
             engine: Engine::new(config.window),
-            clock: Clock::new(config.watermark, None, None, now_ms),
+            clock: Clock::new(config.watermark, ClockState::default(), now_ms),
             pane_first: BTreeMap::new(),
             pane_closed: BTreeMap::new(),
             seen: Seen::new(),
@@ -157,7 +161,15 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
                     cp.max_event_ms.map(|m| m.saturating_sub(config.watermark.out_of_orderness_ms));
                 by_events.max(cp.idle_floor_ms)
             }),
-            clock: Clock::new(config.watermark, cp.max_event_ms, cp.idle_floor_ms, now_ms),
+            clock: Clock::new(
+                config.watermark,
+                ClockState {
+                    max_event_ms: cp.max_event_ms,
+                    max_read_at_ms: cp.max_read_at_ms,
+                    idle_floor_ms: cp.idle_floor_ms,
+                },
+                now_ms,
+            ),
             pane_first: BTreeMap::new(),
             pane_closed: cp.closed.iter().copied().collect(),
             seen: Seen::new(),
@@ -311,11 +323,13 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
             return cp.clone();
         }
         let replay_from = self.pane_first.values().copied().min().unwrap_or(self.position());
+        let clock = self.clock.state();
         Checkpoint {
             v: Checkpoint::VERSION,
             replay_from: replay_from.min(self.position()),
-            max_event_ms: self.clock.max_event_ms(),
-            idle_floor_ms: self.clock.idle_floor_ms(),
+            max_event_ms: clock.max_event_ms,
+            max_read_at_ms: clock.max_read_at_ms,
+            idle_floor_ms: clock.idle_floor_ms,
             next_end_ms: self.engine.next_end(),
             closed: self.pane_closed.iter().map(|(&p, &o)| (p, o)).collect(),
             windows: (self.settings.window.pane_ms, self.settings.window.sliding_panes),
@@ -332,7 +346,11 @@ mod tests {
     const MIN: i64 = 60_000;
     const CFG: TaskConfig = TaskConfig {
         window: WindowConfig { pane_ms: MIN, sliding_panes: 5, grace_ms: 5_000 },
-        watermark: WatermarkConfig { out_of_orderness_ms: 10_000, idle_ms: 3_000 },
+        watermark: WatermarkConfig {
+            out_of_orderness_ms: 10_000,
+            idle_ms: 3_000,
+            max_lag_ms: 3_600_000,
+        },
     };
 
     /// One step of a run: a record of the input (valid or dead-lettered), the same event
@@ -438,7 +456,11 @@ mod tests {
                     }));
                 }
                 Step::Commit => {
-                    // The worker closes what it can, then commits it with the positions.
+                    // The worker closes what it can, then commits it with the positions. Only
+                    // Tick steps say the partition is caught up and quiet: a task resumed after
+                    // a crash has not seen that yet, so state a checkpoint does not keep must
+                    // not let the idle rule fire here in one run and not in the other.
+                    task.set_caught_up(false, task.position(), now);
                     pending.results.extend(task.tick(now).into_iter().map(|r| {
                         (r.kind, r.end_ms, r.key, r.aggregate.count, r.aggregate.sum as i64)
                     }));
@@ -510,7 +532,8 @@ mod tests {
             v: 1,
             replay_from: 1_234_567_890,
             max_event_ms: Some(1_764_500_000_000),
-            idle_floor_ms: None,
+            max_read_at_ms: Some(1_764_500_030_123),
+            idle_floor_ms: Some(1_764_500_020_000),
             next_end_ms: Some(1_764_500_040_000),
             closed: (0..4).map(|i| (1_764_499_800_000 + i * MIN, 1_234_567_999 + i)).collect(),
             windows: (MIN, 5),

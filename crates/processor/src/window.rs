@@ -281,7 +281,7 @@ impl<K: Clone + Eq + Hash + Ord> Engine<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::watermark::{Clock, WatermarkConfig};
+    use crate::watermark::{Clock, ClockState, WatermarkConfig};
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
@@ -460,8 +460,8 @@ mod tests {
         fn matches_a_brute_force_reference(
             input in proptest::collection::vec((0u8..4, prop_oneof![19 => 0i64..60_000, 1 => 150_000i64..400_000], 0i64..90_000, 1u8..100, 0u8..20), 1..300)
         ) {
-            let wcfg = WatermarkConfig { out_of_orderness_ms: 20_000, idle_ms: 5_000 };
-            let mut clock = Clock::new(wcfg, None, None, 0);
+            let wcfg = WatermarkConfig { out_of_orderness_ms: 20_000, idle_ms: 5_000, max_lag_ms: 3_600_000 };
+            let mut clock = Clock::new(wcfg, ClockState::default(), 0);
             let mut engine: Engine<u8> = Engine::new(CFG);
             let mut emitted = Vec::new();
             let mut on_time = Vec::new();
