@@ -104,6 +104,7 @@ fn is_text_setting(section: &str, key: &str) -> bool {
         || named("url")
         || named("topic")
         || named("secret")
+        || named("token")
         || last == "instance"
         || last == "group_id"
         || last == "database"
