@@ -356,16 +356,19 @@ fn lag_reaches_zero_on_a_transactional_topic() {
 /// `POST /api/v1/sql` on the running sink, as any HTTP client (or a browser) sends it: the
 /// status and the JSON answer (`null` when the answer is not JSON).
 fn post_sql(port: u16, content_type: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+    let mut headers = vec![format!("content-type: {content_type}")];
+    headers.extend(token.map(|t| format!("authorization: Bearer {t}")));
+    post_sql_with(port, &headers, body)
+}
+
+/// `POST /api/v1/sql` with exactly these `headers`.
+fn post_sql_with(port: u16, headers: &[String], body: &str) -> (u16, Value) {
     let mut curl = Command::new("curl");
-    curl.args(["-sS", "-m", "30", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"]).args([
-        "-H",
-        &format!("content-type: {content_type}"),
-        "--data-binary",
-        body,
-    ]);
-    if let Some(token) = token {
-        curl.args(["-H", &format!("authorization: Bearer {token}")]);
+    curl.args(["-sS", "-m", "30", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"]);
+    for h in headers {
+        curl.args(["-H", h]);
     }
+    curl.args(["--data-binary", body]);
     let out = curl.arg(format!("http://127.0.0.1:{port}/api/v1/sql")).output().expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (answer, status) = text.rsplit_once('\n').expect("a status line");
@@ -400,6 +403,12 @@ fn the_sql_endpoint_refuses_injections_files_writes_and_cross_site_posts() {
     assert_eq!(status, 400, "the injection: {answer}");
     assert_eq!(answer["error"], "invalid_query", "{answer}");
     assert_eq!(s.sql(offsets), before, "raw._offsets intact after the injection");
+    // A page that points a name of its own at this machine (DNS rebinding) sends that name.
+    let rebound =
+        ["host: attacker.example:8084".to_owned(), "content-type: application/json".to_owned()];
+    let (status, answer) = post_sql_with(s.sink_port, &rebound, &sql_body("SELECT 1"));
+    assert_eq!(status, 403, "a request to a name, without a token: {answer}");
+    assert_eq!(answer["error"], "host_not_allowed", "{answer}");
 
     let copy_target = s.dir.join("copied.csv");
     let attach_target = s.dir.join("attached.duckdb");
@@ -457,6 +466,14 @@ fn the_sql_endpoint_caps_rows_interrupts_slow_queries_and_checks_its_token() {
         assert_eq!(answer["error"], "unauthorized", "{answer}");
     }
     let (status, answer) = post_sql(s.sink_port, "application/json", &one, Some(token));
+    assert_eq!((status, &answer["rows"]), (200, &json!([["1"]])), "{answer}");
+    // With the token, a name is fine (a proxy, a DNS name in production).
+    let named = [
+        "host: sink.internal:8084".to_owned(),
+        "content-type: application/json".to_owned(),
+        format!("authorization: Bearer {token}"),
+    ];
+    let (status, answer) = post_sql_with(s.sink_port, &named, &one);
     assert_eq!((status, &answer["rows"]), (200, &json!([["1"]])), "{answer}");
 
     // Over the row cap: the first 20 rows, flagged as truncated.

@@ -3,7 +3,9 @@
 //! A request is JSON (`{"sql": "..."}` with `Content-Type: application/json`): a web page can
 //! send a `text/plain` POST to a loopback port without asking, but not a JSON one or one with
 //! an `Authorization` header (the browser asks first, and this service grants no cross-origin
-//! request). With `[sink] sql_token` set, the request carries `Authorization: Bearer <token>`.
+//! request). With `[sink] sql_token` set, the request carries `Authorization: Bearer <token>`;
+//! without it, the request must be sent to an address or `localhost`, not to a name (DNS
+//! rebinding).
 //! The query runs on a connection of its own ([`crate::sql`] says what it may do), at most
 //! `sql_timeout_ms` (then DuckDB's interrupt stops it) and answers at most `sql_max_rows` rows.
 
@@ -64,32 +66,60 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
         && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-/// The token when one is required, then the media type; `None` admits the request.
-fn admit(state: &SqlState, headers: &HeaderMap) -> Option<Response> {
-    if let Some(expected) = &state.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        match given {
-            None => {
-                return Some(refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "this endpoint needs a bearer token: Authorization: Bearer <[sink] sql_token>",
-                ))
-            }
-            Some(t) if !same_secret(t.as_bytes(), expected.expose().as_bytes()) => {
-                return Some(refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "the bearer token was refused",
-                ))
-            }
-            Some(_) => {}
+/// Whether the request names this machine by an address or `localhost`. A web page that points
+/// a name of its own at 127.0.0.1 (DNS rebinding) is "same origin" with this port to the
+/// browser, but its requests carry that name in `Host`.
+fn addressed_locally(headers: &HeaderMap) -> Result<(), String> {
+    // A browser always sends `Host`; a client that does not is no web page.
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    if name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok() {
+        Ok(())
+    } else {
+        Err(name.to_owned())
+    }
+}
+
+/// The bearer token when one is required, else the name the request was sent to.
+fn authorize(state: &SqlState, headers: &HeaderMap) -> Option<Response> {
+    let Some(expected) = &state.token else {
+        return addressed_locally(headers).err().map(|name| {
+            refuse(
+                StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                format!(
+                    "without [sink] sql_token, queries are taken only when sent to an address or \
+                     localhost, not to the name {name:?} (a web page can point a name at this \
+                     machine); set sql_token to query through a name"
+                ),
+            )
+        });
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let message = match given {
+        None => "this endpoint needs a bearer token: Authorization: Bearer <[sink] sql_token>",
+        Some(t) if !same_secret(t.as_bytes(), expected.expose().as_bytes()) => {
+            "the bearer token was refused"
         }
+        Some(_) => return None,
+    };
+    Some(refuse(StatusCode::UNAUTHORIZED, "unauthorized", message))
+}
+
+/// Authorization, then the media type; `None` admits the request.
+fn admit(state: &SqlState, headers: &HeaderMap) -> Option<Response> {
+    if let Some(refusal) = authorize(state, headers) {
+        return Some(refusal);
     }
     let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = media.split(';').next().unwrap_or("").trim();
@@ -192,5 +222,21 @@ mod tests {
         assert!(!same_secret(b"abd", b"abc"));
         assert!(!same_secret(b"ab", b"abc"));
         assert!(!same_secret(b"", b"abc"));
+    }
+
+    #[test]
+    fn only_addresses_and_localhost_are_local_names() {
+        let host = |h: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, h.parse().expect("header"));
+            addressed_locally(&headers)
+        };
+        for local in ["127.0.0.1:8084", "localhost:8084", "LOCALHOST", "[::1]:8084", "10.0.0.7"] {
+            assert_eq!(host(local), Ok(()), "{local}");
+        }
+        for name in ["attacker.example:8084", "127.0.0.1.nip.io:8084", "sink.internal"] {
+            assert!(host(name).is_err(), "{name}");
+        }
+        assert_eq!(addressed_locally(&HeaderMap::new()), Ok(()));
     }
 }

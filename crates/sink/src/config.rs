@@ -42,7 +42,8 @@ pub struct SinkConfig {
     /// interrupted and refused with `query_timeout`.
     pub sql_timeout_ms: u64,
     /// The bearer token `POST /api/v1/sql` requires when set (`Authorization: Bearer <token>`);
-    /// `tributary warehouse sql` sends it. Never printed; prefer `TRIBUTARY_SINK__SQL_TOKEN`.
+    /// `tributary warehouse sql` sends it. Unset, only requests sent to an address or `localhost`
+    /// are taken. Never printed; prefer `TRIBUTARY_SINK__SQL_TOKEN`.
     pub sql_token: Option<Secret>,
 }
 
