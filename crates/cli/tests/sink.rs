@@ -384,7 +384,7 @@ fn sql_body(query: &str) -> String {
 fn the_sql_endpoint_refuses_injections_files_writes_and_cross_site_posts() {
     let s = Scenario::new(100);
     s.produce(50, 0);
-    let _sink = s.spawn("sink");
+    let sink = s.spawn("sink");
     wait_http(&format!("http://127.0.0.1:{}/health", s.sink_port), Duration::from_secs(60));
     s.wait_rows(50);
     let offsets = "SELECT * FROM raw._offsets ORDER BY ALL";
@@ -448,6 +448,19 @@ fn the_sql_endpoint_refuses_injections_files_writes_and_cross_site_posts() {
     s.produce(25, 0);
     s.wait_rows(75);
     assert_eq!(s.count(""), 75, "the sink's writer still writes");
+
+    // With no sink running, `tributary warehouse sql` opens the file itself, as locked down.
+    drop(sink);
+    assert_eq!(s.count(""), 75, "a query on the file");
+    for query in ["SELECT * FROM read_text('/proc/self/environ')", "DELETE FROM raw._offsets"] {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&s.config)
+            .args(["warehouse", "sql", query])
+            .output()
+            .expect("warehouse sql");
+        assert_eq!(out.status.code(), Some(2), "{query} on the file");
+    }
 }
 
 #[test]
