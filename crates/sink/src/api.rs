@@ -135,6 +135,33 @@ fn admit(state: &SqlState, headers: &HeaderMap) -> Option<Response> {
     })
 }
 
+/// The result of `task` if it ends within `timeout`; else `None`, after interrupting the query
+/// until it ends (an interrupt that lands between two of its statements, the parse check and
+/// the query, is not kept for the next one) or [`INTERRUPT_GRACE`] has passed.
+async fn within<T>(
+    mut task: tokio::task::JoinHandle<T>,
+    interrupt: &duckdb::InterruptHandle,
+    timeout: Duration,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    if let Ok(done) = tokio::time::timeout(timeout, &mut task).await {
+        return Some(done);
+    }
+    let deadline = tokio::time::Instant::now() + INTERRUPT_GRACE;
+    loop {
+        interrupt.interrupt();
+        if tokio::time::timeout(Duration::from_millis(50), &mut task).await.is_ok() {
+            return None;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                grace_secs = INTERRUPT_GRACE.as_secs(),
+                "a query still runs after its interrupts; answering without it"
+            );
+            return None;
+        }
+    }
+}
+
 /// Runs one query on a connection of its own, interrupted after the timeout.
 pub(crate) async fn sql(
     State(state): State<Arc<SqlState>>,
@@ -171,26 +198,14 @@ pub(crate) async fn sql(
     };
     let interrupt = conn.interrupt_handle();
     let max_rows = state.max_rows;
-    let mut task = tokio::task::spawn_blocking(move || sql::query(&conn, &request.sql, max_rows));
-    let result = match tokio::time::timeout(state.timeout, &mut task).await {
-        Ok(done) => done,
-        Err(_) => {
-            // Interrupt until the query is gone: an interrupt that lands between two of its
-            // statements (the parse check, the query) is not kept for the next one.
-            let deadline = tokio::time::Instant::now() + INTERRUPT_GRACE;
-            while tokio::time::Instant::now() < deadline {
-                interrupt.interrupt();
-                if tokio::time::timeout(Duration::from_millis(50), &mut task).await.is_ok() {
-                    break;
-                }
-            }
-            let ms = state.timeout.as_millis();
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "query_timeout",
-                format!("the query ran past {ms} ms ([sink] sql_timeout_ms) and was interrupted"),
-            );
-        }
+    let task = tokio::task::spawn_blocking(move || sql::query(&conn, &request.sql, max_rows));
+    let Some(result) = within(task, &interrupt, state.timeout).await else {
+        let ms = state.timeout.as_millis();
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "query_timeout",
+            format!("the query ran past {ms} ms ([sink] sql_timeout_ms) and was interrupted"),
+        );
     };
     match result {
         Ok(Ok(answer)) => (
