@@ -3,8 +3,11 @@
 //
 // - HTTPS on 443 with the ACM certificate given as `certificateArn`, TLS 1.2+ (ELB's recommended
 //   TLS 1.3 policy); HTTP on 80 only answers a permanent redirect to HTTPS.
-// - The ALB forwards to the gateway tasks on 8080 and checks GET /api/v1/health, which is 200
-//   only when Kafka answers and every catalog topic exists.
+// - The ALB forwards to the gateway tasks on 8080 and checks GET /api/v1/health/live (liveness),
+//   which is 200 while the process serves, whatever Kafka's state; the container health check
+//   asks the same. Readiness (/api/v1/health, 503 while Kafka is down) is never used to replace
+//   a task: during a broker outage every gateway stays, keeps its dedupe window and answers 503
+//   with Retry-After, instead of ECS recycling them and the ALB answering with its own errors.
 // - JWT (the spec's API authentication, docs/api.md#authentication): by default the gateway
 //   verifies bearer tokens with an HMAC secret generated in Secrets Manager (`<name>/gateway-jwt`,
 //   injected as an ECS secret) and enforces the events:write / events:read scopes; with
@@ -24,11 +27,11 @@ import { Construct } from 'constructs';
 import { skipChecks } from './checkov';
 import { TributaryConfig } from './config';
 import { GATEWAY_PORT, Network } from './network';
-import { Services } from './services';
+import { httpHealthCheck, Services } from './services';
 import { Storage } from './storage';
 
-/** The gateway's health endpoint, as the ALB checks it. */
-export const HEALTH_CHECK_PATH = '/api/v1/health';
+/** The gateway's liveness endpoint, as the ALB and the container health check ask it. */
+export const HEALTH_CHECK_PATH = '/api/v1/health/live';
 
 export interface GatewayProps {
   readonly config: TributaryConfig;
@@ -69,6 +72,7 @@ export class Gateway extends Construct {
         ...auth.secrets,
       },
       portMappings: [{ containerPort: GATEWAY_PORT, name: 'http' }],
+      healthCheck: httpHealthCheck(GATEWAY_PORT, HEALTH_CHECK_PATH, [200], Duration.seconds(60)),
       // shutdown_grace_secs is 30: in-flight requests finish and the producer flushes first.
       stopTimeout: Duration.seconds(40),
     });

@@ -175,7 +175,7 @@ export class Monitoring extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
     this.alarm('ApiNoHealthyGateway', {
-      alarmDescription: 'No gateway task passes /api/v1/health behind the ALB for 2 minutes (runbook: TributaryComponentDown)',
+      alarmDescription: 'No gateway task passes /api/v1/health/live behind the ALB for 2 minutes: every gateway is hung or gone (runbook: TributaryComponentDown)',
       metric: new cloudwatch.Metric({
         namespace: 'AWS/ApplicationELB',
         metricName: 'HealthyHostCount',

@@ -136,8 +136,9 @@ export class Services extends Construct {
           TRIBUTARY_PROCESSOR__REGISTRY__PASSWORD: ecs.Secret.fromSecretsManager(this.registryAuth, 'password'),
         },
         portMappings: [{ containerPort: PROCESSOR_PORT, name: 'metrics' }],
-        // /health answers once reference data is loaded (up to 30 s) and the loop runs.
-        healthCheck: httpHealthCheck(PROCESSOR_PORT, '/health', [200], Duration.seconds(120)),
+        // /health/live answers once reference data is loaded (up to 30 s), and then 200 unless
+        // the loop hangs: a processor waiting for Kafka between rebuilds is not replaced.
+        healthCheck: httpHealthCheck(PROCESSOR_PORT, '/health/live', [200], Duration.seconds(120)),
         // SIGTERM commits the open transaction and leaves the group.
         stopTimeout: Duration.seconds(30),
       });

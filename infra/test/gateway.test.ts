@@ -27,12 +27,12 @@ test('HTTP on 80 only redirects to HTTPS', () => {
   s.template.resourceCountIs('AWS::ElasticLoadBalancingV2::Listener', 2);
 });
 
-test('the ALB checks the gateway at /api/v1/health on 8080', () => {
+test('the ALB checks the gateway\'s liveness at /api/v1/health/live on 8080', () => {
   s.template.hasResourceProperties('AWS::ElasticLoadBalancingV2::TargetGroup', {
     Port: 8080,
     Protocol: 'HTTP',
     TargetType: 'ip',
-    HealthCheckPath: '/api/v1/health',
+    HealthCheckPath: '/api/v1/health/live',
     Matcher: { HttpCode: '200' },
   });
   s.template.hasResourceProperties('AWS::ECS::Service', {
@@ -106,7 +106,7 @@ test('with an IdP the ALB verifies the JWT against its JWKS before forwarding, t
     TRIBUTARY_GATEWAY__JWT_ISSUER: 'https://idp.example.com/',
   });
   // The health check path stays reachable for the ALB: it checks targets directly.
-  jwt.template.hasResourceProperties('AWS::ElasticLoadBalancingV2::TargetGroup', { HealthCheckPath: '/api/v1/health' });
+  jwt.template.hasResourceProperties('AWS::ElasticLoadBalancingV2::TargetGroup', { HealthCheckPath: '/api/v1/health/live' });
 });
 
 test('the gateway scales on CPU between gatewayCount and gatewayMaxCount', () => {
@@ -125,4 +125,12 @@ test('the gateway scales on CPU between gatewayCount and gatewayMaxCount', () =>
 
 test('synth refuses to run without a certificate', () => {
   expect(() => synth({ certificateArn: '' })).toThrow(/certificateArn is required/);
+});
+
+test('nothing that replaces a task or drops a target follows readiness, which is 503 during a Kafka outage', () => {
+  for (const tg of Object.values(s.template.findResources('AWS::ElasticLoadBalancingV2::TargetGroup'))) {
+    expect(tg.Properties.HealthCheckPath).toBe('/api/v1/health/live');
+  }
+  const check = container(s, 'tributary-gateway', 'gateway').HealthCheck!.Command.join(' ');
+  expect(check).toContain('GET /api/v1/health/live HTTP/1.0');
 });

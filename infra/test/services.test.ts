@@ -104,7 +104,8 @@ test('the catalog topics are created before the gateway and the processor start,
 
 test('registry and processor have container health checks on their own endpoints', () => {
   expect(container(s, 'tributary-registry', 'registry').HealthCheck!.Command.join(' ')).toContain('GET /subjects');
-  expect(container(s, 'tributary-processor-0', 'processor').HealthCheck!.Command.join(' ')).toContain('GET /health');
+  // Liveness, not readiness: a processor waiting for Kafka between rebuilds is not replaced.
+  expect(container(s, 'tributary-processor-0', 'processor').HealthCheck!.Command.join(' ')).toContain('GET /health/live HTTP/1.0');
 });
 
 test('Connect gets every variable its worker and connector configurations read', () => {

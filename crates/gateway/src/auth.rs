@@ -229,7 +229,13 @@ mod tests {
             need(&Method::GET, "/api/v1/topics"),
             Some(Need { action: "read", topic: None })
         );
-        for open in ["/api/v1/health", "/api/v1/openapi.json", "/metrics"] {
+        for open in [
+            "/api/v1/health",
+            "/api/v1/health/live",
+            "/api/v1/health/ready",
+            "/api/v1/openapi.json",
+            "/metrics",
+        ] {
             assert_eq!(need(&Method::GET, open), None, "{open}");
         }
     }

@@ -154,6 +154,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/stream/{topic}", get(stream::stream))
         .route("/api/v1/topics", get(ops::topics))
         .route("/api/v1/health", get(ops::health))
+        .route("/api/v1/health/live", get(ops::live))
+        .route("/api/v1/health/ready", get(ops::ready))
         .route("/api/v1/metrics", get(ops::metrics_summary))
         .route("/api/v1/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::prometheus))

@@ -42,10 +42,38 @@ pub struct Health {
     pub uptime_secs: u64,
 }
 
-/// `GET /api/v1/health`: 200 when the broker answers, 503 with the reason when not.
+/// Answer of the liveness endpoint.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Live {
+    /// Always `ok`: the process accepts and serves requests.
+    pub status: String,
+    pub uptime_secs: u64,
+}
+
+/// `GET /api/v1/health/live`: 200 while the process serves requests, whatever Kafka's state.
+/// Load balancers and container health checks follow this one, so an instance that answers
+/// 503 with `Retry-After` during a broker outage is kept, not replaced.
+#[utoipa::path(get, path = "/api/v1/health/live", tag = "ops", responses(
+    (status = 200, description = "The process serves requests", body = Live),
+))]
+pub async fn live(State(state): State<AppState>) -> Json<Live> {
+    Json(Live { status: "ok".into(), uptime_secs: state.inner.started.elapsed().as_secs() })
+}
+
+/// `GET /api/v1/health/ready`: the same answer as `GET /api/v1/health`.
+#[utoipa::path(get, path = "/api/v1/health/ready", tag = "ops", responses(
+    (status = 200, description = "Kafka reachable and every catalog topic exists", body = Health),
+    (status = 503, description = "Not ready; `reason` says why", body = Health),
+))]
+pub async fn ready(state: State<AppState>) -> Response {
+    health(state).await
+}
+
+/// `GET /api/v1/health` (readiness): 200 when the broker answers and every catalog topic
+/// exists, 503 with the reason and `Retry-After` when not.
 #[utoipa::path(get, path = "/api/v1/health", tag = "ops", responses(
-    (status = 200, description = "Kafka reachable", body = Health),
-    (status = 503, description = "Kafka unreachable; `reason` says why", body = Health),
+    (status = 200, description = "Kafka reachable and every catalog topic exists", body = Health),
+    (status = 503, description = "Not ready; `reason` says why", body = Health),
 ))]
 pub async fn health(State(state): State<AppState>) -> Response {
     let cached = {
@@ -220,6 +248,8 @@ pub async fn topics(State(state): State<AppState>) -> Json<Vec<TopicView>> {
         crate::events::latest,
         crate::stream::stream,
         health,
+        live,
+        ready,
         metrics_summary,
         topics,
     ),

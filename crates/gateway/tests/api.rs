@@ -442,6 +442,8 @@ async fn metrics_health_and_openapi_describe_the_service() {
         "/api/v1/events/{topic}/latest",
         "/api/v1/stream/{topic}",
         "/api/v1/health",
+        "/api/v1/health/live",
+        "/api/v1/health/ready",
         "/api/v1/metrics",
     ] {
         assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");

@@ -135,7 +135,13 @@ async fn tokens_are_required_checked_and_scoped() {
     assert_eq!(gw.end_offsets(&click), before + 3, "exactly the three accepted writes");
 
     // Load balancers and Prometheus need no token.
-    for open in ["/api/v1/health", "/api/v1/openapi.json", "/metrics"] {
+    for open in [
+        "/api/v1/health",
+        "/api/v1/health/live",
+        "/api/v1/health/ready",
+        "/api/v1/openapi.json",
+        "/metrics",
+    ] {
         assert_eq!(get(&gw, open, None).await, 200, "{open}");
     }
     // The OpenAPI document says so.

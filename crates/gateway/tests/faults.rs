@@ -1,5 +1,5 @@
 //! The gateway while its broker is stopped and after it comes back: bounded 503s with
-//! Retry-After, honest health, and recovery without a restart.
+//! Retry-After, honest readiness while liveness stays up, and recovery without a restart.
 
 mod common;
 
@@ -33,6 +33,15 @@ async fn broker_outage_gives_bounded_503s_and_the_gateway_recovers_by_itself() {
     let health: serde_json::Value = r.json().await.expect("json");
     assert_eq!(health["kafka"], "down");
     assert!(health["reason"].as_str().is_some_and(|s| !s.is_empty()), "{health}");
+    // Readiness says the same; liveness stays 200, so a load balancer or ECS that follows it
+    // keeps this instance (and its dedupe window) and clients get the 503s with Retry-After.
+    let ready = gw.http.get(gw.url("/api/v1/health/ready")).send().await.expect("GET ready");
+    assert_eq!(ready.status().as_u16(), 503);
+    assert!(ready.headers().get("retry-after").is_some(), "Retry-After on a not-ready 503");
+    let live = gw.http.get(gw.url("/api/v1/health/live")).send().await.expect("GET live");
+    assert_eq!(live.status().as_u16(), 200, "alive while Kafka is down");
+    let live: serde_json::Value = live.json().await.expect("json");
+    assert_eq!(live["status"], "ok", "{live}");
 
     // Writes answer 503 with Retry-After within the configured bound, never 2xx, never hang.
     for i in 0..3 {
@@ -64,6 +73,8 @@ async fn broker_outage_gives_bounded_503s_and_the_gateway_recovers_by_itself() {
         (r.status().as_u16() == 200).then_some(())
     })
     .await;
+    let ready = gw.http.get(gw.url("/api/v1/health/ready")).send().await.expect("GET ready");
+    assert_eq!(ready.status().as_u16(), 200, "ready again once Kafka is back");
     let (status, body) = wait_for("writes to recover", Duration::from_secs(60), || async {
         let (s, b) = gw.post(&topic, &event("after-outage", "user-3")).await;
         (s == 201).then_some((s, b))

@@ -151,6 +151,18 @@ impl Liveness {
     pub fn alive(&self) -> bool {
         self.alive_at(Self::now_ms())
     }
+
+    /// Running, but the loop has not passed within [`Liveness::STALE_MS`] of `now_ms`: stuck,
+    /// as opposed to waiting between rebuilds (not running), which the service does by itself.
+    pub fn hung_at(&self, now_ms: i64) -> bool {
+        self.running.load(Ordering::Relaxed)
+            && now_ms - self.last_loop_ms.load(Ordering::Relaxed) >= Self::STALE_MS
+    }
+
+    /// [`Liveness::hung_at`] now.
+    pub fn hung(&self) -> bool {
+        self.hung_at(Self::now_ms())
+    }
 }
 
 /// Subscribes `consumer` to `topics` and polls until `stop` is set (`Ok`, after
@@ -329,6 +341,20 @@ pub fn run_with_rebuilds<R: RebuildReason>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_between_rebuilds_is_not_ready_but_not_hung() {
+        let l = Liveness::default();
+        assert!(!l.alive_at(1_000_000) && !l.hung_at(1_000_000), "not running yet");
+        l.running.store(true, Ordering::Relaxed);
+        l.last_loop_ms.store(1_000_000, Ordering::Relaxed);
+        assert!(l.alive_at(1_000_000 + Liveness::STALE_MS - 1));
+        assert!(!l.hung_at(1_000_000 + Liveness::STALE_MS - 1));
+        assert!(!l.alive_at(1_000_000 + Liveness::STALE_MS), "stale: not ready");
+        assert!(l.hung_at(1_000_000 + Liveness::STALE_MS), "running and stale: hung");
+        l.running.store(false, Ordering::Relaxed);
+        assert!(!l.hung_at(2_000_000), "stopped running: waiting, not hung");
+    }
 
     #[test]
     fn membership_defaults_yield_to_kafka_extra() {

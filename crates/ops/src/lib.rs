@@ -3,8 +3,10 @@
 //! of the Kafka loaders — the processor and the sink — built from their consumer-group
 //! [`Liveness`] plus the fields each adds ([`Health`], [`router`]).
 //!
-//! `/health` answers 200 with `"status": "ok"` while the service's poll loop runs and passes,
-//! else 503 with `"status": "unavailable"`; the service's own fields come next to `status`.
+//! `/health` (readiness; `/health/ready` is the same) answers 200 with `"status": "ok"` while the
+//! service's poll loop runs and passes, else 503 with `"status": "unavailable"`; the service's own
+//! fields come next to `status`. `/health/live` (liveness) answers 200 unless the loop is running
+//! but stuck: a service waiting between rebuilds for Kafka is not ready, yet alive.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -48,12 +50,29 @@ pub trait Health: Send + Sync + 'static {
     fn fields(&self) -> Map<String, Value>;
 }
 
-/// `/metrics` (Prometheus text, from `handle`) and `/health` (from `health`).
+/// `/metrics` (Prometheus text, from `handle`), `/health` and `/health/ready` (readiness) and
+/// `/health/live` (liveness), from `health`.
 pub fn router<H: Health>(health: Arc<H>, handle: &'static PrometheusHandle) -> Router {
     Router::new()
         .route("/metrics", get(move || async move { handle.render() }))
         .route("/health", get(health_of::<H>))
+        .route("/health/ready", get(health_of::<H>))
+        .route("/health/live", get(live_of::<H>))
         .with_state(health)
+}
+
+async fn live_of<H: Health>(State(health): State<Arc<H>>) -> impl IntoResponse {
+    let (code, body) = live_body(health.liveness().hung());
+    (code, Json(body))
+}
+
+/// The status and body of `/health/live`: 503 `hung` only when the loop runs but is stuck.
+pub fn live_body(hung: bool) -> (StatusCode, Value) {
+    if hung {
+        (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "hung"}))
+    } else {
+        (StatusCode::OK, serde_json::json!({"status": "ok"}))
+    }
 }
 
 async fn health_of<H: Health>(State(health): State<Arc<H>>) -> impl IntoResponse {
@@ -96,6 +115,16 @@ mod tests {
     }
 
     #[test]
+    fn live_says_hung_only_when_stuck() {
+        assert_eq!(live_body(false), (StatusCode::OK, serde_json::json!({"status": "ok"})));
+        let (code, body) = live_body(true);
+        assert_eq!(
+            (code, body["status"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("hung"))
+        );
+    }
+
+    #[test]
     fn health_says_ok_only_when_alive() {
         let fields = || Map::from_iter([("assigned_partitions".to_owned(), Value::from(3))]);
         let (code, body) = health_body(true, fields());
@@ -128,6 +157,14 @@ mod tests {
         let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.expect("body");
         let body: Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(body, serde_json::json!({"status": "unavailable", "last_flush_ms": 7}));
+        let resp = app.clone().oneshot(get("/health/ready")).await.expect("ready");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "readiness is /health");
+        // Not running (waiting between rebuilds, for example for Kafka): alive all the same.
+        let resp = app.clone().oneshot(get("/health/live")).await.expect("live");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.expect("body");
+        let body: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body, serde_json::json!({"status": "ok"}));
         let resp = app.oneshot(get("/metrics")).await.expect("metrics");
         assert_eq!(resp.status(), StatusCode::OK);
     }

@@ -4,6 +4,7 @@
 //!   built from those panes, a grace period, late records reported rather than dropped.
 //! - [`watermark::Clock`]: one partition's watermark, with the idle rule.
 //! - [`task::Task`]: one input partition's state and how it is recovered by replay.
+//! - [`dedupe::Seen`]: the events each pane counted, so a retry written twice counts once.
 //! - [`record`]: decoding and the filter that sends bad records to the dead-letter topic.
 //! - [`reference`]: reference data from compacted topics, kept current.
 //! - [`output`]: a window result as the record written to its output topic.
@@ -13,6 +14,7 @@
 //!   [`phase::Phase`].
 
 pub mod config;
+pub mod dedupe;
 pub mod metrics;
 pub mod output;
 mod partitions;

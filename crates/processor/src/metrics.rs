@@ -12,6 +12,9 @@ pub const RECORDS_OUT: &str = "processor_records_out_total";
 pub const DLQ_RECORDS: &str = "processor_dlq_records_total";
 /// Records that arrived after their window closed, by `topic`.
 pub const LATE_RECORDS: &str = "processor_late_records_total";
+/// Records dropped because their pane already counted the key's `event_id` (a retry written
+/// twice), by `topic`.
+pub const DUPLICATES: &str = "processor_duplicates_total";
 /// Window results whose key had no reference data, by `table`.
 pub const REFERENCE_MISSES: &str = "processor_reference_misses_total";
 /// Reference records whose value is not a JSON object (ignored), by `topic`.

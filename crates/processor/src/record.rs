@@ -66,6 +66,8 @@ impl Rejected {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Accepted {
     pub key: String,
+    /// The event's id: the processor counts a key's event once per pane.
+    pub event_id: String,
     pub event_ms: i64,
     pub measure: Option<f64>,
     pub category: Option<String>,
@@ -147,7 +149,7 @@ impl Filter {
             .count_by
             .as_deref()
             .map(|path| text_at(&event, path).unwrap_or_else(|| "unknown".to_owned()));
-        Ok(Accepted { key, event_ms, measure, category })
+        Ok(Accepted { key, event_id: event.event_id, event_ms, measure, category })
     }
 }
 
@@ -220,6 +222,7 @@ mod tests {
             got,
             Ok(Accepted {
                 key: "d-1".into(),
+                event_id: "e1".into(),
                 event_ms: 50_000,
                 measure: Some(21.5),
                 category: None

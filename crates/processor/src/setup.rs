@@ -35,6 +35,7 @@ pub(crate) struct Input {
     pub records_in: metrics::Counter,
     pub records_replayed: metrics::Counter,
     pub late: metrics::Counter,
+    pub duplicates: metrics::Counter,
     pub filter: Filter,
     pub outputs: Outputs,
     /// The reference topic and its table, when results are enriched.
@@ -246,6 +247,7 @@ impl Processor {
                 records_in: metrics::counter!(m::RECORDS_IN, "topic" => s.topic.clone()),
                 records_replayed: metrics::counter!(m::RECORDS_REPLAYED, "topic" => s.topic.clone()),
                 late: metrics::counter!(m::LATE_RECORDS, "topic" => s.topic.clone()),
+                duplicates: metrics::counter!(m::DUPLICATES, "topic" => s.topic.clone()),
                 filter: Filter {
                     key_field,
                     measure: s.measure.clone(),

@@ -18,7 +18,16 @@
 //! is below the pane's closing offset, because the watermark only grows with the offset — and
 //! produce no output. From the committed position on, processing continues as if nothing had
 //! happened, so the output is the same as that of a run without the crash.
+//!
+//! ## Duplicates
+//!
+//! A record whose key and `event_id` its pane already counted (a client retry that another
+//! gateway wrote again) is dropped ([`Outcome::Duplicate`]); see [`crate::dedupe`]. Whether a
+//! record is one depends only on the records of its pane before it, in offset order, and the
+//! replay reads every record a kept pane counted (they are all at or after `replay_from`), so
+//! it rebuilds the same sets and drops the same records as the run before the restart did.
 
+use crate::dedupe::Seen;
 use crate::watermark::{Clock, WatermarkConfig};
 use crate::window::{Engine, Late, WindowConfig, WindowResult};
 use serde::{Deserialize, Serialize};
@@ -78,6 +87,17 @@ pub struct TaskConfig {
     pub watermark: WatermarkConfig,
 }
 
+/// What the windows take of a record that passed the filters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Record<'a, K> {
+    pub key: K,
+    /// The event's id: a record whose key and id its pane counted already is a duplicate.
+    pub event_id: &'a str,
+    pub event_ms: i64,
+    pub measure: Option<f64>,
+    pub category: Option<&'a str>,
+}
+
 /// What became of a valid record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -85,6 +105,8 @@ pub enum Outcome {
     Accepted,
     /// Its tumbling window had closed; counted in no window.
     Late(Late),
+    /// Its pane counted this key's `event_id` already (a retry written twice); not counted.
+    Duplicate,
     /// Read again after a restart (before the committed position); no output.
     Replayed,
 }
@@ -99,6 +121,8 @@ pub struct Task<K> {
     pane_first: BTreeMap<i64, i64>,
     /// Panes whose tumbling window closed, with the offset they closed at.
     pane_closed: BTreeMap<i64, i64>,
+    /// The events each kept pane counted.
+    seen: Seen,
     /// The next offset to process.
     position: i64,
     /// Records below this offset were processed before the restart.
@@ -116,6 +140,7 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
             clock: Clock::new(config.watermark, None, None, now_ms),
             pane_first: BTreeMap::new(),
             pane_closed: BTreeMap::new(),
+            seen: Seen::new(),
             position: offset,
             replay_until: offset,
             restored: None,
@@ -135,6 +160,7 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
             clock: Clock::new(config.watermark, cp.max_event_ms, cp.idle_floor_ms, now_ms),
             pane_first: BTreeMap::new(),
             pane_closed: cp.closed.iter().copied().collect(),
+            seen: Seen::new(),
             position: cp.replay_from,
             replay_until: position,
             restored: Some(cp),
@@ -165,28 +191,27 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
     }
 
     /// A record that passed the filters, at `offset`.
-    pub fn record(
-        &mut self,
-        offset: i64,
-        key: K,
-        event_ms: i64,
-        measure: Option<f64>,
-        category: Option<&str>,
-        now_ms: i64,
-    ) -> Outcome {
+    pub fn record(&mut self, offset: i64, r: Record<'_, K>, now_ms: i64) -> Outcome {
         self.position = self.position.max(offset + 1);
         if offset < self.replay_until {
-            self.replay(offset, key, event_ms, measure, category);
+            self.replay(offset, r);
             return Outcome::Replayed;
         }
+        let Record { key, event_id, event_ms, measure, category } = r;
         let pane = self.engine.pane_of(event_ms);
-        let outcome = match self.engine.add(key, event_ms, measure, category, self.clock.current())
-        {
-            Ok(()) => {
-                self.pane_first.entry(pane).or_insert(offset);
-                Outcome::Accepted
+        let watermark = self.clock.current();
+        let outcome = match self.engine.late(event_ms, watermark) {
+            Some(late) => Outcome::Late(late),
+            None if !self.seen.insert(pane, self.seen.fingerprint(&key, event_id)) => {
+                Outcome::Duplicate
             }
-            Err(late) => Outcome::Late(late),
+            None => match self.engine.add(key, event_ms, measure, category, watermark) {
+                Ok(()) => {
+                    self.pane_first.entry(pane).or_insert(offset);
+                    Outcome::Accepted
+                }
+                Err(late) => Outcome::Late(late),
+            },
         };
         let before = self.clock.current();
         self.clock.observe(event_ms, now_ms);
@@ -203,16 +228,11 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
         self.clock.touch(now_ms);
     }
 
-    /// Re-adds a record processed before the restart, if it was on time then.
-    fn replay(
-        &mut self,
-        offset: i64,
-        key: K,
-        event_ms: i64,
-        measure: Option<f64>,
-        category: Option<&str>,
-    ) {
+    /// Re-adds a record processed before the restart, if it was on time then and not a
+    /// duplicate.
+    fn replay(&mut self, offset: i64, r: Record<'_, K>) {
         let Some(cp) = &self.restored else { return };
+        let Record { key, event_id, event_ms, measure, category } = r;
         let cfg = self.config();
         let pane = self.engine.pane_of(event_ms);
         let ooo = self.settings.watermark.out_of_orderness_ms;
@@ -226,6 +246,10 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
             }
         }
         if self.engine.retained_from().is_some_and(|from| pane < from) {
+            return;
+        }
+        if !self.seen.insert(pane, self.seen.fingerprint(&key, event_id)) {
+            // Dropped as a duplicate then, too.
             return;
         }
         self.pane_first.entry(pane).or_insert(offset);
@@ -272,6 +296,7 @@ impl<K: Clone + Eq + Hash + Ord> Task<K> {
         if let Some(from) = self.engine.retained_from() {
             self.pane_first = self.pane_first.split_off(&from);
             self.pane_closed = self.pane_closed.split_off(&from);
+            self.seen.forget_before(from);
         }
         if self.restored.is_some() && self.position >= self.replay_until {
             self.restored = None;
@@ -310,43 +335,75 @@ mod tests {
         watermark: WatermarkConfig { out_of_orderness_ms: 10_000, idle_ms: 3_000 },
     };
 
-    /// One step of a run: a record of the input (valid or dead-lettered), a tick (with the
-    /// partition caught up and idle, or not), or a transaction commit.
+    /// One step of a run: a record of the input (valid or dead-lettered), the same event
+    /// again (a client retry written twice: the record `back` records earlier), a tick (with
+    /// the partition caught up and idle, or not), or a transaction commit.
     #[derive(Debug, Clone)]
     enum Step {
         Record { key: u8, step_ms: i64, jitter_ms: i64, value: u8, valid: bool },
+        Retry { back: usize },
         Tick { idle: bool },
         Commit,
     }
 
     type Out = (WindowKind, i64, u8, u64, i64);
 
-    /// What a `read_committed` reader would see: window results and late offsets.
+    /// What a `read_committed` reader would see: window results, and the offsets of late
+    /// records and of duplicates.
     #[derive(Debug, Default, PartialEq)]
     struct Seen {
         results: Vec<Out>,
         late: Vec<i64>,
+        duplicates: Vec<i64>,
     }
 
+    /// (key, event time, value, valid, event id) of one record.
+    type In = (u8, i64, u8, bool, String);
+
     struct Input {
-        /// (key, event time, value, valid) by offset.
-        records: Vec<(u8, i64, u8, bool)>,
+        /// The records by offset.
+        records: Vec<In>,
         /// Step index of each record.
         at_step: Vec<usize>,
     }
 
     fn input(steps: &[Step]) -> Input {
         let mut t = 600_000;
-        let mut records = Vec::new();
+        let mut records: Vec<In> = Vec::new();
         let mut at_step = Vec::new();
         for (i, s) in steps.iter().enumerate() {
-            if let Step::Record { key, step_ms, jitter_ms, value, valid } = s {
-                t += step_ms;
-                records.push((*key, t - jitter_ms, *value, *valid));
-                at_step.push(i);
+            match s {
+                Step::Record { key, step_ms, jitter_ms, value, valid } => {
+                    t += step_ms;
+                    let id = format!("e-{}", records.len());
+                    records.push((*key, t - jitter_ms, *value, *valid, id));
+                }
+                Step::Retry { back } if !records.is_empty() => {
+                    let again = records[records.len() - 1 - back.min(&(records.len() - 1))].clone();
+                    records.push(again);
+                }
+                _ => continue,
             }
+            at_step.push(i);
         }
         Input { records, at_step }
+    }
+
+    /// Hands record `o` of the input to `task`.
+    fn feed(task: &mut Task<u8>, inp: &Input, o: usize, now: i64) -> Option<Outcome> {
+        let (key, event_ms, v, valid, id) = &inp.records[o];
+        if !valid {
+            task.skip(o as i64, now);
+            return None;
+        }
+        let r = Record {
+            key: *key,
+            event_id: id,
+            event_ms: *event_ms,
+            measure: Some(f64::from(*v)),
+            category: None,
+        };
+        Some(task.record(o as i64, r, now))
     }
 
     /// Runs `steps`; at each step index in `crashes` (after that step) the process dies: what
@@ -363,20 +420,15 @@ mod tests {
         while i < steps.len() {
             let now = i as i64 * 12_000;
             match &steps[i] {
-                Step::Record { .. } => {
-                    let (key, t, v, valid) = inp.records[offset];
-                    let o = offset as i64;
-                    if valid {
-                        if let Outcome::Late(_) =
-                            task.record(o, key, t, Some(f64::from(v)), None, now)
-                        {
-                            pending.late.push(o);
-                        }
-                    } else {
-                        task.skip(o, now);
+                Step::Record { .. } | Step::Retry { .. } if inp.at_step.get(offset) == Some(&i) => {
+                    match feed(&mut task, &inp, offset, now) {
+                        Some(Outcome::Late(_)) => pending.late.push(offset as i64),
+                        Some(Outcome::Duplicate) => pending.duplicates.push(offset as i64),
+                        _ => {}
                     }
                     offset += 1;
                 }
+                Step::Record { .. } | Step::Retry { .. } => {}
                 Step::Tick { idle } => {
                     // Caught up and quiet, or records are waiting to be read.
                     task.set_caught_up(*idle, task.position(), now);
@@ -392,6 +444,7 @@ mod tests {
                     }));
                     seen.results.append(&mut pending.results);
                     seen.late.append(&mut pending.late);
+                    seen.duplicates.append(&mut pending.duplicates);
                     committed = (task.position(), Some(task.checkpoint()), i);
                 }
             }
@@ -407,13 +460,8 @@ mod tests {
                 // position are replayed right away (they are all in the log already).
                 let start = task.start_offset() as usize;
                 for o in start..position as usize {
-                    let (key, t, v, valid) = inp.records[o];
-                    if valid {
-                        let r = task.record(o as i64, key, t, Some(f64::from(v)), None, now);
-                        assert_eq!(r, Outcome::Replayed);
-                    } else {
-                        task.skip(o as i64, now);
-                    }
+                    let r = feed(&mut task, &inp, o, now);
+                    assert!(r.is_none_or(|r| r == Outcome::Replayed), "{r:?}");
                 }
                 offset = position as usize;
                 // Continue with the step after the commit (or from the start).
@@ -427,6 +475,7 @@ mod tests {
         // Drain: a final commit of what is left.
         seen.results.append(&mut pending.results);
         seen.late.append(&mut pending.late);
+        seen.duplicates.append(&mut pending.duplicates);
         seen
     }
 
@@ -434,6 +483,7 @@ mod tests {
         prop_oneof![
             8 => (0u8..5, prop_oneof![19 => 0i64..30_000, 1 => 150_000i64..400_000], 0i64..120_000, 1u8..50, proptest::bool::weighted(0.9))
                 .prop_map(|(key, step_ms, jitter_ms, value, valid)| Step::Record { key, step_ms, jitter_ms, value, valid }),
+            2 => (0usize..20).prop_map(|back| Step::Retry { back }),
             2 => proptest::bool::weighted(0.2).prop_map(|idle| Step::Tick { idle }),
             2 => Just(Step::Commit),
         ]
@@ -480,13 +530,80 @@ mod tests {
         );
     }
 
+    /// A valid record of key 1.
+    fn rec(id: &str, event_ms: i64, v: f64) -> Record<'_, u8> {
+        Record { key: 1, event_id: id, event_ms, measure: Some(v), category: None }
+    }
+
+    /// Each event followed by a retry of it (written again by another gateway), commits now
+    /// and then, and crashes right after a commit that fell between an event and its retry:
+    /// the replay rebuilds which events were counted, so the retries are dropped exactly as
+    /// in the run without a crash, and every window counts each event once.
+    #[test]
+    fn a_crash_among_duplicates_gives_the_results_of_a_run_without_one() {
+        let mut steps = Vec::new();
+        let mut crashes = Vec::new();
+        for i in 0..60u8 {
+            let key = i % 3;
+            steps.push(Step::Record { key, step_ms: 4_000, jitter_ms: 0, value: 1, valid: true });
+            if i % 4 == 1 {
+                steps.push(Step::Commit);
+                if i % 8 == 1 {
+                    crashes.push(steps.len() - 1);
+                }
+            }
+            steps.push(Step::Retry { back: 0 });
+            if i % 7 == 3 {
+                steps.push(Step::Tick { idle: false });
+            }
+        }
+        steps.push(Step::Tick { idle: true });
+        steps.push(Step::Commit);
+        let clean = run(&steps, &[]);
+        let crashed = run(&steps, &crashes);
+        assert!(crashes.len() >= 7, "{crashes:?}");
+        assert_eq!(crashed, clean);
+        assert_eq!(clean.duplicates.len(), 60, "every retry dropped");
+        assert!(clean.late.is_empty());
+        let counted = |kind: WindowKind| -> u64 {
+            clean.results.iter().filter(|r| r.0 == kind).map(|r| r.3).sum()
+        };
+        assert_eq!(counted(WindowKind::Tumbling), 60, "each event once");
+        assert_eq!(counted(WindowKind::Sliding), 5 * 60, "each event once in each of 5 windows");
+    }
+
+    #[test]
+    fn a_retry_is_dropped_in_its_pane_and_the_sets_go_with_the_panes() {
+        let mut t: Task<u8> = Task::fresh(CFG, 0, 0);
+        assert_eq!(t.record(0, rec("a", 10_000, 1.0), 0), Outcome::Accepted);
+        assert_eq!(t.record(1, rec("a", 10_000, 1.0), 0), Outcome::Duplicate);
+        let other_key = Record { key: 2, ..rec("a", 10_000, 1.0) };
+        assert_eq!(t.record(2, other_key, 0), Outcome::Accepted, "another key's event");
+        assert_eq!(t.record(3, rec("b", 70_000, 1.0), 0), Outcome::Accepted);
+        // The same id in another pane is another event (a retry has the same timestamp).
+        assert_eq!(t.record(4, rec("a", 75_000, 1.0), 0), Outcome::Accepted);
+        assert_eq!(t.seen.len(), 4);
+        // Past minute 0's end plus grace: a retry of "a" now is late, not a duplicate.
+        assert_eq!(t.record(5, rec("c", 80_000, 1.0), 0), Outcome::Accepted);
+        assert!(matches!(t.record(6, rec("a", 10_000, 1.0), 0), Outcome::Late(_)));
+        t.set_caught_up(true, 7, 0);
+        let out = t.tick(100 * MIN);
+        let tumbling: Vec<(i64, u8, u64)> = out
+            .iter()
+            .filter(|w| w.kind == WindowKind::Tumbling)
+            .map(|w| (w.end_ms, w.key, w.aggregate.count))
+            .collect();
+        assert_eq!(tumbling, vec![(MIN, 1, 1), (MIN, 2, 1), (2 * MIN, 1, 3)]);
+        assert!(t.seen.is_empty(), "no pane kept, no set kept");
+    }
+
     #[test]
     fn replay_restores_closed_panes_only_with_records_that_were_on_time() {
         let mut t: Task<u8> = Task::fresh(CFG, 0, 0);
-        assert_eq!(t.record(0, 1, 10_000, Some(1.0), None, 0), Outcome::Accepted);
+        assert_eq!(t.record(0, rec("a", 10_000, 1.0), 0), Outcome::Accepted);
         // Moves the watermark past minute 0 plus grace: minute 0 closes at offset 2.
-        assert_eq!(t.record(1, 1, 80_000, Some(2.0), None, 0), Outcome::Accepted);
-        assert!(matches!(t.record(2, 1, 20_000, Some(4.0), None, 0), Outcome::Late(_)));
+        assert_eq!(t.record(1, rec("b", 80_000, 2.0), 0), Outcome::Accepted);
+        assert!(matches!(t.record(2, rec("c", 20_000, 4.0), 0), Outcome::Late(_)));
         let out = t.tick(0);
         assert_eq!(out.len(), 2, "tumbling and sliding of minute 0: {out:?}");
         let cp = t.checkpoint();
@@ -494,8 +611,9 @@ mod tests {
         assert_eq!(cp.closed, vec![(0, 2)]);
         let mut r: Task<u8> = Task::resume(CFG, t.position(), cp, 0);
         assert_eq!(r.start_offset(), 0);
-        for (o, ts, v) in [(0, 10_000, 1.0), (1, 80_000, 2.0), (2, 20_000, 4.0)] {
-            assert_eq!(r.record(o, 1, ts, Some(v), None, 0), Outcome::Replayed);
+        for (o, id, ts, v) in [(0, "a", 10_000, 1.0), (1, "b", 80_000, 2.0), (2, "c", 20_000, 4.0)]
+        {
+            assert_eq!(r.record(o, rec(id, ts, v), 0), Outcome::Replayed);
         }
         // Close everything: the sliding windows count offsets 0 and 1, never the late 2.
         r.set_caught_up(true, 3, 0);

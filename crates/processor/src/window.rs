@@ -156,6 +156,14 @@ impl<K: Clone + Eq + Hash + Ord> Engine<K> {
         self.next_end.map(|end| end - self.config.sliding_panes * self.config.pane_ms)
     }
 
+    /// Whether a record with `event_ms` is late at `watermark`: its tumbling window closed.
+    pub fn late(&self, event_ms: i64, watermark: Option<i64>) -> Option<Late> {
+        let end = self.pane_of(event_ms) + self.config.pane_ms;
+        let closed = watermark.is_some_and(|wm| wm >= end + self.config.grace_ms)
+            || self.closed_through.is_some_and(|c| end <= c);
+        closed.then_some(Late { window_end_ms: end })
+    }
+
     /// Adds a record to its pane, unless its tumbling window already closed at `watermark`.
     pub fn add(
         &mut self,
@@ -165,13 +173,11 @@ impl<K: Clone + Eq + Hash + Ord> Engine<K> {
         category: Option<&str>,
         watermark: Option<i64>,
     ) -> Result<(), Late> {
+        if let Some(late) = self.late(event_ms, watermark) {
+            return Err(late);
+        }
         let pane = self.pane_of(event_ms);
         let end = pane + self.config.pane_ms;
-        let closed = watermark.is_some_and(|wm| wm >= end + self.config.grace_ms)
-            || self.closed_through.is_some_and(|c| end <= c);
-        if closed {
-            return Err(Late { window_end_ms: end });
-        }
         self.panes.entry(pane).or_default().entry(key).or_default().add(measure, category);
         self.next_end = Some(self.next_end.map_or(end, |n| n.min(end)));
         Ok(())

@@ -14,7 +14,7 @@ use crate::output::{self, Context};
 use crate::phase::{Phase, Rebuild, RewindReason};
 use crate::record::{Accepted, DecodeError, Reason, Rejected};
 use crate::setup::{Pipeline, ProcessorHealth};
-use crate::task::{Outcome, Task};
+use crate::task::{Outcome, Record, Task};
 use crate::window::WindowResult;
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -187,9 +187,12 @@ impl Worker {
             input.records_in.increment(1);
         }
         match checked {
-            Ok(Accepted { key, event_ms, measure, category }) => {
-                match task.record(offset, key, event_ms, measure, category.as_deref(), now) {
+            Ok(Accepted { key, event_id, event_ms, measure, category }) => {
+                let category = category.as_deref();
+                let r = Record { key, event_id: &event_id, event_ms, measure, category };
+                match task.record(offset, r, now) {
                     Outcome::Accepted | Outcome::Replayed => {}
+                    Outcome::Duplicate => input.duplicates.increment(1),
                     Outcome::Late(late) => {
                         input.late.increment(1);
                         let message = format!(

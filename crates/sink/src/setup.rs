@@ -5,7 +5,7 @@
 use crate::config::SinkConfig;
 use crate::loader::{Loader, Rebuild, SinkConsumer};
 use crate::metrics as m;
-use crate::warehouse::{Batch, Warehouse};
+use crate::warehouse::{Batch, TableKind, Warehouse};
 use crate::writer::Writer;
 use crate::SinkError;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -112,8 +112,13 @@ impl Sink {
         for topic in topics(&config, catalog) {
             let role = catalog.get(&topic).map(|t| t.role);
             let table = config.table_for(&topic);
+            let kind = match role {
+                Some(TopicRole::Source) => TableKind::Events,
+                Some(TopicRole::Output) => TableKind::WindowResults,
+                _ => TableKind::Other,
+            };
             warehouse
-                .ensure_table(&table, role == Some(TopicRole::Output))
+                .ensure_table(&table, kind)
                 .map_err(|e| SinkError::Warehouse(format!("creating table raw.{table}: {e}")))?;
             routes.push(Route {
                 topic: topic.into(),

@@ -169,7 +169,7 @@ pub fn render(columns: &[String], rows: &[Vec<Option<String>>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::warehouse::{Batch, Warehouse};
+    use crate::warehouse::{Batch, TableKind, Warehouse};
     use std::collections::HashMap;
     use std::time::{Duration, Instant};
 
@@ -185,7 +185,7 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut wh = Warehouse::open(&dir.join("w.duckdb"), 1).expect("open");
-        wh.ensure_table("T", false).expect("table");
+        wh.ensure_table("T", TableKind::Other).expect("table");
         let batch =
             Batch { rows: HashMap::new(), offsets: HashMap::from([(("topic".into(), 0), 42)]) };
         wh.write(&batch).expect("write");

@@ -6,6 +6,9 @@
 //!   crash the sink resumes exactly where the warehouse's rows end.
 //! - `analytics.<TABLE>`: for window-result topics, a view with typed columns (window start
 //!   and end, key, count, sum, avg, min, max) that needs no JSON functions.
+//! - `dedup.<TABLE>`: for event (source) topics, a view of the raw table with one row per
+//!   `event_id`, the first by Kafka partition and offset. The raw table keeps what Kafka holds
+//!   (a retry that two gateways both wrote is there twice); the view shows each event once.
 
 use duckdb::{params, Connection};
 use std::collections::HashMap;
@@ -35,6 +38,17 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.offsets.is_empty()
     }
+}
+
+/// What a topic's table holds, which decides the views beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// Events (a source topic): a deduplicated view `dedup.<TABLE>`.
+    Events,
+    /// The processor's window results: a typed view `analytics.<TABLE>`.
+    WindowResults,
+    /// Anything else (dead letters, topics outside the catalog): the raw table only.
+    Other,
 }
 
 /// Double quotes an identifier for SQL.
@@ -69,6 +83,7 @@ impl Warehouse {
         conn.execute_batch(
             "CREATE SCHEMA IF NOT EXISTS raw;
              CREATE SCHEMA IF NOT EXISTS analytics;
+             CREATE SCHEMA IF NOT EXISTS dedup;
              CREATE TABLE IF NOT EXISTS raw._offsets (
                  topic VARCHAR NOT NULL,
                  \"partition\" INTEGER NOT NULL,
@@ -85,13 +100,25 @@ impl Warehouse {
         self.conn.try_clone()
     }
 
-    /// Creates the table of a topic, and for window results the typed view.
-    pub fn ensure_table(&self, table: &str, window_results: bool) -> Result<(), duckdb::Error> {
+    /// Creates the table of a topic, and the view its kind has beside it.
+    pub fn ensure_table(&self, table: &str, kind: TableKind) -> Result<(), duckdb::Error> {
         let t = ident(table);
         self.conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS raw.{t} (RECORD_METADATA JSON, RECORD_CONTENT JSON);"
         ))?;
-        if window_results {
+        if kind == TableKind::Events {
+            // A row without an event_id (not an event) is kept as it is: it is no copy of
+            // anything.
+            self.conn.execute_batch(&format!(
+                "CREATE OR REPLACE VIEW dedup.{t} AS SELECT RECORD_METADATA, RECORD_CONTENT
+                 FROM raw.{t}
+                 QUALIFY RECORD_CONTENT->>'event_id' IS NULL OR row_number() OVER (
+                     PARTITION BY RECORD_CONTENT->>'event_id'
+                     ORDER BY CAST(RECORD_METADATA->>'partition' AS INTEGER),
+                              CAST(RECORD_METADATA->>'offset' AS BIGINT)) = 1;"
+            ))?;
+        }
+        if kind == TableKind::WindowResults {
             self.conn.execute_batch(&format!(
                 "CREATE OR REPLACE VIEW analytics.{t} AS SELECT
                      CAST(RECORD_CONTENT->>'window_start' AS TIMESTAMPTZ) AS window_start,
@@ -142,5 +169,45 @@ impl Warehouse {
             }
         }
         tx.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_dedup_view_keeps_the_first_row_of_each_event_id_and_raw_keeps_all() {
+        let dir = std::env::temp_dir().join(format!("tributary-dedup-view-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut w = Warehouse::open(&dir.join("w.duckdb"), 1).expect("warehouse");
+        w.ensure_table("EVENTS", TableKind::Events).expect("table");
+        let row = |partition: i32, offset: i64, content: serde_json::Value| Row {
+            metadata: json!({"topic": "t", "partition": partition, "offset": offset}).to_string(),
+            content: content.to_string(),
+        };
+        let rows = vec![
+            row(1, 7, json!({"event_id": "a", "via": "retry"})),
+            row(1, 3, json!({"event_id": "a", "via": "first"})),
+            row(0, 9, json!({"event_id": "b"})),
+            row(2, 0, json!({"not": "an event"})),
+            row(2, 1, json!({"not": "an event"})),
+        ];
+        let mut batch = Batch::default();
+        batch.rows.insert("EVENTS".into(), rows);
+        batch.offsets.insert(("t".into(), 1), 8);
+        w.write(&batch).expect("written");
+        let conn = w.reader().expect("reader");
+        let count =
+            |sql: &str| crate::sql::query(&conn, sql, 10).expect("query").rows[0][0].clone();
+        assert_eq!(count("SELECT count(*) FROM raw.EVENTS").as_deref(), Some("5"));
+        assert_eq!(count("SELECT count(*) FROM dedup.EVENTS").as_deref(), Some("4"));
+        let first = "SELECT RECORD_CONTENT->>'via' FROM dedup.EVENTS WHERE RECORD_CONTENT->>'event_id' = 'a'";
+        assert_eq!(count(first).as_deref(), Some("first"), "the lowest offset wins");
+        // Creating it again (every start of the sink) keeps the rows.
+        w.ensure_table("EVENTS", TableKind::Events).expect("table again");
+        assert_eq!(count("SELECT count(*) FROM dedup.EVENTS").as_deref(), Some("4"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
