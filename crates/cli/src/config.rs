@@ -104,6 +104,7 @@ fn is_text_setting(section: &str, key: &str) -> bool {
         || named("url")
         || named("topic")
         || named("secret")
+        || named("token")
         || last == "instance"
         || last == "group_id"
         || last == "database"
@@ -261,6 +262,7 @@ mod tests {
             jail.set_env("TRIBUTARY_GATEWAY__REGISTRY__TIMEOUT_MS", "750");
             jail.set_env("TRIBUTARY_PROCESSOR__REGISTRY__PASSWORD", "1e3");
             jail.set_env("TRIBUTARY_SINK__REGISTRY__USER", "42");
+            jail.set_env("TRIBUTARY_SINK__SQL_TOKEN", "0042");
             jail.set_env("TRIBUTARY_GATEWAY__JWT_SECRET", "12345678901234567890123456789012");
             let c = load_with_env(None, &FlagOverrides::default(), settings_env()).expect("load");
             let exposed = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_owned());
@@ -275,6 +277,7 @@ mod tests {
             assert_eq!(exposed(&c.processor.registry.password).as_deref(), Some("1e3"));
             assert_eq!(c.processor.registry.timeout_ms, 10_000, "untouched default");
             assert_eq!(c.sink.registry.user.as_deref(), Some("42"));
+            assert_eq!(exposed(&c.sink.sql_token).as_deref(), Some("0042"));
             assert_eq!(
                 exposed(&c.gateway.jwt_secret).as_deref(),
                 Some("12345678901234567890123456789012")
@@ -316,7 +319,7 @@ mod tests {
         // In a Jail: other tests set TRIBUTARY_* variables, which text settings read.
         figment::Jail::expect_with(|_jail| {
             let (path, _rm) = file(
-                "[kafka]\nsasl_password = \"k\"\n[kafka.extra]\n\"ssl.key.password\" = \"e\"\n\"linger.ms\" = \"5\"\n[registry]\nauth_password = \"r\"\n[gateway]\njwt_secret = \"j\"\n[gateway.registry]\nuser = \"u\"\npassword = \"g\"\n[processor.registry]\npassword = \"p\"\n[sink.registry]\npassword = \"s\"\n",
+                "[kafka]\nsasl_password = \"k\"\n[kafka.extra]\n\"ssl.key.password\" = \"e\"\n\"linger.ms\" = \"5\"\n[registry]\nauth_password = \"r\"\n[gateway]\njwt_secret = \"j\"\n[gateway.registry]\nuser = \"u\"\npassword = \"g\"\n[processor.registry]\npassword = \"p\"\n[sink]\nsql_token = \"tok\"\n[sink.registry]\npassword = \"s\"\n",
             );
             let c = load_with_env(
                 Some(&path),
@@ -333,13 +336,15 @@ mod tests {
                 "/gateway/registry/password",
                 "/processor/registry/password",
                 "/sink/registry/password",
+                "/sink/sql_token",
             ] {
                 assert_eq!(shown.pointer(pointer), Some(&serde_json::json!("***")), "{pointer}");
             }
             assert_eq!(shown.pointer("/kafka/extra/linger.ms"), Some(&serde_json::json!("5")));
             assert_eq!(shown.pointer("/gateway/registry/user"), Some(&serde_json::json!("u")));
             let debug = format!("{c:?}");
-            for leaked in ["\"k\"", "\"e\"", "\"r\"", "\"j\"", "\"g\"", "\"p\"", "\"s\""] {
+            for leaked in ["\"k\"", "\"e\"", "\"r\"", "\"j\"", "\"g\"", "\"p\"", "\"s\"", "\"tok\""]
+            {
                 assert!(!debug.contains(leaked), "{leaked} in {debug}");
             }
             Ok(())

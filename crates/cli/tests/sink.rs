@@ -27,6 +27,11 @@ struct Scenario {
 
 impl Scenario {
     fn new(buffer_count: usize) -> Self {
+        Self::with_sink_settings(buffer_count, "")
+    }
+
+    /// A scenario whose `[sink]` also has the `extra` lines.
+    fn with_sink_settings(buffer_count: usize, extra: &str) -> Self {
         let s = tributary_test_support::random_suffix();
         let dir = std::env::temp_dir().join(format!("tributary-sink-{s}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -48,6 +53,7 @@ tables = {{ "{topic}" = "EVENTS_UNDER_TEST" }}
 buffer_count_records = {buffer_count}
 buffer_flush_time_secs = 0.5
 dlq_topic = "{dlq}"
+{extra}
 [[topics]]
 name = "{topic}"
 partitions = 3
@@ -345,4 +351,163 @@ fn lag_reaches_zero_on_a_transactional_topic() {
         assert!(Instant::now() < deadline, "sink_lag_records by partition: {lag:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// `POST /api/v1/sql` on the running sink, as any HTTP client (or a browser) sends it: the
+/// status and the JSON answer (`null` when the answer is not JSON).
+fn post_sql(port: u16, content_type: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+    let mut headers = vec![format!("content-type: {content_type}")];
+    headers.extend(token.map(|t| format!("authorization: Bearer {t}")));
+    post_sql_with(port, &headers, body)
+}
+
+/// `POST /api/v1/sql` with exactly these `headers`.
+fn post_sql_with(port: u16, headers: &[String], body: &str) -> (u16, Value) {
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "-m", "30", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"]);
+    for h in headers {
+        curl.args(["-H", h]);
+    }
+    curl.args(["--data-binary", body]);
+    let out = curl.arg(format!("http://127.0.0.1:{port}/api/v1/sql")).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, status) = text.rsplit_once('\n').expect("a status line");
+    (status.trim().parse().expect("a status"), serde_json::from_str(answer).unwrap_or(Value::Null))
+}
+
+/// The JSON body of a query.
+fn sql_body(query: &str) -> String {
+    json!({ "sql": query }).to_string()
+}
+
+#[test]
+fn the_sql_endpoint_refuses_injections_files_writes_and_cross_site_posts() {
+    let s = Scenario::new(100);
+    s.produce(50, 0);
+    let sink = s.spawn("sink");
+    wait_http(&format!("http://127.0.0.1:{}/health", s.sink_port), Duration::from_secs(60));
+    s.wait_rows(50);
+    let offsets = "SELECT * FROM raw._offsets ORDER BY ALL";
+    let before = s.sql(offsets);
+    assert!(!before.is_empty(), "the sink recorded its offsets");
+
+    // A web page can POST text/plain to a loopback port with no preflight: refused before any
+    // SQL is looked at.
+    let injection = "select 1); DELETE FROM raw._offsets; select (1";
+    let (status, answer) = post_sql(s.sink_port, "text/plain", injection, None);
+    assert_eq!(status, 415, "a text/plain POST: {answer}");
+    assert_eq!(answer["error"], "unsupported_media_type", "{answer}");
+    assert_eq!(s.sql(offsets), before, "raw._offsets intact after a cross-site POST");
+    // The same text as JSON: not exactly one query, so nothing of it runs.
+    let (status, answer) = post_sql(s.sink_port, "application/json", &sql_body(injection), None);
+    assert_eq!(status, 400, "the injection: {answer}");
+    assert_eq!(answer["error"], "invalid_query", "{answer}");
+    assert_eq!(s.sql(offsets), before, "raw._offsets intact after the injection");
+    // A page that points a name of its own at this machine (DNS rebinding) sends that name.
+    let rebound =
+        ["host: attacker.example:8084".to_owned(), "content-type: application/json".to_owned()];
+    let (status, answer) = post_sql_with(s.sink_port, &rebound, &sql_body("SELECT 1"));
+    assert_eq!(status, 403, "a request to a name, without a token: {answer}");
+    assert_eq!(answer["error"], "host_not_allowed", "{answer}");
+
+    let copy_target = s.dir.join("copied.csv");
+    let attach_target = s.dir.join("attached.duckdb");
+    let refused = [
+        "SELECT * FROM read_text('/proc/self/environ')".to_owned(),
+        "SELECT * FROM read_csv('/etc/passwd')".to_owned(),
+        "SELECT * FROM read_text('http://127.0.0.1:9/')".to_owned(),
+        format!("COPY raw._offsets TO '{}'", copy_target.display()),
+        format!("ATTACH '{}' AS other", attach_target.display()),
+        "INSTALL httpfs".to_owned(),
+        "LOAD httpfs".to_owned(),
+        "SET enable_external_access = true".to_owned(),
+        "SET lock_configuration = false".to_owned(),
+        "INSERT INTO raw._offsets VALUES ('x', 0, 0)".to_owned(),
+        "CREATE TABLE raw.stolen AS SELECT 1".to_owned(),
+        "SELECT 1; DELETE FROM raw._offsets".to_owned(),
+        "SELECT * FROM query('DELETE FROM raw._offsets')".to_owned(),
+    ];
+    for query in &refused {
+        let (status, answer) = post_sql(s.sink_port, "application/json", &sql_body(query), None);
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert_eq!(answer["error"], "invalid_query", "{query}: {answer}");
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{query}: {answer}");
+    }
+    assert!(!copy_target.exists() && !attach_target.exists(), "no file written");
+    assert_eq!(s.sql(offsets), before, "raw._offsets intact after every refusal");
+
+    // Queries still answer, also through `tributary warehouse sql`, and the sink still loads.
+    let (status, answer) = post_sql(
+        s.sink_port,
+        "application/json",
+        &sql_body(&format!("SELECT count(*) AS n FROM raw.{}", s.table)),
+        None,
+    );
+    assert_eq!((status, &answer["rows"]), (200, &json!([["50"]])), "{answer}");
+    assert!(!s.sql("DESCRIBE raw._offsets").is_empty(), "DESCRIBE still works");
+    s.produce(25, 0);
+    s.wait_rows(75);
+    assert_eq!(s.count(""), 75, "the sink's writer still writes");
+
+    // With no sink running, `tributary warehouse sql` opens the file itself, as locked down.
+    drop(sink);
+    assert_eq!(s.count(""), 75, "a query on the file");
+    for query in ["SELECT * FROM read_text('/proc/self/environ')", "DELETE FROM raw._offsets"] {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&s.config)
+            .args(["warehouse", "sql", query])
+            .output()
+            .expect("warehouse sql");
+        assert_eq!(out.status.code(), Some(2), "{query} on the file");
+    }
+}
+
+#[test]
+fn the_sql_endpoint_caps_rows_interrupts_slow_queries_and_checks_its_token() {
+    let token = "0042-token-of-the-test";
+    let s = Scenario::with_sink_settings(
+        100,
+        &format!("sql_max_rows = 20\nsql_timeout_ms = 1000\nsql_token = \"{token}\""),
+    );
+    let _sink = s.spawn("sink");
+    wait_http(&format!("http://127.0.0.1:{}/health", s.sink_port), Duration::from_secs(60));
+    let one = sql_body("SELECT 1");
+    for wrong in [None, Some("not-the-token")] {
+        let (status, answer) = post_sql(s.sink_port, "application/json", &one, wrong);
+        assert_eq!(status, 401, "token {wrong:?}: {answer}");
+        assert_eq!(answer["error"], "unauthorized", "{answer}");
+    }
+    let (status, answer) = post_sql(s.sink_port, "application/json", &one, Some(token));
+    assert_eq!((status, &answer["rows"]), (200, &json!([["1"]])), "{answer}");
+    // With the token, a name is fine (a proxy, a DNS name in production).
+    let named = [
+        "host: sink.internal:8084".to_owned(),
+        "content-type: application/json".to_owned(),
+        format!("authorization: Bearer {token}"),
+    ];
+    let (status, answer) = post_sql_with(s.sink_port, &named, &one);
+    assert_eq!((status, &answer["rows"]), (200, &json!([["1"]])), "{answer}");
+
+    // Over the row cap: the first 20 rows, flagged as truncated.
+    let many = sql_body("SELECT * FROM range(1000) ORDER BY ALL");
+    let (status, answer) = post_sql(s.sink_port, "application/json", &many, Some(token));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"].as_array().map(Vec::len), Some(20), "{answer}");
+    assert_eq!(answer["rows"][19], json!(["19"]));
+    assert_eq!(answer["truncated"], true, "{answer}");
+    let exact = sql_body("SELECT * FROM range(20)");
+    let (_, answer) = post_sql(s.sink_port, "application/json", &exact, Some(token));
+    assert_eq!(answer["truncated"], false, "{answer}");
+
+    // Past the timeout: interrupted, and a clear error soon after.
+    let slow = sql_body("SELECT sum(hash(i)) FROM range(1000000000000) t(i)");
+    let started = Instant::now();
+    let (status, answer) = post_sql(s.sink_port, "application/json", &slow, Some(token));
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"], "query_timeout", "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(10), "answered in {:?}", started.elapsed());
+
+    // `tributary warehouse sql` sends the configured token, and the sink still answers.
+    assert_eq!(s.sql("SELECT 42"), vec![vec![Some("42".to_owned())]]);
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use tributary_core::secret::Secret;
 use tributary_schema::client::RegistryClientConfig;
 
 /// Settings of `tributary sink`.
@@ -34,6 +35,16 @@ pub struct SinkConfig {
     /// Threads DuckDB may use for writes and queries (its `threads` setting); 0 means one per
     /// core, DuckDB's own default.
     pub warehouse_threads: usize,
+    /// Most rows a query on `POST /api/v1/sql` answers with; a longer result is cut there and
+    /// flagged `"truncated": true`.
+    pub sql_max_rows: usize,
+    /// How long a query on `POST /api/v1/sql` may run, in milliseconds, before it is
+    /// interrupted and refused with `query_timeout`.
+    pub sql_timeout_ms: u64,
+    /// The bearer token `POST /api/v1/sql` requires when set (`Authorization: Bearer <token>`);
+    /// `tributary warehouse sql` sends it. Unset, only requests sent to an address or `localhost`
+    /// are taken. Never printed; prefer `TRIBUTARY_SINK__SQL_TOKEN`.
+    pub sql_token: Option<Secret>,
 }
 
 impl Default for SinkConfig {
@@ -50,6 +61,9 @@ impl Default for SinkConfig {
             dlq_topic: "events.dlq".to_owned(),
             registry: RegistryClientConfig::with_timeout_ms(10_000),
             warehouse_threads: 0,
+            sql_max_rows: 10_000,
+            sql_timeout_ms: 30_000,
+            sql_token: None,
         }
     }
 }

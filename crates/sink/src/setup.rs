@@ -94,6 +94,16 @@ impl Sink {
         {
             return Err(SinkError::Config("[sink] buffer_count_records, buffer_size_bytes and buffer_flush_time_secs must be positive".into()));
         }
+        if config.sql_max_rows == 0 || config.sql_timeout_ms == 0 {
+            return Err(SinkError::Config(
+                "[sink] sql_max_rows and sql_timeout_ms must be positive".into(),
+            ));
+        }
+        if config.sql_token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
+            return Err(SinkError::Config(
+                "[sink] sql_token is empty: set a token, or leave it out to need none".into(),
+            ));
+        }
         let path = config.database_path();
         let warehouse = Warehouse::open(&path, config.warehouse_threads).map_err(|e| {
             SinkError::Warehouse(format!("opening the warehouse {}: {e}", path.display()))

@@ -74,14 +74,14 @@ impl Warehouse {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let conn = Connection::open(path)?;
+        let mut config = duckdb::Config::default();
         if threads > 0 {
-            conn.execute_batch(&format!("SET threads = {threads};"))?;
+            config = config.threads(i64::try_from(threads).unwrap_or(i64::MAX))?;
         }
+        // Settings are fixed here, for the writer and every reader of the instance alike.
+        let conn = Connection::open_with_flags(path, crate::sql::locked_down(config)?)?;
         conn.execute_batch(
-            "SET autoinstall_known_extensions = false;
-             SET autoload_known_extensions = true;
-             CREATE SCHEMA IF NOT EXISTS raw;
+            "CREATE SCHEMA IF NOT EXISTS raw;
              CREATE SCHEMA IF NOT EXISTS analytics;
              CREATE SCHEMA IF NOT EXISTS dedup;
              CREATE TABLE IF NOT EXISTS raw._offsets (
@@ -94,7 +94,8 @@ impl Warehouse {
         Ok(Self { conn })
     }
 
-    /// Another connection to the same database (for queries while the sink writes).
+    /// Another connection to the same database (for queries while the sink writes; see
+    /// [`crate::sql`] for what keeps them to reading).
     pub fn reader(&self) -> Result<Connection, duckdb::Error> {
         self.conn.try_clone()
     }
@@ -171,103 +172,6 @@ impl Warehouse {
     }
 }
 
-/// Runs a read-only statement on the warehouse file at `path`, opened read-only (for when no
-/// sink holds it: DuckDB lets only one process write a file).
-pub fn query_file(path: &Path, sql: &str) -> Result<Table, String> {
-    let conf = duckdb::Config::default()
-        .access_mode(duckdb::AccessMode::ReadOnly)
-        .map_err(|e| e.to_string())?;
-    let conn = Connection::open_with_flags(path, conf)
-        .map_err(|e| format!("opening {} (is the sink running elsewhere?): {e}", path.display()))?;
-    query(&conn, sql)
-}
-
-/// Column names and rows of a query result, every value as text (`None` for NULL).
-pub type Table = (Vec<String>, Vec<Vec<Option<String>>>);
-
-/// Runs a read-only statement and returns column names and rows, every value as text.
-pub fn query(conn: &Connection, sql: &str) -> Result<Table, String> {
-    let trimmed = sql.trim().trim_end_matches(';');
-    let first = trimmed.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
-    if !matches!(
-        first.as_str(),
-        "select"
-            | "with"
-            | "from"
-            | "show"
-            | "describe"
-            | "summarize"
-            | "explain"
-            | "values"
-            | "table"
-    ) {
-        return Err(format!(
-            "only queries are accepted (SELECT, WITH, FROM, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN), not {first:?}"
-        ));
-    }
-    // Every column as text: one printable form for every DuckDB type.
-    let wrapped = match first.as_str() {
-        "show" | "describe" | "summarize" | "explain" => trimmed.to_owned(),
-        _ => format!("SELECT COLUMNS(*)::VARCHAR FROM ({trimmed})"),
-    };
-    let mut stmt = conn.prepare(&wrapped).map_err(|e| e.to_string())?;
-    let mut rows_out = Vec::new();
-    let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
-    let mut columns: Option<Vec<String>> = None;
-    while let Some(row) = rows.next().map_err(|e| e.to_string())? {
-        let stmt_ref = row.as_ref();
-        let n = stmt_ref.column_count();
-        if columns.is_none() {
-            columns = Some(stmt_ref.column_names());
-        }
-        let mut values = Vec::with_capacity(n);
-        for i in 0..n {
-            let v: duckdb::types::Value = row.get(i).map_err(|e| e.to_string())?;
-            values.push(match v {
-                duckdb::types::Value::Null => None,
-                duckdb::types::Value::Text(s) => Some(s),
-                other => Some(format!("{other:?}")),
-            });
-        }
-        rows_out.push(values);
-    }
-    drop(rows);
-    let columns = columns.unwrap_or_else(|| stmt.column_names());
-    Ok((columns, rows_out))
-}
-
-/// A result as an aligned text table.
-pub fn render(columns: &[String], rows: &[Vec<Option<String>>]) -> String {
-    let cell = |v: &Option<String>| v.clone().unwrap_or_else(|| "NULL".to_owned());
-    let mut width: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
-    for r in rows {
-        for (i, v) in r.iter().enumerate() {
-            if let Some(w) = width.get_mut(i) {
-                *w = (*w).max(cell(v).chars().count());
-            }
-        }
-    }
-    let line = |vals: Vec<String>| {
-        vals.iter()
-            .zip(&width)
-            .map(|(v, w)| format!("{v:<w$}"))
-            .collect::<Vec<_>>()
-            .join(" | ")
-            .trim_end()
-            .to_owned()
-    };
-    let mut out = line(columns.to_vec());
-    out.push('\n');
-    out.push_str(&width.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"));
-    out.push('\n');
-    for r in rows {
-        out.push_str(&line(r.iter().map(cell).collect()));
-        out.push('\n');
-    }
-    out.push_str(&format!("({} row{})\n", rows.len(), if rows.len() == 1 { "" } else { "s" }));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,7 +199,8 @@ mod tests {
         batch.offsets.insert(("t".into(), 1), 8);
         w.write(&batch).expect("written");
         let conn = w.reader().expect("reader");
-        let count = |sql: &str| query(&conn, sql).expect("query").1[0][0].clone();
+        let count =
+            |sql: &str| crate::sql::query(&conn, sql, 10).expect("query").rows[0][0].clone();
         assert_eq!(count("SELECT count(*) FROM raw.EVENTS").as_deref(), Some("5"));
         assert_eq!(count("SELECT count(*) FROM dedup.EVENTS").as_deref(), Some("4"));
         let first = "SELECT RECORD_CONTENT->>'via' FROM dedup.EVENTS WHERE RECORD_CONTENT->>'event_id' = 'a'";

@@ -18,7 +18,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     })
     .await?
     .context("starting the sink")?;
-    let router = tributary_sink::router(sink.status(), sink.reader()?);
+    let router = tributary_sink::router(sink.status(), sink.reader()?, &cfg.sink);
     tracing::info!(%addr, "sink listening");
     super::service::run_until_signal(
         listener,
