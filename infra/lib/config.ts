@@ -216,6 +216,9 @@ export function readConfig(get: (key: string) => unknown, env: NodeJS.ProcessEnv
   if ((cfg.gatewayJwt === 'public-key') !== !!cfg.jwtPublicKey) {
     throw new Error('context jwtPublicKey goes with gatewayJwt=public-key, and only with it');
   }
+  if (cfg.gatewayJwt === 'public-key' && !(cfg.jwtIssuer && cfg.jwtAudience)) {
+    throw new Error('context gatewayJwt=public-key needs jwtIssuer and jwtAudience (the gateway refuses to start without them)');
+  }
   if (cfg.jwksEndpoint && !cfg.jwtIssuer) throw new Error('context jwksEndpoint needs jwtIssuer (the ALB checks both)');
   if (cfg.jwksEndpoint && cfg.gatewayJwt === 'hmac') {
     throw new Error('context jwksEndpoint: the IdP\'s tokens would fail the gateway\'s HMAC check; '

@@ -51,6 +51,7 @@ test.each([
   [{ jwksEndpoint: 'https://idp.example.com/jwks', jwtIssuer: 'https://idp.example.com/' }, /would fail the gateway's HMAC check/],
   [{ gatewayJwt: 'public-key' }, /jwtPublicKey goes with gatewayJwt=public-key/],
   [{ jwtPublicKey: '-----BEGIN PUBLIC KEY-----' }, /jwtPublicKey goes with gatewayJwt=public-key/],
+  [{ gatewayJwt: 'public-key', jwtPublicKey: '-----BEGIN PUBLIC KEY-----', jwtIssuer: 'https://idp.example.com/' }, /needs jwtIssuer and jwtAudience/],
   [{ gatewayJwt: 'basic' }, /gatewayJwt must be hmac, public-key or off/],
   [{ gatewayCpu: '1024', gatewayMemoryMiB: '512' }, /not a Fargate size/],
   [{ brokerCount: '4' }, /multiple of 3/],

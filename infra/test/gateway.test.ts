@@ -91,6 +91,7 @@ test('with an IdP the ALB verifies the JWT against its JWKS before forwarding, t
     gatewayJwt: 'public-key',
     jwtPublicKey: pem,
     jwtIssuer: 'https://idp.example.com/',
+    jwtAudience: 'tributary',
     jwksEndpoint: 'https://idp.example.com/.well-known/jwks.json',
   });
   const targets = logicalId(jwt, 'AWS::ElasticLoadBalancingV2::TargetGroup', 'GatewayTargets');

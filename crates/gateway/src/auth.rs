@@ -2,7 +2,9 @@
 //! tokens"). Off until `jwt_secret` or `jwt_public_key` is set.
 //!
 //! A token is checked for its signature, `exp` (required), `nbf`, and `iss`/`aud` when
-//! configured; then for a scope: writes need `events:write`, reads (latest, streams, the
+//! configured (then a token without the claim is refused like one with another value; a
+//! public key needs both configured, since anyone the identity provider serves holds tokens
+//! it signed); then for a scope: writes need `events:write`, reads (latest, streams, the
 //! topic list and the JSON metrics) `events:read`, each also granted per topic as
 //! `events:write:<topic>` / `events:read:<topic>`. Scopes come from the OAuth 2.0 `scope` claim
 //! (space-separated) or an `scp` claim (a list or a string), as identity providers issue them.
@@ -116,20 +118,37 @@ impl Auth {
                     .map_err(|e| format!("[gateway] jwt_secret: {e}"))?;
                 (key, vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512])
             }
-            (None, Some(key)) => public_key(key)?,
+            (None, Some(key)) => {
+                let verifier = public_key(key)?;
+                if config.jwt_issuer.is_none() || config.jwt_audience.is_none() {
+                    return Err("[gateway] jwt_public_key needs jwt_issuer and jwt_audience: \
+                        the identity provider signs tokens for other services too"
+                        .into());
+                }
+                verifier
+            }
         };
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms;
         validation.leeway = config.jwt_leeway_secs;
         validation.validate_nbf = true;
+        // A configured claim is required: without this a token that omits it would pass.
+        let mut required = vec!["exp"];
         match &config.jwt_issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
             None => validation.iss = None,
         }
         match &config.jwt_audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Ok(Some(Self { key, validation }))
     }
 
@@ -215,6 +234,12 @@ pub async fn require(State(state): State<AppState>, req: Request, next: Next) ->
 mod tests {
     use super::*;
 
+    /// A throwaway P-256 public key (its private half was discarded).
+    const EC_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEHUKNT8ZDgd3oYE8qJShoNp2s9hqm
+ZDsvybsgw2zSoPduwaqim3Nm/S9vvW+8BexF2bnPAsRHyDas2NRRCnRcDA==
+-----END PUBLIC KEY-----";
+
     #[test]
     fn routes_need_what_they_do() {
         let w = need(&Method::POST, "/api/v1/events/events.clickstream");
@@ -277,6 +302,17 @@ mod tests {
         assert!(Auth::from_config(&c).expect_err("refused").contains("PEM"));
         c.jwt_public_key = Some("/nonexistent/key.pem".into());
         assert!(Auth::from_config(&c).expect_err("refused").contains("reading jwt_public_key"));
+        // A public key without both issuer and audience would accept any token of the IdP.
+        c.jwt_public_key = Some(EC_PUBLIC_KEY.into());
+        for (iss, aud) in [(None, None), (Some("https://idp.test/"), None), (None, Some("t"))] {
+            c.jwt_issuer = iss.map(str::to_owned);
+            c.jwt_audience = aud.map(str::to_owned);
+            let err = Auth::from_config(&c).expect_err("refused");
+            assert!(err.contains("needs jwt_issuer and jwt_audience"), "{err}");
+        }
+        c.jwt_issuer = Some("https://idp.test/".into());
+        c.jwt_audience = Some("tributary".into());
+        assert!(Auth::from_config(&c).expect("valid").is_some());
         assert!(Auth::from_config(&GatewayConfig::default()).expect("off").is_none());
     }
 }

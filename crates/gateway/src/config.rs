@@ -62,11 +62,12 @@ pub struct GatewayConfig {
     /// endpoints; prefer `TRIBUTARY_GATEWAY__JWT_SECRET`. Shown as `***`.
     pub jwt_secret: Option<Secret>,
     /// Public key in PEM (RSA, EC P-256/P-384 or Ed25519), or the path of a file holding it,
-    /// that verifies the API's JWTs; the other way to turn authentication on.
+    /// that verifies the API's JWTs; the other way to turn authentication on. Needs
+    /// `jwt_issuer` and `jwt_audience`.
     pub jwt_public_key: Option<String>,
-    /// The `iss` claim tokens must carry, when set.
+    /// The `iss` claim tokens must carry, when set (a token without one is refused).
     pub jwt_issuer: Option<String>,
-    /// The `aud` claim tokens must carry, when set.
+    /// The `aud` claim tokens must carry, when set (a token without one is refused).
     pub jwt_audience: Option<String>,
     /// Clock skew allowed when checking `exp` and `nbf`, in seconds.
     pub jwt_leeway_secs: u64,

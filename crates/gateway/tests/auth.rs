@@ -78,21 +78,27 @@ async fn tokens_are_required_checked_and_scoped() {
     assert_eq!(body["error"], "unauthorized");
     assert_eq!(challenge, "Bearer realm=\"tributary\"");
 
-    // Tokens that must not pass: expired, wrong key, wrong audience, wrong issuer, no exp.
+    // Tokens that must not pass: expired, wrong key, wrong or missing audience, wrong or
+    // missing issuer (both are configured, so a token without them is refused too), no exp.
     let mut expired = claims("events:write");
     expired["exp"] = json!(now() - 3600);
     let mut other_aud = claims("events:write");
     other_aud["aud"] = json!("someone-else");
     let mut other_iss = claims("events:write");
     other_iss["iss"] = json!("https://evil.test/");
-    let mut no_exp = claims("events:write");
-    no_exp.as_object_mut().expect("object").remove("exp");
+    let without = |claim: &str| {
+        let mut c = claims("events:write");
+        c.as_object_mut().expect("object").remove(claim);
+        c
+    };
     let bad = [
         ("expired", hs256(&expired, SECRET)),
         ("wrong key", hs256(&claims("events:write"), "another-secret-that-is-also-long-enough")),
         ("wrong audience", hs256(&other_aud, SECRET)),
         ("wrong issuer", hs256(&other_iss, SECRET)),
-        ("no exp", hs256(&no_exp, SECRET)),
+        ("no exp", hs256(&without("exp"), SECRET)),
+        ("no iss", hs256(&without("iss"), SECRET)),
+        ("no aud", hs256(&without("aud"), SECRET)),
         ("not a JWT", "abc.def.ghi".to_owned()),
     ];
     for (what, token) in &bad {
@@ -196,10 +202,14 @@ async fn a_public_key_verifies_asymmetric_tokens() {
     let dir = std::env::temp_dir()
         .join(format!("tributary-jwt-{}", tributary_test_support::random_suffix()));
     let (private, public) = ec_key_pair(&dir);
-    let gw = TestGateway::start(|c| c.jwt_public_key = Some(public.display().to_string())).await;
+    let gw = TestGateway::start(|c| {
+        c.jwt_public_key = Some(public.display().to_string());
+        c.jwt_issuer = Some(ISSUER.into());
+        c.jwt_audience = Some(AUDIENCE.into());
+    })
+    .await;
     let click = gw.topics.click.clone();
-    let mut c = claims("events:write");
-    c.as_object_mut().expect("object").remove("aud");
+    let c = claims("events:write");
     let es256 = encode(
         &Header::new(Algorithm::ES256),
         &c,

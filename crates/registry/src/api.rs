@@ -56,11 +56,15 @@ struct SchemaRequest {
     references: Vec<Value>,
 }
 
-/// Parses a register/lookup/compatibility body (any content type; clients differ).
-pub(crate) fn schema_request(body: &Bytes) -> Result<ParsedSchema> {
+/// Parses a register/lookup/compatibility body (any content type; clients differ); a schema
+/// text over `max_bytes` is refused before it is parsed.
+pub(crate) fn schema_request(body: &Bytes, max_bytes: usize) -> Result<ParsedSchema> {
     let req: SchemaRequest = serde_json::from_slice(body).map_err(|e| {
         RegistryError::bad_request(format!("request body is not a schema request: {e}"))
     })?;
+    if req.schema.len() > max_bytes {
+        return Err(RegistryError::schema_too_large(req.schema.len(), max_bytes));
+    }
     if !req.references.is_empty() {
         return Err(RegistryError::invalid_schema(
             "schema references are not supported by this registry yet",
@@ -212,7 +216,7 @@ pub async fn register(
     Path(subject): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>> {
-    let parsed = schema_request(&body)?;
+    let parsed = schema_request(&body, r.limits.max_schema_bytes)?;
     let id = r.register(&subject, &parsed).await?;
     Ok(Json(json!({"id": id})))
 }
@@ -223,7 +227,7 @@ pub async fn lookup(
     Query(f): Query<Flags>,
     body: Bytes,
 ) -> Result<Json<Value>> {
-    let parsed = schema_request(&body)?;
+    let parsed = schema_request(&body, r.limits.max_schema_bytes)?;
     r.read_fresh(|st| {
         if !st.has_subject(&subject) {
             return Err(RegistryError::subject_not_found(&subject));
@@ -340,6 +344,17 @@ impl Registry {
                 let state = self.store.state();
                 if let Some(e) = state.lookup(subject, parsed, false) {
                     return Ok(e.schema.id);
+                }
+                let limits = self.limits;
+                match state.versions(subject, true) {
+                    None if state.subjects(true).len() >= limits.max_subjects => {
+                        return Err(RegistryError::too_many_subjects(limits.max_subjects));
+                    }
+                    Some(v) if v.len() >= limits.max_versions_per_subject => {
+                        let max = limits.max_versions_per_subject;
+                        return Err(RegistryError::too_many_versions(subject, max));
+                    }
+                    _ => {}
                 }
                 let live = state.live_versions(subject);
                 let reasons = state

@@ -102,6 +102,29 @@ impl RegistryError {
     pub fn bad_request(why: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, 400, why)
     }
+    pub fn schema_too_large(bytes: usize, max: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            413,
+            format!("Schema text is {bytes} bytes, more than max_schema_bytes ({max})"),
+        )
+    }
+    pub fn too_many_subjects(max: usize) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            422,
+            format!(
+                "The registry holds max_subjects ({max}) subjects; permanently delete one first"
+            ),
+        )
+    }
+    pub fn too_many_versions(s: &str, max: usize) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            422,
+            format!("Subject '{s}' holds max_versions_per_subject ({max}) versions; permanently delete one first"),
+        )
+    }
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -58,7 +58,7 @@ pub async fn compatibility_version(
     Query(f): Query<Flags>,
     body: Bytes,
 ) -> Result<Json<Value>> {
-    let parsed = schema_request(&body)?;
+    let parsed = schema_request(&body, r.limits.max_schema_bytes)?;
     check(&r, &subject, &parsed, Some(&version), f.verbose)
 }
 
@@ -68,7 +68,7 @@ pub async fn compatibility_all(
     Query(f): Query<Flags>,
     body: Bytes,
 ) -> Result<Json<Value>> {
-    let parsed = schema_request(&body)?;
+    let parsed = schema_request(&body, r.limits.max_schema_bytes)?;
     check(&r, &subject, &parsed, None, f.verbose)
 }
 

@@ -51,9 +51,15 @@ pub struct RegistryConfig {
     pub kafka_timeout_ms: u64,
     /// User name clients must present with HTTP basic auth; no auth when unset.
     pub auth_user: Option<String>,
-    /// Password for `auth_user`; prefer `TRIBUTARY_REGISTRY__AUTH_PASSWORD` to the file.
-    /// Shown as `***`.
+    /// Password for `auth_user`, required (not empty) when `auth_user` is set; prefer
+    /// `TRIBUTARY_REGISTRY__AUTH_PASSWORD` to the file. Shown as `***`.
     pub auth_password: Option<tributary_core::Secret>,
+    /// Longest schema text accepted, in bytes (413 above it).
+    pub max_schema_bytes: usize,
+    /// Most subjects kept, soft-deleted ones included (422 for a new subject beyond it).
+    pub max_subjects: usize,
+    /// Most versions kept per subject, soft-deleted ones included (422 beyond it).
+    pub max_versions_per_subject: usize,
 }
 
 impl Default for RegistryConfig {
@@ -65,8 +71,37 @@ impl Default for RegistryConfig {
             kafka_timeout_ms: 10_000,
             auth_user: None,
             auth_password: None,
+            max_schema_bytes: 256 * 1024,
+            max_subjects: 10_000,
+            max_versions_per_subject: 1_000,
         }
     }
+}
+
+/// Why a registry cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A setting that cannot work.
+    #[error("[registry] {0}")]
+    Config(String),
+    /// The schema topic cannot be opened.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+}
+
+/// The limits a registration is checked against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_schema_bytes: usize,
+    pub(crate) max_subjects: usize,
+    pub(crate) max_versions_per_subject: usize,
+}
+
+/// SHA-256 of an `Authorization` header value: compared in constant time, and of a fixed
+/// length, so neither the position of the first differing byte nor the length leaks.
+fn auth_digest(header_value: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(header_value).into()
 }
 
 /// One registry instance.
@@ -74,8 +109,9 @@ pub struct Registry {
     store: store::Store,
     /// One registration or delete at a time per instance; instances race through the log.
     write_lock: tokio::sync::Mutex<()>,
-    /// `Basic <base64(user:password)>` when auth is on.
-    expected_auth: Option<String>,
+    /// The digest of `Basic <base64(user:password)>` when auth is on.
+    expected_auth: Option<[u8; 32]>,
+    limits: Limits,
 }
 
 impl Registry {
@@ -83,16 +119,34 @@ impl Registry {
     pub async fn open(
         config: &RegistryConfig,
         kafka: &KafkaConfig,
-    ) -> Result<Arc<Self>, KafkaError> {
+    ) -> Result<Arc<Self>, OpenError> {
+        let expected_auth = match &config.auth_user {
+            None => None,
+            Some(user) => {
+                let password = config.auth_password.as_ref().map_or("", |p| p.expose());
+                if password.is_empty() {
+                    return Err(OpenError::Config(
+                        "auth_user is set but auth_password is empty: set a password \
+                         (TRIBUTARY_REGISTRY__AUTH_PASSWORD) or unset auth_user"
+                            .into(),
+                    ));
+                }
+                let pair = format!("{user}:{password}");
+                let header =
+                    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+                Some(auth_digest(header.as_bytes()))
+            }
+        };
+        let limits = Limits {
+            max_schema_bytes: config.max_schema_bytes,
+            max_subjects: config.max_subjects,
+            max_versions_per_subject: config.max_versions_per_subject,
+        };
         let timeout = Duration::from_millis(config.kafka_timeout_ms);
         let store =
             store::Store::open(kafka, &config.topic, config.replication_factor, timeout).await?;
-        let expected_auth = config.auth_user.as_ref().map(|user| {
-            let password = config.auth_password.as_ref().map_or("", |p| p.expose());
-            let pair = format!("{user}:{password}");
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
-        });
-        Ok(Arc::new(Self { store, write_lock: tokio::sync::Mutex::new(()), expected_auth }))
+        let write_lock = tokio::sync::Mutex::new(());
+        Ok(Arc::new(Self { store, write_lock, expected_auth, limits }))
     }
 }
 
@@ -102,8 +156,8 @@ async fn authenticate(
     next: Next,
 ) -> Response {
     if let Some(expected) = &registry.expected_auth {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if given != Some(expected.as_str()) {
+        let given = req.headers().get(header::AUTHORIZATION).map_or(&b""[..], |v| v.as_bytes());
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&auth_digest(given)[..], &expected[..])) {
             return RegistryError::unauthorized().into_response();
         }
     }

@@ -493,3 +493,53 @@ async fn basic_auth_guards_every_endpoint_when_configured() {
     assert_eq!(reg.status(), StatusCode::OK);
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_a_password_is_refused_at_start() {
+    for password in [None, Some("")] {
+        let mut cfg = config(&tributary_test_support::random_topic("schemas"));
+        cfg.auth_user = Some("registry".into());
+        cfg.auth_password = password.map(Into::into);
+        match Registry::open(&cfg, &kafka()).await {
+            Ok(_) => panic!("a registry with user but no password ({password:?}) must not start"),
+            Err(e) => assert!(e.to_string().contains("auth_password"), "{e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_size_subjects_and_versions_are_bounded() {
+    let mut cfg = config(&tributary_test_support::random_topic("schemas"));
+    cfg.max_schema_bytes = 2_048;
+    cfg.max_subjects = 2;
+    cfg.max_versions_per_subject = 2;
+    let r = start(cfg).await;
+    let field = |n: usize| format!(r#"{{"name":"f{n}","type":"string","default":""}}"#);
+    let fields = |k: usize| (0..k).map(field).collect::<Vec<_>>().join(",");
+
+    // A schema text over max_schema_bytes: 413 in Confluent's format, nothing registered.
+    let big =
+        format!(r#"{{"type":"record","name":"R","doc":"{}","fields":[]}}"#, "x".repeat(4_096));
+    let (status, v) = r.register("big", &big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(code(&v), 413, "{v}");
+    assert!(v["message"].as_str().expect("message").contains("max_schema_bytes"), "{v}");
+    assert_eq!(r.get("/subjects").await.1, json!([]));
+
+    // Versions per subject: the third is refused; the same schema again is still its id.
+    assert_eq!(r.register("a", &record(&fields(1))).await.0, StatusCode::OK);
+    assert_eq!(r.register("a", &record(&fields(2))).await.0, StatusCode::OK);
+    let (status, v) = r.register("a", &record(&fields(3))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(code(&v), 422, "{v}");
+    assert!(v["message"].as_str().expect("message").contains("max_versions_per_subject"), "{v}");
+    assert_eq!(r.register("a", &record(&fields(2))).await.0, StatusCode::OK);
+
+    // Subjects: the third is refused.
+    assert_eq!(r.register("b", &record(&fields(1))).await.0, StatusCode::OK);
+    let (status, v) = r.register("c", &record(&fields(1))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["message"].as_str().expect("message").contains("max_subjects"), "{v}");
+    assert_eq!(r.get("/subjects").await.1, json!(["a", "b"]));
+    r.stop().await;
+}

@@ -19,7 +19,11 @@ use apache_avro::schema::{
     UuidSchema,
 };
 use apache_avro::Schema;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+/// Most pairs of types one check compares; beyond it the check gives up (and the schema is
+/// refused as incompatible). With failures remembered a real schema needs a few per field.
+const MAX_STEPS: usize = 1_000_000;
 
 /// A schema seen through its logical type, named references resolved by the caller.
 enum View<'a> {
@@ -103,6 +107,12 @@ struct Checker<'a> {
     /// Pairs under check: a recursive type meeting itself again is assumed compatible, as the
     /// Java implementation does.
     seen: HashSet<(usize, usize)>,
+    /// Pairs found incompatible, with why. A failure holds whatever was assumed meanwhile
+    /// (assumptions only make pairs pass), so it is remembered: without this, nested reader
+    /// unions that fail deep down are explored once per path, exponentially many.
+    failed: HashMap<(usize, usize), String>,
+    /// Pairs compared so far, bounded by [`MAX_STEPS`].
+    steps: usize,
 }
 
 fn resolve<'a>(s: &'a Schema, names: &NamesRef<'a>) -> &'a Schema {
@@ -135,9 +145,28 @@ impl<'a> Checker<'a> {
     fn check(&mut self, writer: &'a Schema, reader: &'a Schema, path: &str) -> Result<(), String> {
         let w = resolve(writer, self.writer_names);
         let r = resolve(reader, self.reader_names);
-        if !self.seen.insert((std::ptr::from_ref(w) as usize, std::ptr::from_ref(r) as usize)) {
+        let key = (std::ptr::from_ref(w) as usize, std::ptr::from_ref(r) as usize);
+        if let Some(why) = self.failed.get(&key) {
+            return Err(why.clone());
+        }
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            return Err(format!(
+                "the compatibility check gave up after comparing {MAX_STEPS} pairs of types"
+            ));
+        }
+        if !self.seen.insert(key) {
             return Ok(());
         }
+        let verdict = self.check_pair(w, r, path);
+        if let Err(why) = &verdict {
+            self.failed.insert(key, why.clone());
+        }
+        verdict
+    }
+
+    /// [`Self::check`] of two resolved types.
+    fn check_pair(&mut self, w: &'a Schema, r: &'a Schema, path: &str) -> Result<(), String> {
         let (wv, rv) = (view(w), view(r));
         let here = if path.is_empty() { "the schema" } else { path };
         match (&wv, &rv) {
@@ -259,6 +288,64 @@ pub fn can_read(writer: &Schema, reader: &Schema) -> Result<(), String> {
         writer_names: wr.get_names(),
         reader_names: rr.get_names(),
         seen: HashSet::new(),
+        failed: HashMap::new(),
+        steps: 0,
     };
     checker.check(writer, reader, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A writer of `depth` nested records `W0 { f: W1 { f: ... { f: int } } }`, and a reader
+    /// that offers two records at every level (`X<i>` and `Y<i>`, both aliases of `W<i>`) in a
+    /// union, with a `boolean` at the bottom that no `int` reads: every path fails only at the
+    /// bottom, so a checker that forgets what failed tries all 2^depth paths.
+    pub(crate) fn hostile(depth: usize) -> (String, String) {
+        let mut writer = r#"{"name":"f","type":"int"}"#.to_owned();
+        for i in (0..=depth).rev() {
+            writer = format!(r#"{{"type":"record","name":"W{i}","fields":[{writer}]}}"#);
+            if i > 0 {
+                writer = format!(r#"{{"name":"f","type":{writer}}}"#);
+            }
+        }
+        let record = |name: &str, i: usize, field: &str| {
+            format!(
+                r#"{{"type":"record","name":"{name}{i}","aliases":["W{i}"],"fields":[{{"name":"f","type":{field}}}]}}"#
+            )
+        };
+        // The full definition of X<i>; Y<i> refers to the names X<i> defines.
+        let mut x = record("X", depth, r#""boolean""#);
+        let mut y = record("Y", depth, r#""boolean""#);
+        for i in (0..depth).rev() {
+            let refs = format!(r#"["X{}","Y{}"]"#, i + 1, i + 1);
+            let next_y = record("Y", i, &refs);
+            x = record("X", i, &format!("[{x},{y}]"));
+            y = next_y;
+        }
+        (writer, x)
+    }
+
+    #[test]
+    fn nested_reader_unions_are_checked_in_bounded_time() {
+        let (writer, reader) = hostile(22);
+        let parse = |text: &str| {
+            let json: serde_json::Value = serde_json::from_str(text).expect("JSON");
+            Schema::parse(&json).expect("valid Avro")
+        };
+        let (writer, reader) = (parse(&writer), parse(&reader));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let verdict = can_read(&writer, &reader);
+            let _ = tx.send((verdict, started.elapsed()));
+        });
+        let (verdict, took) =
+            rx.recv_timeout(Duration::from_secs(10)).expect("the check ends within 10 s");
+        let err = verdict.expect_err("no int reads as boolean");
+        assert!(err.contains("boolean") || err.contains("union"), "{err}");
+        assert!(took < Duration::from_secs(1), "the check took {took:?}");
+    }
 }
