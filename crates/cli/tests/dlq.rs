@@ -2,10 +2,9 @@
 //! sink's and Kafka Connect's kinds of dead letters is counted, listed and replayed; a replay
 //! writes each matching record back exactly once, however often it runs.
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -130,18 +129,10 @@ fn letters(reason: &'static str, n: usize, first: usize) -> Vec<Letter> {
 type Replayed = (i32, String, Vec<u8>, i64, BTreeMap<String, String>);
 
 fn read_source(s: &Setup, expected: usize) -> Vec<Replayed> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", tributary_test_support::bootstrap())
-        .set("group.id", "unused")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..SOURCE_PARTITIONS {
-        tpl.add_partition_offset(&s.source, p, Offset::Beginning).expect("partition");
-    }
-    consumer.assign(&tpl).expect("assign");
+    let consumer = tributary_test_support::read_committed(
+        &tributary_test_support::bootstrap(),
+        &[(&s.source, SOURCE_PARTITIONS)],
+    );
     let mut out = Vec::new();
     // Keep reading a while after the expected count so that duplicates would show.
     let mut quiet_since = Instant::now();

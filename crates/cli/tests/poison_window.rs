@@ -8,17 +8,15 @@
 //! Windows are 2 s wide (`window_ms = 2000`, five panes per sliding window) so that the test
 //! takes seconds, not minutes.
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tributary_core::{aggregate_topic, murmur2_partition};
-use tributary_test_support::{metric, wait_http, KillOnDrop};
+use tributary_test_support::{metric, spawn_logged, wait_http, KillOnDrop};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 const PANE: i64 = 2_000;
@@ -89,15 +87,7 @@ count_by = "event_type"
         std::fs::write(&config, toml).expect("config file");
         tributary_test_support::apply_topics(BIN, &config);
         let log = std::fs::File::create(dir.join("registry.log")).expect("log file");
-        let registry = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .arg("registry")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting the registry");
-        let registry = KillOnDrop(registry);
+        let registry = spawn_logged(BIN, &config, &["registry"], log);
         wait_http(&format!("http://127.0.0.1:{registry_port}/subjects"), Duration::from_secs(30));
         Self { bootstrap, dir, config, source, dlq, outputs, _registry: registry }
     }
@@ -106,16 +96,10 @@ count_by = "event_type"
     fn start(&self) -> (KillOnDrop, u16) {
         let port = tributary_test_support::free_port();
         let log = std::fs::File::create(self.dir.join("processor.log")).expect("log file");
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .args(["processor", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting the processor");
+        let listen = format!("127.0.0.1:{port}");
+        let child = spawn_logged(BIN, &self.config, &["processor", "--listen", &listen], log);
         wait_http(&format!("http://127.0.0.1:{port}/metrics"), Duration::from_secs(30));
-        (KillOnDrop(child), port)
+        (child, port)
     }
 
     /// The processor's warnings and errors, last 30.
@@ -232,21 +216,9 @@ struct Row {
 type Seen = (BTreeMap<String, Vec<Row>>, Vec<(String, Value)>);
 
 fn read(s: &Scenario, port: u16, expected: usize) -> Seen {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &s.bootstrap)
-        .set("group.id", "unused")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("fetch.max.bytes", "10000000")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for t in s.outputs.iter().chain([&s.dlq]) {
-        for p in 0..PARTITIONS {
-            tpl.add_partition_offset(t, p, Offset::Beginning).expect("partition");
-        }
-    }
-    consumer.assign(&tpl).expect("assign");
+    let topics: Vec<(&str, i32)> =
+        s.outputs.iter().chain([&s.dlq]).map(|t| (t.as_str(), PARTITIONS)).collect();
+    let consumer = tributary_test_support::read_committed(&s.bootstrap, &topics);
     let schema = apache_avro::Schema::parse_str(include_str!("../../../schemas/aggregate.avsc"))
         .expect("aggregate schema");
     let (mut rows, mut dead): Seen = (BTreeMap::new(), Vec::new());

@@ -7,17 +7,16 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tributary_core::{aggregate_topic, murmur2_partition};
-use tributary_test_support::{metric, wait_http, KillOnDrop, LocalBroker};
+use tributary_test_support::{metric, spawn_logged, wait_http, KillOnDrop, LocalBroker};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 const MIN: i64 = 60_000;
@@ -161,15 +160,7 @@ reference = "{users}"
         let (code, out) = run(&config, &["topics", "apply"]);
         assert_eq!(code, 0, "topics apply: {out}");
         let log = std::fs::File::create(dir.join("registry.log")).expect("log file");
-        let registry = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .arg("registry")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting the registry");
-        let registry = KillOnDrop(registry);
+        let registry = spawn_logged(BIN, &config, &["registry"], log);
         wait_http(&format!("http://127.0.0.1:{registry_port}/subjects"), Duration::from_secs(30));
         let scenario =
             Self { bootstrap, dir, config, iot, clicks, dlq, outputs, _registry: registry };
@@ -224,21 +215,9 @@ reference = "{users}"
             .append(true)
             .open(self.dir.join(format!("processor-{instance}.log")))
             .expect("log file");
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .args([
-                "processor",
-                "--instance",
-                &instance.to_string(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting the processor");
-        (KillOnDrop(child), port)
+        let (instance, listen) = (instance.to_string(), format!("127.0.0.1:{port}"));
+        let args = ["processor", "--instance", &instance, "--listen", &listen];
+        (spawn_logged(BIN, &self.config, &args, log), port)
     }
 
     /// The informational lines of instance `i` (assignments, rewinds), last 40.
@@ -492,25 +471,14 @@ fn rfc3339_ms(text: &str) -> i64 {
 /// Everything a `read_committed` consumer sees on the result and dead-letter topics, read
 /// until `expected` records are there and then a little longer (so duplicates would show).
 fn read_all(s: &Scenario, expected: usize) -> (Vec<(String, Row)>, Vec<Dead>) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &s.bootstrap)
-        .set("group.id", "unused")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for (t, parts) in s
+    let topics: Vec<(&str, i32)> = s
         .outputs
         .iter()
+        .map(String::as_str)
         .zip([IOT_PARTITIONS, IOT_PARTITIONS, CLICK_PARTITIONS, CLICK_PARTITIONS])
-        .chain([(&s.dlq, 2)])
-    {
-        for p in 0..parts {
-            tpl.add_partition_offset(t, p, Offset::Beginning).expect("partition");
-        }
-    }
-    consumer.assign(&tpl).expect("assign");
+        .chain([(s.dlq.as_str(), 2)])
+        .collect();
+    let consumer = tributary_test_support::read_committed(&s.bootstrap, &topics);
     let schema = apache_avro::Schema::parse_str(include_str!("../../../schemas/aggregate.avsc"))
         .expect("aggregate schema");
     let (mut rows, mut dead) = (Vec::new(), Vec::new());

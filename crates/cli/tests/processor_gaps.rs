@@ -10,17 +10,17 @@
 
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tributary_core::{aggregate_topic, murmur2_partition};
-use tributary_test_support::{metric, KillOnDrop};
+use tributary_test_support::{metric, spawn_logged, KillOnDrop};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 const PANE_MS: i64 = 2_000;
@@ -108,16 +108,10 @@ topic = "{source}"
             .append(true)
             .open(self.dir.join("processor.log"))
             .expect("log file");
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .args(["processor", "--listen", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting the processor");
-        (KillOnDrop(child), port)
+        let listen = format!("127.0.0.1:{port}");
+        let args: Vec<&str> =
+            ["processor", "--listen", &listen].into_iter().chain(extra.iter().copied()).collect();
+        (spawn_logged(BIN, &self.config, &args, log), port)
     }
 
     /// Starts the processor and waits until it holds every partition of the source.
@@ -181,21 +175,10 @@ topic = "{source}"
     /// Reads until `done` holds for the results, then 3 s more so duplicates would show, or
     /// panics after `timeout`.
     fn read(&self, timeout: Duration, done: impl Fn(&Results) -> bool) -> (Results, Vec<String>) {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("group.id", "unused")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .create()
-            .expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        for t in &self.outputs {
-            for p in 0..PARTITIONS {
-                tpl.add_partition_offset(t, p, Offset::Beginning).expect("partition");
-            }
-        }
-        tpl.add_partition_offset(&self.dlq, 0, Offset::Beginning).expect("partition");
-        consumer.assign(&tpl).expect("assign");
+        let mut topics: Vec<(&str, i32)> =
+            self.outputs.iter().map(|t| (t.as_str(), PARTITIONS)).collect();
+        topics.push((&self.dlq, 1));
+        let consumer = tributary_test_support::read_committed(&self.bootstrap, &topics);
         let (mut results, mut dead) = (Results::new(), Vec::new());
         let deadline = Instant::now() + timeout;
         let mut complete_at: Option<Instant> = None;

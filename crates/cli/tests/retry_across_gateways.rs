@@ -7,14 +7,14 @@
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tributary_core::{aggregate_topic, murmur2_partition};
-use tributary_test_support::{free_port, metric, wait_http, KillOnDrop};
+use tributary_test_support::{free_port, metric, spawn_logged, wait_http, KillOnDrop};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 /// Events written (and each retried once).
@@ -95,16 +95,7 @@ dlq_topic = "{dlq}"
     /// Runs `tributary <args>` in the background, its log in the scenario's folder.
     fn spawn(&self, name: &str, args: &[&str]) -> KillOnDrop {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("log file");
-        KillOnDrop(
-            Command::new(BIN)
-                .arg("--config")
-                .arg(&self.config)
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("starting tributary"),
-        )
+        spawn_logged(BIN, &self.config, args, log)
     }
 
     /// A gateway on a free port; its base URL.
@@ -171,18 +162,10 @@ fn closer_keys() -> Vec<String> {
 /// Window results of the test's users a `read_committed` reader sees on `topic`:
 /// (window start, key) → (count, counts per category), once `want` are there.
 fn results(topic: &str, want: usize, s: &Scenario) -> BTreeMap<(String, String), (u64, Value)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", tributary_test_support::bootstrap())
-        .set("group.id", "unused")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
-    }
-    consumer.assign(&tpl).expect("assign");
+    let consumer = tributary_test_support::read_committed(
+        &tributary_test_support::bootstrap(),
+        &[(topic, PARTITIONS)],
+    );
     let mut out = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while out.len() < want {

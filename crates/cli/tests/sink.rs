@@ -10,9 +10,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use tributary_test_support::{metric, wait_http, KillOnDrop};
+use tributary_test_support::{metric, spawn_logged, wait_http, KillOnDrop};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 
@@ -82,16 +82,7 @@ value_format = "json"
             .append(true)
             .open(self.dir.join(format!("{what}.log")))
             .expect("log");
-        KillOnDrop(
-            Command::new(BIN)
-                .arg("--config")
-                .arg(&self.config)
-                .arg(what)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("starting tributary"),
-        )
+        spawn_logged(BIN, &self.config, &[what], log)
     }
 
     /// `tributary warehouse sql` as a user runs it; the JSON rows.

@@ -10,6 +10,8 @@ pub mod broker;
 pub use broker::LocalBroker;
 
 use rand::Rng as _;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -118,4 +120,43 @@ pub fn metric(port: u16, name: &str) -> f64 {
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Starts `<bin> --config <config> <args>` in the background, its stderr going to `log`; the
+/// process is killed if the test ends first.
+pub fn spawn_logged(
+    bin: &str,
+    config: &std::path::Path,
+    args: &[&str],
+    log: std::fs::File,
+) -> KillOnDrop {
+    let child = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting tributary {args:?}: {e}"));
+    KillOnDrop(child)
+}
+
+/// A `read_committed` consumer outside any group, reading partitions `0..n` of each
+/// `(topic, n)` from the beginning: what a downstream reader of those topics sees.
+pub fn read_committed(bootstrap: &str, topics: &[(&str, i32)]) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partitions) in topics {
+        for p in 0..*partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    consumer
 }
