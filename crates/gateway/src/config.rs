@@ -51,6 +51,10 @@ pub struct GatewayConfig {
     /// A client must send a request's whole body within this time after its header, or it is
     /// answered 408 `body_timeout`, in milliseconds.
     pub body_timeout_ms: u64,
+    /// Most API requests worked on at once (a WebSocket stream counts until it is upgraded);
+    /// beyond it a request is answered `503 overloaded` at once. Health, the OpenAPI document
+    /// and `/metrics` are never refused.
+    pub max_in_flight_requests: usize,
     /// The schema registry (Confluent API) holding the schemas of `avro` and `protobuf`
     /// topics (`[gateway.registry]`).
     pub registry: RegistryClientConfig,
@@ -93,6 +97,7 @@ impl Default for GatewayConfig {
             health_timeout_ms: 2_000,
             header_timeout_ms: 30_000,
             body_timeout_ms: 30_000,
+            max_in_flight_requests: 1024,
             shutdown_grace_secs: 30,
             registry: RegistryClientConfig::with_timeout_ms(2_000),
             schema_refresh_secs: 30,

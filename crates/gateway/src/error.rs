@@ -35,6 +35,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the request body did not arrive within {limit_ms} ms")]
     BodyTimeout { limit_ms: u64 },
+    #[error("the gateway is working on {limit} requests already; retry later")]
+    Overloaded { limit: usize, retry_after_secs: u64 },
     #[error("batch has {count} events; at most {limit} are allowed")]
     BatchTooLarge { count: usize, limit: usize },
     #[error("content type must be application/json, got {0:?}")]
@@ -73,6 +75,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::BatchTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
             Self::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -121,7 +124,8 @@ impl IntoResponse for ApiError {
         let (status, _) = self.status_and_code();
         let mut resp = (status, Json(self.body())).into_response();
         if let Self::Unavailable { retry_after_secs, .. }
-        | Self::RegistryUnavailable { retry_after_secs, .. } = self
+        | Self::RegistryUnavailable { retry_after_secs, .. }
+        | Self::Overloaded { retry_after_secs, .. } = self
         {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }

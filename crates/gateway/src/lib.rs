@@ -18,6 +18,7 @@ mod listen;
 pub mod metrics;
 pub mod ops;
 pub mod schemas;
+mod shed;
 pub mod stream;
 
 use axum::routing::{get, post};
@@ -64,6 +65,8 @@ struct Inner {
     ws_streams: std::sync::atomic::AtomicI64,
     started: Instant,
     auth: Option<auth::Auth>,
+    /// One permit per request that may be worked on at once (see [`shed`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -83,6 +86,7 @@ impl AppState {
         let topics =
             catalog.iter().map(|t| (t.name.clone(), metrics::TopicMetrics::new(&t.name))).collect();
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let config_in_flight = config.max_in_flight_requests;
         Ok(Self {
             inner: Arc::new(Inner {
                 dedupe: dedupe::Dedupe::new(
@@ -101,6 +105,7 @@ impl AppState {
                 ws_streams: std::sync::atomic::AtomicI64::new(0),
                 started: Instant::now(),
                 auth,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(config_in_flight)),
             }),
         })
     }
@@ -163,6 +168,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), shed::limit))
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }

@@ -1,6 +1,8 @@
 //! The gateway's accept loop: HTTP/1.1 (with WebSocket upgrades) on hyper, with what
 //! `axum::serve` does not offer: a deadline for a request's header, so a client that opens a
-//! connection and never finishes its header is disconnected instead of holding it forever.
+//! connection and never finishes its header is disconnected instead of holding it forever; and
+//! a lingering close, so a client still sending a body the gateway refused (413, 408) reads the
+//! answer instead of a connection reset.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -9,7 +11,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt as _;
@@ -70,7 +76,8 @@ impl Connection {
         let service = TowerToHyperService::new(app);
         let mut builder = Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(self.header_timeout);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+        let io = TokioIo::new(Lingering(Some(tcp)));
+        let conn = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
         tokio::select! {
             result = conn.as_mut() => {
@@ -85,5 +92,74 @@ impl Connection {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "connection ended during shutdown");
         }
+    }
+}
+
+/// How long, and how many bytes, a closed connection is still read and discarded.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A connection that, when hyper drops it, stops sending and reads (and discards) what the
+/// client still sends, for at most [`LINGER`] and [`LINGER_BYTES`]. Closing a socket with
+/// unread data makes the kernel reset it, and a client still writing the rest of a refused
+/// body would see the reset instead of the answer already sent.
+struct Lingering(Option<TcpStream>);
+
+impl Lingering {
+    fn stream(&mut self) -> io::Result<&mut TcpStream> {
+        self.0.as_mut().ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(self.stream()?).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.stream()?).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.stream()?).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.as_ref().is_some_and(TcpStream::is_write_vectored)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.stream()?).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.stream()?).poll_shutdown(cx)
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let Some(mut tcp) = self.0.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let _ = tcp.shutdown().await;
+            let mut sink = tokio::io::sink();
+            let mut rest = (&mut tcp).take(LINGER_BYTES);
+            let _ = tokio::time::timeout(LINGER, tokio::io::copy(&mut rest, &mut sink)).await;
+        });
     }
 }

@@ -32,6 +32,8 @@ pub const KAFKA_UP: &str = "gateway_kafka_up";
 pub const PRODUCER_IN_FLIGHT: &str = "kafka_producer_in_flight_records";
 /// Event ids remembered by the dedupe window.
 pub const DEDUPE_ENTRIES: &str = "gateway_dedupe_entries";
+/// Requests answered `503 overloaded` because `max_in_flight_requests` were being worked on.
+pub const REQUESTS_SHED: &str = "gateway_requests_shed_total";
 
 /// Request latency buckets in seconds: fine below 100 ms where the spec's targets are.
 const BUCKETS: &[tributary_ops::Buckets] = &[(

@@ -93,3 +93,56 @@ async fn slow_and_oversize_requests_are_cut_off_in_bounded_time() {
     assert!(took < Duration::from_secs(2), "answered after {took:?}");
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_max_in_flight_are_shed_at_once_and_probes_still_answer() {
+    let gw = TestGateway::start(|c| {
+        c.max_in_flight_requests = 2;
+        c.body_timeout_ms = 10_000;
+    })
+    .await;
+    let topic = gw.topics.click.clone();
+    let body = serde_json::to_vec(&common::event("held-1", "u-1")).expect("json");
+    let (start, rest) = body.split_at(10);
+
+    // Two requests held in flight: their headers sent, their bodies not yet.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+        let head = format!(
+            "POST /api/v1/events/{topic} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.expect("head");
+        s.write_all(start).await.expect("start of body");
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A third is refused at once, with Retry-After; probes are never refused.
+    let started = Instant::now();
+    let r = gw
+        .http
+        .post(gw.url(&format!("/api/v1/events/{topic}")))
+        .json(&common::event("shed-1", "u-2"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(started.elapsed() < Duration::from_secs(1), "shed after {:?}", started.elapsed());
+    assert!(r.headers().get("retry-after").is_some(), "Retry-After on overloaded");
+    let answer: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(answer["error"], "overloaded", "{answer}");
+    let live = gw.http.get(gw.url("/api/v1/health/live")).send().await.expect("live");
+    assert_eq!(live.status().as_u16(), 200);
+
+    // The held requests finish normally, and their slots are free again.
+    for (i, mut s) in held.into_iter().enumerate() {
+        s.write_all(rest).await.expect("rest of body");
+        let (answer, _) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 20"), "held request {i}: {answer}");
+    }
+    let (status, body) = gw.post(&topic, &common::event("after-1", "u-3")).await;
+    assert_eq!(status, 201, "{body}");
+    gw.shutdown().await;
+}
