@@ -42,6 +42,23 @@ pub struct Health {
     pub uptime_secs: u64,
 }
 
+/// What the health answer, open to anyone, says about a failed check: the kind of failure,
+/// never librdkafka's text, which can name brokers, hosts and ports (that goes to the log).
+fn public_reason(err: &tributary_kafka::KafkaError, timeout_ms: u64) -> String {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match err.cause.rdkafka_error_code() {
+        Some(C::Authentication | C::SaslAuthenticationFailed) => {
+            "kafka refused the gateway's credentials (SASL authentication failed)".to_owned()
+        }
+        Some(C::ClusterAuthorizationFailed | C::TopicAuthorizationFailed) => {
+            "kafka denied the gateway access (authorization failed)".to_owned()
+        }
+        Some(C::SSL) => "the TLS handshake with kafka failed".to_owned(),
+        Some(code) => format!("kafka unreachable: no answer within {timeout_ms} ms ({code:?})"),
+        None => format!("kafka unreachable: no answer within {timeout_ms} ms"),
+    }
+}
+
 /// Answer of the liveness endpoint.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Live {
@@ -86,7 +103,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
         None => {
             let timeout = Duration::from_millis(state.inner.config.health_timeout_ms);
             let r = match state.inner.producer.cluster_info(timeout).await {
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    // The details (hosts, ports, librdkafka's text) go to the log only.
+                    tracing::warn!(error = %e, "health check: kafka did not answer");
+                    Err(public_reason(&e, state.inner.config.health_timeout_ms))
+                }
                 Ok(info) => {
                     let missing: Vec<&str> = state
                         .inner
@@ -237,6 +258,27 @@ pub async fn topics(State(state): State<AppState>) -> Json<Vec<TopicView>> {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::KafkaError as RdError;
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    fn reason(cause: RdError) -> String {
+        public_reason(&tributary_kafka::KafkaError::new("fetching cluster metadata", cause), 2000)
+    }
+
+    #[test]
+    fn health_names_the_kind_of_failure_and_no_host() {
+        let down = reason(RdError::MetadataFetch(C::BrokerTransportFailure));
+        assert_eq!(down, "kafka unreachable: no answer within 2000 ms (BrokerTransportFailure)");
+        let auth = reason(RdError::MetadataFetch(C::Authentication));
+        assert!(auth.contains("SASL authentication failed"), "{auth}");
+        let denied = reason(RdError::MetadataFetch(C::ClusterAuthorizationFailed));
+        assert!(denied.contains("authorization failed"), "{denied}");
+    }
 }
 
 #[derive(OpenApi)]

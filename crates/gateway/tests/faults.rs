@@ -32,7 +32,11 @@ async fn broker_outage_gives_bounded_503s_and_the_gateway_recovers_by_itself() {
     assert_eq!(r.status().as_u16(), 503);
     let health: serde_json::Value = r.json().await.expect("json");
     assert_eq!(health["kafka"], "down");
-    assert!(health["reason"].as_str().is_some_and(|s| !s.is_empty()), "{health}");
+    // The kind of failure, not librdkafka's text (which names brokers, hosts and ports): the
+    // health answer is open to anyone.
+    let reason = health["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("kafka unreachable: no answer within 1000 ms"), "{health}");
+    assert!(!reason.contains("127.0.0.1") && !reason.contains("Local:"), "{health}");
     // Readiness says the same; liveness stays 200, so a load balancer or ECS that follows it
     // keeps this instance (and its dedupe window) and clients get the 503s with Retry-After.
     let ready = gw.http.get(gw.url("/api/v1/health/ready")).send().await.expect("GET ready");
