@@ -87,6 +87,19 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// SHA-256 of a secret (or of what a client sent for one): compare these with [`same_digest`]
+/// and the time taken says nothing about the secret, not even its length.
+pub fn digest(secret: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret).into()
+}
+
+/// Whether `given` is the secret whose [`digest`] is `expected`, in a time that does not
+/// depend on where or whether they differ.
+pub fn same_digest(given: &[u8], expected: &[u8; 32]) -> bool {
+    subtle::ConstantTimeEq::ct_eq(&digest(given)[..], &expected[..]).into()
+}
+
 /// A property name that holds a secret, by its name: one of its parts (split at `.`, `_` and
 /// `-`) contains `password`, `passphrase` or `secret`, or its last part is `key` or `pem` (a
 /// private key in the value). So `ssl.key.password`, `sasl.password`, `ssl.key.pem`, `ssl_key`
@@ -103,6 +116,16 @@ pub fn is_secret_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        let expected = digest(b"abc");
+        assert!(same_digest(b"abc", &expected));
+        assert!(!same_digest(b"abd", &expected));
+        assert!(!same_digest(b"ab", &expected));
+        assert!(!same_digest(b"abcd", &expected));
+        assert!(!same_digest(b"", &expected));
+    }
 
     #[test]
     fn a_secret_never_prints() {

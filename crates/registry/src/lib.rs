@@ -97,13 +97,6 @@ pub(crate) struct Limits {
     pub(crate) max_versions_per_subject: usize,
 }
 
-/// SHA-256 of an `Authorization` header value: compared in constant time, and of a fixed
-/// length, so neither the position of the first differing byte nor the length leaks.
-fn auth_digest(header_value: &[u8]) -> [u8; 32] {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(header_value).into()
-}
-
 /// One registry instance.
 pub struct Registry {
     store: store::Store,
@@ -134,7 +127,7 @@ impl Registry {
                 let pair = format!("{user}:{password}");
                 let header =
                     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
-                Some(auth_digest(header.as_bytes()))
+                Some(tributary_core::secret::digest(header.as_bytes()))
             }
         };
         let limits = Limits {
@@ -157,7 +150,7 @@ async fn authenticate(
 ) -> Response {
     if let Some(expected) = &registry.expected_auth {
         let given = req.headers().get(header::AUTHORIZATION).map_or(&b""[..], |v| v.as_bytes());
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(&auth_digest(given)[..], &expected[..])) {
+        if !tributary_core::secret::same_digest(given, expected) {
             return RegistryError::unauthorized().into_response();
         }
     }
