@@ -61,6 +61,7 @@ type CheckedItem = Result<(Checked, Option<Delivered>), ApiError>;
     responses(
         (status = 200, description = "Every event has a result; invalid ones were not written", body = BatchResponse),
         (status = 400, description = "Malformed JSON or not an array", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within body_timeout_ms (`body_timeout`)", body = ErrorBody),
         (status = 413, description = "Body or event count over the limit", body = ErrorBody),
         (status = 503, description = "Kafka did not acknowledge some events (status `failed`); retrying the whole batch is safe", body = BatchResponse),
     )

@@ -36,10 +36,11 @@ pub struct EventResponse {
         (status = 403, description = "Topic not writable through the API", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
         (status = 409, description = "event_id already used with different content", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within body_timeout_ms (`body_timeout`)", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Invalid event; `field` names the offending field", body = ErrorBody),
-        (status = 503, description = "Kafka (`kafka_unavailable`) or the schema registry (`schema_registry_unavailable`) unavailable; retry after Retry-After seconds", body = ErrorBody),
+        (status = 503, description = "Kafka (`kafka_unavailable`) or the schema registry (`schema_registry_unavailable`) unavailable, or the gateway at max_in_flight_requests (`overloaded`); retry after Retry-After seconds", body = ErrorBody),
     )
 )]
 pub async fn publish(
