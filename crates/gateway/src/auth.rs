@@ -32,6 +32,19 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+/// Who a checked token names, left in the request's extensions for the layers after
+/// authentication (the rate limiter counts by it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub` claim.
+    pub subject: Option<String>,
+}
+
+/// The WebSocket subprotocol a stream client offers beside `tributary.bearer.<JWT>` (the way to
+/// send its token from a browser without putting it in the URL); the gateway answers with this
+/// one, never with the one carrying the token.
+pub const BEARER_PROTOCOL: &str = "tributary.bearer";
+
 /// What a request needs: an action on the topic it names (if any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Need<'a> {
@@ -81,6 +94,8 @@ enum Scp {
 
 #[derive(Debug, Deserialize)]
 struct Claims {
+    #[serde(default)]
+    sub: Option<String>,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -152,8 +167,8 @@ impl Auth {
         Ok(Some(Self { key, validation }))
     }
 
-    /// Checks `token` for `need`.
-    pub fn check(&self, token: &str, need: &Need<'_>) -> Result<(), ApiError> {
+    /// Checks `token` for `need`; who it names.
+    pub fn check(&self, token: &str, need: &Need<'_>) -> Result<Principal, ApiError> {
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
                 ApiError::Unauthorized {
@@ -162,7 +177,7 @@ impl Auth {
                 }
             })?;
         if need.granted_by(&data.claims.scopes()) {
-            Ok(())
+            Ok(Principal { subject: data.claims.sub })
         } else {
             Err(ApiError::InsufficientScope {
                 scope: need.scope(),
@@ -195,7 +210,8 @@ fn public_key(value: &str) -> Result<(DecodingKey, Vec<Algorithm>), String> {
 }
 
 /// The token of a request: `Authorization: Bearer <token>`, or for WebSocket streams (which
-/// browsers cannot give headers) an `access_token` query parameter.
+/// browsers cannot give headers) a `tributary.bearer.<token>` subprotocol or an `access_token`
+/// query parameter.
 fn token(req: &Request) -> Option<&str> {
     if let Some(v) = req.headers().get(header::AUTHORIZATION) {
         let v = v.to_str().ok()?;
@@ -203,6 +219,9 @@ fn token(req: &Request) -> Option<&str> {
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
     }
     if req.uri().path().starts_with("/api/v1/stream/") {
+        if let Some(t) = protocol_token(req.headers()) {
+            return Some(t);
+        }
         return req
             .uri()
             .query()?
@@ -213,8 +232,22 @@ fn token(req: &Request) -> Option<&str> {
     None
 }
 
+/// The token a WebSocket client offers as the subprotocol `tributary.bearer.<token>` (a JWT is
+/// made of characters a subprotocol name may hold).
+fn protocol_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(BEARER_PREFIX).filter(|t| !t.is_empty()))
+}
+
+/// [`BEARER_PROTOCOL`] and the separator before the token.
+const BEARER_PREFIX: &str = "tributary.bearer.";
+
 /// The middleware: lets open requests through, checks the others.
-pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn require(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(auth) = state.auth() else { return next.run(req).await };
     let Some(need) = need(req.method(), req.uri().path()) else { return next.run(req).await };
     let checked = match token(&req) {
@@ -225,7 +258,10 @@ pub async fn require(State(state): State<AppState>, req: Request, next: Next) ->
         Some(t) => auth.check(t, &need),
     };
     match checked {
-        Ok(()) => next.run(req).await,
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -263,6 +299,24 @@ ZDsvybsgw2zSoPduwaqim3Nm/S9vvW+8BexF2bnPAsRHyDas2NRRCnRcDA==
         ] {
             assert_eq!(need(&Method::GET, open), None, "{open}");
         }
+    }
+
+    #[test]
+    fn a_stream_token_comes_from_the_offered_subprotocols() {
+        assert_eq!(BEARER_PREFIX, format!("{BEARER_PROTOCOL}."));
+        let mut h = axum::http::HeaderMap::new();
+        assert_eq!(protocol_token(&h), None);
+        h.append(header::SEC_WEBSOCKET_PROTOCOL, "chat".parse().expect("header"));
+        h.append(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "tributary.bearer, tributary.bearer.".parse().expect("header"),
+        );
+        assert_eq!(protocol_token(&h), None, "an empty token is no token");
+        h.append(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "tributary.bearer , tributary.bearer.a.b-c_d".parse().expect("header"),
+        );
+        assert_eq!(protocol_token(&h), Some("a.b-c_d"));
     }
 
     #[test]

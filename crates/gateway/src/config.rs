@@ -75,6 +75,65 @@ pub struct GatewayConfig {
     pub jwt_audience: Option<String>,
     /// Clock skew allowed when checking `exp` and `nbf`, in seconds.
     pub jwt_leeway_secs: u64,
+    /// Most records waiting in the producer's queue for Kafka (librdkafka
+    /// `queue.buffering.max.messages`); a write that finds it full is answered `503 queue_full`
+    /// at once.
+    pub producer_queue_max_messages: u32,
+    /// Most bytes of record values and keys waiting in the producer's queue, in KiB (librdkafka
+    /// `queue.buffering.max.kbytes`); a write that finds it full is answered `503 queue_full`
+    /// at once.
+    pub producer_queue_max_kbytes: u32,
+    /// Per-client rate limits (`[gateway.rate_limit]`); off until a route class has a quota.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// Per-client rate limits: a token bucket per client (the JWT `sub` when authentication is on,
+/// else the client's address) and route class. A class without a quota is not limited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Writes (`POST .../events/{topic}` and `.../batch`) per client.
+    pub writes: Option<RateQuota>,
+    /// Reads (`GET .../latest`, `GET /api/v1/topics`, `GET /api/v1/metrics`) per client.
+    pub reads: Option<RateQuota>,
+    /// WebSocket stream opens per client.
+    pub streams: Option<RateQuota>,
+    /// Most buckets (one per client and class) held at once; clients beyond it share one
+    /// bucket per class until idle buckets are dropped, so memory stays bounded whatever
+    /// number of clients appears.
+    pub max_clients: usize,
+    /// Take the client's address from the last `X-Forwarded-For` entry (the one the proxy in
+    /// front appended) instead of the connection's peer. Only behind a proxy that appends it
+    /// and through which alone the gateway can be reached: otherwise any client names itself.
+    pub trust_forwarded_for: bool,
+}
+
+/// A quota: `requests` per `window_secs`, refilled continuously (a token bucket holding at
+/// most `requests`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateQuota {
+    /// Requests allowed per window, and the most allowed in a burst.
+    pub requests: u32,
+    /// The window, in seconds.
+    #[serde(default = "default_window_secs")]
+    pub window_secs: u32,
+}
+
+fn default_window_secs() -> u32 {
+    60
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            writes: None,
+            reads: None,
+            streams: None,
+            max_clients: 100_000,
+            trust_forwarded_for: false,
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -106,6 +165,9 @@ impl Default for GatewayConfig {
             jwt_issuer: None,
             jwt_audience: None,
             jwt_leeway_secs: 30,
+            producer_queue_max_messages: 100_000,
+            producer_queue_max_kbytes: 64 * 1024,
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }

@@ -37,6 +37,10 @@ pub enum ApiError {
     BodyTimeout { limit_ms: u64 },
     #[error("the gateway is working on {limit} requests already; retry later")]
     Overloaded { limit: usize, retry_after_secs: u64 },
+    #[error("too many {class} requests from this client; retry in {retry_after_secs} s")]
+    RateLimited { class: &'static str, retry_after_secs: u64 },
+    #[error("the gateway's queue for kafka is full (kafka is slow or unreachable); retry later")]
+    QueueFull { retry_after_secs: u64 },
     #[error("batch has {count} events; at most {limit} are allowed")]
     BatchTooLarge { count: usize, limit: usize },
     #[error("content type must be application/json, got {0:?}")]
@@ -76,6 +80,8 @@ impl ApiError {
             Self::BatchTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
             Self::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::QueueFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
             Self::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -107,6 +113,9 @@ impl ApiError {
 
     /// Maps a Kafka failure: unavailable → 503, rejected → 422-like 400s, the rest → 500.
     pub fn from_kafka(err: &KafkaError, retry_after_secs: u64) -> Self {
+        if err.is_queue_full() {
+            return Self::QueueFull { retry_after_secs };
+        }
         match err.class {
             ErrorClass::Unavailable => {
                 Self::Unavailable { message: err.to_string(), retry_after_secs }
@@ -125,7 +134,9 @@ impl IntoResponse for ApiError {
         let mut resp = (status, Json(self.body())).into_response();
         if let Self::Unavailable { retry_after_secs, .. }
         | Self::RegistryUnavailable { retry_after_secs, .. }
-        | Self::Overloaded { retry_after_secs, .. } = self
+        | Self::Overloaded { retry_after_secs, .. }
+        | Self::RateLimited { retry_after_secs, .. }
+        | Self::QueueFull { retry_after_secs } = self
         {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }

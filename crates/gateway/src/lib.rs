@@ -17,6 +17,7 @@ pub mod events;
 mod listen;
 pub mod metrics;
 pub mod ops;
+pub mod ratelimit;
 pub mod schemas;
 mod shed;
 pub mod stream;
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tributary_core::{Catalog, TopicSpec};
-use tributary_kafka::{EventProducer, KafkaConfig, KafkaError, ProducerTuning};
+use tributary_kafka::{EventProducer, KafkaConfig, KafkaError, ProducerTuning, QueueBound};
 
 pub use config::GatewayConfig;
 pub use error::{ApiError, ErrorBody};
@@ -67,6 +68,8 @@ struct Inner {
     auth: Option<auth::Auth>,
     /// One permit per request that may be worked on at once (see [`shed`]).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Per-client rate limits; `None` when no route class has a quota.
+    limiter: Option<ratelimit::Limiter>,
 }
 
 impl AppState {
@@ -82,7 +85,13 @@ impl AppState {
             delivery_timeout_ms: config.produce_timeout_ms,
             ..ProducerTuning::default()
         };
-        let producer = EventProducer::new(&kafka, tuning)?;
+        let limiter =
+            ratelimit::Limiter::from_config(&config.rate_limit).map_err(GatewayError::Config)?;
+        let bound = QueueBound {
+            max_messages: config.producer_queue_max_messages,
+            max_kbytes: config.producer_queue_max_kbytes,
+        };
+        let producer = EventProducer::with_queue_bound(&kafka, tuning, bound)?;
         let topics =
             catalog.iter().map(|t| (t.name.clone(), metrics::TopicMetrics::new(&t.name))).collect();
         let (shutdown_tx, shutdown) = watch::channel(false);
@@ -106,6 +115,7 @@ impl AppState {
                 started: Instant::now(),
                 auth,
                 in_flight: Arc::new(tokio::sync::Semaphore::new(config_in_flight)),
+                limiter,
             }),
         })
     }
@@ -167,6 +177,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::prometheus))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        // Inside auth: the rate limiter counts by the subject auth has checked.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require))
         .layer(axum::middleware::from_fn_with_state(state.clone(), shed::limit))
         .layer(axum::middleware::from_fn(metrics::track))

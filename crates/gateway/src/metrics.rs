@@ -35,6 +35,13 @@ pub const DEDUPE_ENTRIES: &str = "gateway_dedupe_entries";
 /// Requests answered `503 overloaded` because `max_in_flight_requests` were being worked on.
 pub const REQUESTS_SHED: &str = "gateway_requests_shed_total";
 
+/// Requests answered `429 rate_limited`, by `class` (`writes`, `reads`, `streams`).
+pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
+/// Rate-limit buckets held (one per client and class).
+pub const RATE_LIMIT_CLIENTS: &str = "gateway_rate_limit_clients";
+/// Writes answered `503 queue_full` because the producer's queue was full, by `topic`.
+pub const QUEUE_FULL: &str = "gateway_producer_queue_full_total";
+
 /// Request latency buckets in seconds: fine below 100 ms where the spec's targets are.
 const BUCKETS: &[tributary_ops::Buckets] = &[(
     API_REQUEST_DURATION,

@@ -157,6 +157,7 @@ pub async fn stream(
     .map_err(|e| ApiError::Internal(format!("reader task failed: {e}")))?
     .map_err(|e| state.unavailable(&e))?;
     let topic = spec.name.clone();
+    let ws = ws.protocols([crate::auth::BEARER_PROTOCOL]);
     Ok(ws.on_upgrade(move |socket| run(socket, state, topic, consumer, positions)))
 }
 

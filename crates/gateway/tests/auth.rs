@@ -1,7 +1,8 @@
 //! JWT bearer authentication against a real broker: no token, a bad one or one without the
 //! scope is refused with 401/403 in the error format and writes nothing; the right scopes
 //! (global or per topic) get through; health, OpenAPI and metrics stay open; WebSocket streams
-//! take the token as a query parameter; public keys verify asymmetric tokens.
+//! take the token as a query parameter or in `Sec-WebSocket-Protocol`; public keys verify
+//! asymmetric tokens.
 
 mod common;
 
@@ -179,6 +180,62 @@ async fn streams_take_the_token_as_a_query_parameter() {
         .await
         .expect("upgrade with a token");
     assert_eq!(resp.status().as_u16(), 101);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_take_the_token_in_the_websocket_protocol_header() {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let gw = start().await;
+    let click = gw.topics.click.clone();
+    let url = format!("ws://{}/api/v1/stream/{click}?from=latest", gw.addr);
+    let offering = |protocols: &str| {
+        let mut req = url.clone().into_client_request().expect("request");
+        req.headers_mut().insert("sec-websocket-protocol", protocols.parse().expect("header"));
+        req
+    };
+    // What a browser sends: `new WebSocket(url, ["tributary.bearer", "tributary.bearer." + jwt])`.
+    let reader = hs256(&claims("events:read"), SECRET);
+    let (mut ws, resp) = tokio_tungstenite::connect_async(offering(&format!(
+        "tributary.bearer, tributary.bearer.{reader}"
+    )))
+    .await
+    .expect("upgrade with the token in Sec-WebSocket-Protocol");
+    assert_eq!(resp.status().as_u16(), 101);
+    // The server picks the plain protocol, never the one carrying the token.
+    let chosen = resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
+    assert_eq!(chosen, Some("tributary.bearer"));
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+        .await
+        .expect("a first frame in time")
+        .expect("open")
+        .expect("frame");
+    assert!(first.to_text().expect("text").contains("subscribed"), "{first:?}");
+    // A bad token there is refused like a bad header.
+    let forged = hs256(&claims("events:read"), "another-secret-that-is-also-long-enough");
+    match tokio_tungstenite::connect_async(offering(&format!(
+        "tributary.bearer, tributary.bearer.{forged}"
+    )))
+    .await
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 401)
+        }
+        other => panic!("a forged token must be refused: {other:?}"),
+    }
+    // A token without the read scope is refused too.
+    let writer = hs256(&claims("events:write"), SECRET);
+    match tokio_tungstenite::connect_async(offering(&format!(
+        "tributary.bearer, tributary.bearer.{writer}"
+    )))
+    .await
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403)
+        }
+        other => panic!("a token without events:read must be refused: {other:?}"),
+    }
     gw.shutdown().await;
 }
 

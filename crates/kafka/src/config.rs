@@ -119,6 +119,16 @@ pub struct ProducerTuning {
     pub linger_ms: u64,
 }
 
+/// How much the producer may hold for Kafka before refusing more: what bounds its memory while
+/// the cluster is slow or unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBound {
+    /// Most records queued (librdkafka `queue.buffering.max.messages`).
+    pub max_messages: u32,
+    /// Most bytes of keys and values queued, in KiB (`queue.buffering.max.kbytes`).
+    pub max_kbytes: u32,
+}
+
 impl Default for ProducerTuning {
     fn default() -> Self {
         Self { delivery_timeout_ms: 5_000, linger_ms: 10 }
@@ -173,6 +183,15 @@ impl KafkaConfig {
         c
     }
 
+    /// [`KafkaConfig::producer`] with an explicit bound on its queue, which `[kafka.extra]`
+    /// cannot raise.
+    pub fn bounded_producer(&self, tuning: ProducerTuning, bound: QueueBound) -> ClientConfig {
+        let mut c = self.producer(tuning);
+        c.set("queue.buffering.max.messages", bound.max_messages.to_string())
+            .set("queue.buffering.max.kbytes", bound.max_kbytes.to_string());
+        c
+    }
+
     /// The spec's consumer: no auto-commit, `read_committed` (set explicitly: the Java
     /// client's default differs), at most 500 records per poll's worth of prefetch.
     /// `group_id` is `None` for readers that assign partitions themselves.
@@ -221,6 +240,22 @@ mod tests {
         ] {
             assert_eq!(get(&c, k), Some(v), "{k}");
         }
+    }
+
+    #[test]
+    fn a_bounded_producer_has_its_bound_whatever_extra_says() {
+        let cfg = KafkaConfig {
+            extra: [("queue.buffering.max.kbytes", "1048576")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), ExtraValue::new(k, v)))
+                .collect(),
+            ..KafkaConfig::default()
+        };
+        let bound = QueueBound { max_messages: 1_000, max_kbytes: 2_048 };
+        let c = cfg.bounded_producer(ProducerTuning::default(), bound);
+        assert_eq!(get(&c, "queue.buffering.max.messages"), Some("1000"));
+        assert_eq!(get(&c, "queue.buffering.max.kbytes"), Some("2048"));
+        assert_eq!(get(&c, "acks"), Some("all"));
     }
 
     #[test]

@@ -35,6 +35,12 @@ impl KafkaError {
         Self { what: what.into(), class: classify(&cause), cause }
     }
 
+    /// Whether the producer's queue was full (records waiting for Kafka reached
+    /// `queue.buffering.max.messages` or `queue.buffering.max.kbytes`).
+    pub fn is_queue_full(&self) -> bool {
+        matches!(self.cause, RdError::MessageProduction(Code::QueueFull))
+    }
+
     /// What the owner of a transaction does about this error.
     pub fn txn_class(&self) -> TxnClass {
         TxnClass::of(&self.cause)

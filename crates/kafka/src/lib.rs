@@ -19,7 +19,7 @@ pub mod reader;
 pub mod txn;
 
 pub use admin::{apply_topics, describe_topics, ApplyOutcome, TopicState};
-pub use config::{KafkaConfig, ProducerTuning};
+pub use config::{KafkaConfig, ProducerTuning, QueueBound};
 pub use error::{classify, ErrorClass, KafkaError, TxnClass};
 pub use producer::{Delivered, EventProducer, OutgoingRecord, PendingDelivery};
 pub use txn::{TransactionalProducer, TxnSettings};

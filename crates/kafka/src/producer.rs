@@ -1,6 +1,6 @@
 //! The acknowledged-write producer: a record counts as written only when the broker says so.
 
-use crate::config::{KafkaConfig, ProducerTuning};
+use crate::config::{KafkaConfig, ProducerTuning, QueueBound};
 use crate::dlq::Letter;
 use crate::error::KafkaError;
 use rdkafka::error::KafkaError as RdError;
@@ -83,6 +83,28 @@ impl EventProducer {
             .create()
             .map_err(|e| KafkaError::new("creating the kafka producer", e))?;
         Ok(Self { inner, tuning })
+    }
+
+    /// Creates the producer with an explicit bound on its queue (see [`QueueBound`]).
+    pub fn with_queue_bound(
+        config: &KafkaConfig,
+        tuning: ProducerTuning,
+        bound: QueueBound,
+    ) -> Result<Self, KafkaError> {
+        let inner = config
+            .bounded_producer(tuning, bound)
+            .create()
+            .map_err(|e| KafkaError::new("creating the kafka producer", e))?;
+        Ok(Self { inner, tuning })
+    }
+
+    /// Hands one record to librdkafka without waiting: when its queue is full the error says
+    /// so ([`KafkaError::is_queue_full`]) at once.
+    pub async fn try_enqueue(
+        &self,
+        record: OutgoingRecord<'_>,
+    ) -> Result<PendingDelivery, KafkaError> {
+        self.enqueue(record, Instant::now()).await
     }
 
     /// Hands one record to librdkafka, waiting for room in its queue until `deadline` at most.

@@ -194,7 +194,7 @@ impl<'a> Batch<'a> {
                 return;
             }
         };
-        match self.state.start_write(self.topic, p, &self.ingest, self.deadline).await {
+        match self.state.start_write(self.topic, p, &self.ingest).await {
             Ok(Started::Answered(w)) => self.done(index, id, Ok(w)),
             Ok(Started::Pending(w)) => self.pending.push((index, id, w)),
             Ok(Started::InFlight(rx)) => self.in_flight.push((index, id, rx)),

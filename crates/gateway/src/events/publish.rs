@@ -70,7 +70,7 @@ pub async fn publish(
             let prepared = encode(checked, schema.as_ref())
                 .inspect_err(|e| m.rejected(e.status_and_code().1))?;
             let deadline = state.write_deadline();
-            let started = state.start_write(&spec.name, prepared, &Ingest::now(), deadline).await?;
+            let started = state.start_write(&spec.name, prepared, &Ingest::now()).await?;
             state.finish_write(&spec.name, started, deadline).await?
         }
     };

@@ -52,13 +52,14 @@ impl Ingest {
 
 impl AppState {
     /// Starts writing one event: consults the dedupe window and hands the record to
-    /// librdkafka. Events started one after another keep that order on their partition.
+    /// librdkafka. Events started one after another keep that order on their partition. When
+    /// the producer's queue is full (Kafka slow or gone), the answer is `503 queue_full` at
+    /// once: waiting for room would hold the request, and its memory, for nothing.
     pub(super) async fn start_write(
         &self,
         topic: &str,
         p: Prepared,
         ingest: &Ingest,
-        deadline: Instant,
     ) -> Result<Started, ApiError> {
         let guard = match self.inner.dedupe.begin(topic, &p.event_id, p.fingerprint) {
             Begin::Duplicate(d) => return Ok(Started::Answered(Written::Duplicate(d))),
@@ -78,9 +79,13 @@ impl AppState {
             headers: &headers,
             timestamp_ms: Some(ingest.millis),
         };
-        match self.inner.producer.enqueue(record, deadline).await {
+        match self.inner.producer.try_enqueue(record).await {
             Ok(delivery) => Ok(Started::Pending(PendingWrite { delivery, guard })),
             Err(e) => {
+                if e.is_queue_full() {
+                    metrics::counter!(crate::metrics::QUEUE_FULL, "topic" => topic.to_owned())
+                        .increment(1);
+                }
                 self.metrics_for(topic).failed(e.class, 1);
                 guard.complete(Err(()));
                 Err(self.unavailable(&e))
