@@ -70,6 +70,10 @@ export class Gateway extends Construct {
         // Idle keep-alive connections must outlive the ALB's (60 s), or the ALB may reuse one
         // the gateway is closing and answer 502.
         TRIBUTARY_GATEWAY__HEADER_TIMEOUT_MS: String(GATEWAY_HEADER_TIMEOUT_MS),
+        // Rate limits without authentication count clients by address: the ALB appends the
+        // client's to X-Forwarded-For, and the gateways' security group admits only the ALB, so
+        // the last entry is trustworthy here (docs/security.md).
+        TRIBUTARY_GATEWAY__RATE_LIMIT__TRUST_FORWARDED_FOR: 'true',
         TRIBUTARY_GATEWAY__REGISTRY__URL: services.registryUrl,
         ...auth.environment,
       },

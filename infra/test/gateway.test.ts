@@ -142,3 +142,16 @@ test('the gateway keeps idle connections longer than the ALB does, so the ALB ne
   const headerMs = Number(envOf(container(s, 'tributary-gateway', 'gateway')).TRIBUTARY_GATEWAY__HEADER_TIMEOUT_MS);
   expect(headerMs).toBeGreaterThan(Number(albIdle) * 1000);
 });
+
+test('the gateway trusts X-Forwarded-For only because nothing but the ALB can reach it', () => {
+  const env = envOf(container(s, 'tributary-gateway', 'gateway'));
+  expect(env.TRIBUTARY_GATEWAY__RATE_LIMIT__TRUST_FORWARDED_FOR).toBe('true');
+  const ingress = Object.values(s.template.findResources('AWS::EC2::SecurityGroupIngress'))
+    .map((r) => r.Properties)
+    .filter((p) => p.FromPort === 8080);
+  expect(ingress.length).toBeGreaterThan(0);
+  for (const rule of ingress) {
+    expect(rule.CidrIp).toBeUndefined();
+    expect(rule.SourceSecurityGroupId).toBeDefined();
+  }
+});
