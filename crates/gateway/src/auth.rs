@@ -9,6 +9,11 @@
 //! `events:write:<topic>` / `events:read:<topic>`. Scopes come from the OAuth 2.0 `scope` claim
 //! (space-separated) or an `scp` claim (a list or a string), as identity providers issue them.
 //! Health, the OpenAPI document and `/metrics` stay open for load balancers and Prometheus.
+//!
+//! The token comes in `Authorization: Bearer`; a WebSocket stream, which a browser cannot give
+//! that header, may offer it as the subprotocol `tributary.bearer.<JWT>` beside
+//! [`BEARER_PROTOCOL`] (kept out of URLs and so out of access logs), or as `?access_token=`. A
+//! checked token leaves its [`Principal`] in the request for the rate limiter.
 
 use crate::config::GatewayConfig;
 use crate::error::ApiError;

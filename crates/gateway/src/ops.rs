@@ -311,7 +311,8 @@ pub fn openapi_doc() -> utoipa::openapi::OpenApi {
         .description(Some(
             "Required when the gateway has jwt_secret or jwt_public_key set: writes need the \
              scope events:write, reads events:read (or events:write:<topic> / \
-             events:read:<topic>). WebSocket streams also take the token as ?access_token=.",
+             events:read:<topic>). WebSocket streams also take the token as the subprotocol \
+             tributary.bearer.<JWT> (offered with tributary.bearer) or as ?access_token=.",
         ))
         .build();
     doc.components
@@ -325,9 +326,36 @@ pub fn openapi_doc() -> utoipa::openapi::OpenApi {
             let (Some(op), Some(need)) = (op, crate::auth::need(&method, path)) else { continue };
             let scope = format!("events:{}", need.action);
             op.security = Some(vec![SecurityRequirement::new("bearer", [scope])]);
+            op.responses.responses.insert("429".to_owned(), rate_limited().into());
         }
     }
     doc
+}
+
+/// The `429` every rate-limited operation may answer (`[gateway.rate_limit]`).
+fn rate_limited() -> utoipa::openapi::Response {
+    use utoipa::openapi::{
+        ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type,
+    };
+    let header = |text: &str| {
+        HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::String).build())
+            .description(Some(text))
+            .build()
+    };
+    ResponseBuilder::new()
+        .description(
+            "The client used up its quota for this route class (`rate_limited`); only when \
+             [gateway.rate_limit] sets one",
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+        )
+        .header("Retry-After", header("seconds until a request is allowed again"))
+        .header("RateLimit-Policy", header("the quota, e.g. \"writes\";q=600;w=60"))
+        .header("RateLimit", header("what is left, e.g. \"writes\";r=0;t=20"))
+        .build()
 }
 
 /// `GET /api/v1/openapi.json`.

@@ -153,6 +153,11 @@ async fn each_subject_has_its_own_quota_per_route_class() {
         let line = format!("gateway_rate_limited_total{{class=\"{class}\"}}");
         assert!(text.contains(&line), "{line} in /metrics");
     }
+    // The OpenAPI document lists the 429 on limited operations only.
+    let (_, doc) = gw.get("/api/v1/openapi.json").await;
+    let write = &doc["paths"]["/api/v1/events/{topic}"]["post"]["responses"]["429"];
+    assert!(write["headers"]["Retry-After"].is_object(), "{write}");
+    assert!(doc["paths"]["/api/v1/health"]["get"]["responses"].get("429").is_none());
     gw.shutdown().await;
 }
 

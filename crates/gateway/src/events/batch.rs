@@ -63,7 +63,7 @@ type CheckedItem = Result<(Checked, Option<Delivered>), ApiError>;
         (status = 400, description = "Malformed JSON or not an array", body = ErrorBody),
         (status = 408, description = "The body did not arrive within body_timeout_ms (`body_timeout`)", body = ErrorBody),
         (status = 413, description = "Body or event count over the limit", body = ErrorBody),
-        (status = 503, description = "Kafka did not acknowledge some events (status `failed`); retrying the whole batch is safe", body = BatchResponse),
+        (status = 503, description = "Kafka did not acknowledge some events, or the producer's queue for Kafka was full (status `failed`, code `kafka_unavailable` or `queue_full`); retrying the whole batch is safe", body = BatchResponse),
     )
 )]
 pub async fn publish_batch(

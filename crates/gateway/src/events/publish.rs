@@ -40,7 +40,7 @@ pub struct EventResponse {
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Invalid event; `field` names the offending field", body = ErrorBody),
-        (status = 503, description = "Kafka (`kafka_unavailable`) or the schema registry (`schema_registry_unavailable`) unavailable, or the gateway at max_in_flight_requests (`overloaded`); retry after Retry-After seconds", body = ErrorBody),
+        (status = 503, description = "Kafka (`kafka_unavailable`) or the schema registry (`schema_registry_unavailable`) unavailable, the producer's queue for Kafka full (`queue_full`, answered at once), or the gateway at max_in_flight_requests (`overloaded`); retry after Retry-After seconds", body = ErrorBody),
     )
 )]
 pub async fn publish(
