@@ -40,7 +40,7 @@ fn source(name: &str, partitions: i32, key: &str, format: ValueFormat) -> TopicS
     TopicSpec {
         name: name.to_owned(),
         partitions,
-        replication_factor: 1,
+        replication_factor: None,
         key_field: Some(key.to_owned()),
         require_key: true,
         role: TopicRole::Source,
@@ -65,7 +65,7 @@ pub fn test_catalog(format: ValueFormat) -> (Catalog, Topics) {
         TopicSpec {
             name: topics.dlq.clone(),
             partitions: 6,
-            replication_factor: 1,
+            replication_factor: None,
             key_field: None,
             require_key: false,
             role: TopicRole::DeadLetter,

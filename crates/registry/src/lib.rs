@@ -45,8 +45,9 @@ pub struct RegistryConfig {
     pub listen: SocketAddr,
     /// The compacted topic that stores every schema, version and setting.
     pub topic: String,
-    /// Replication factor of the topic when the registry creates it (3 on MSK).
-    pub replication_factor: i16,
+    /// Replication factor of the topic when the registry creates it; unset, the cluster's
+    /// `default.replication.factor` (3 on the local cluster and on a three-zone MSK cluster).
+    pub replication_factor: Option<i16>,
     /// Longest wait for Kafka on a write or a read-your-writes catch-up, in milliseconds.
     pub kafka_timeout_ms: u64,
     /// User name clients must present with HTTP basic auth; no auth when unset.
@@ -67,7 +68,7 @@ impl Default for RegistryConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             topic: "_schemas".to_owned(),
-            replication_factor: 1,
+            replication_factor: None,
             kafka_timeout_ms: 10_000,
             auth_user: None,
             auth_password: None,

@@ -6,8 +6,10 @@
 //! broker start one of their own with [`LocalBroker`].
 
 pub mod broker;
+pub mod cluster;
 
 pub use broker::LocalBroker;
+pub use cluster::LocalCluster;
 
 use rand::Rng as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
