@@ -282,6 +282,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_stream_ends_at_its_tokens_expiry_plus_the_leeway() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+        let at = expiry(now + 100, 30);
+        let left = at.saturating_duration_since(tokio::time::Instant::now());
+        assert!(left > Duration::from_secs(120) && left <= Duration::from_secs(130), "{left:?}");
+        // An expiry in the past ends the stream at once.
+        let at = expiry(now - 100, 30);
+        assert!(at <= tokio::time::Instant::now());
+    }
+
+    #[test]
     fn tokens_round_trip_and_belong_to_their_topic() {
         let positions: BTreeMap<i32, i64> = [(0, 5), (1, 0), (23, 1_000_000_000_000)].into();
         let token = encode_token("events.clickstream", &positions);

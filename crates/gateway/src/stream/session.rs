@@ -104,6 +104,14 @@ async fn watch_client(
     }
 }
 
+/// The text of an `event` frame: the record's view (a JSON object, serialized once for every
+/// stream of the topic) with the frame's type and resume token added.
+fn event_frame(view: &str, token: &str) -> String {
+    let fields = view.strip_prefix('{').and_then(|v| v.strip_suffix('}')).unwrap_or_default();
+    let sep = if fields.is_empty() { "" } else { "," };
+    format!(r#"{{"type":"event"{sep}{fields},"resume_token":"{token}"}}"#)
+}
+
 /// What interrupted a wait.
 enum Wake<T> {
     Got(T),
@@ -139,7 +147,9 @@ impl Session {
         let idle = Duration::from_secs(cfg.ws_idle_timeout_secs.max(1));
         let client = Box::pin(watch_client(rx, cfg.ws_max_client_message_bytes, idle));
         let period = Duration::from_secs(cfg.ws_ping_interval_secs.max(1));
-        let ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // A session busy sending does not owe the client a burst of missed pings afterwards.
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
             send_timeout: Duration::from_millis(cfg.ws_send_timeout_ms),
             shutdown: state.inner.shutdown.clone(),
@@ -359,9 +369,7 @@ impl Session {
             return Sent::Delivered;
         }
         let previous = self.positions.insert(partition, offset + 1);
-        let fields = view.strip_prefix('{').and_then(|v| v.strip_suffix('}')).unwrap_or_default();
-        let token = encode_token(&self.topic, &self.positions);
-        let frame = format!(r#"{{"type":"event",{fields},"resume_token":"{token}"}}"#);
+        let frame = event_frame(view, &encode_token(&self.topic, &self.positions));
         let m = self.state.metrics_for(&self.topic);
         // feed = the frame is queued in the socket's buffer; flush = it left it. The two steps
         // tell whether a timed-out frame may still reach the client, so the error token below
@@ -478,5 +486,34 @@ impl Session {
                 .await
         };
         let _ = tokio::time::timeout(FAREWELL, farewell).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::RecordView;
+    use tributary_kafka::reader::ConsumedRecord;
+
+    #[test]
+    fn an_event_frame_is_the_frame_serde_would_write() {
+        let record = ConsumedRecord {
+            partition: 3,
+            offset: 41,
+            timestamp_ms: Some(1_764_504_000_000),
+            key: Some(b"user-1".to_vec()),
+            value: Some(br#"{"event_id":"e-1","payload":{"q":"a \"b\""}}"#.to_vec()),
+            headers: vec![("event_type".into(), b"click".to_vec())],
+        };
+        let view = RecordView::from_record(record, None);
+        let json = serde_json::to_string(&view).expect("view");
+        let token = encode_token("t", &[(3, 42)].into());
+        let spliced: serde_json::Value =
+            serde_json::from_str(&event_frame(&json, &token)).expect("valid JSON");
+        let frame = Frame::Event { record: view, resume_token: token };
+        assert_eq!(spliced, serde_json::to_value(&frame).expect("frame"));
+        let empty: serde_json::Value =
+            serde_json::from_str(&event_frame("{}", "x")).expect("valid JSON");
+        assert_eq!(empty, serde_json::json!({"type": "event", "resume_token": "x"}));
     }
 }
