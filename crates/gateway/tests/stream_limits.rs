@@ -43,7 +43,13 @@ async fn open(gw: &TestGateway, topic: &str, query: &str) -> Result<Ws, (u16, St
 }
 
 /// Text frames until the close (or `wait` without anything): the frames and the close code.
-async fn until_close(ws: &mut Ws, wait: Duration) -> (Vec<Value>, Option<u16>) {
+async fn until_close<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    wait: Duration,
+) -> (Vec<Value>, Option<u16>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut frames = Vec::new();
     loop {
         match tokio::time::timeout(wait, ws.next()).await {
@@ -55,7 +61,10 @@ async fn until_close(ws: &mut Ws, wait: Duration) -> (Vec<Value>, Option<u16>) {
     }
 }
 
-async fn first_frame(ws: &mut Ws) -> Value {
+async fn first_frame<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
             Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).expect("JSON"),
@@ -237,5 +246,85 @@ async fn a_client_catching_up_while_events_arrive_gets_each_once() {
     writer.await.expect("writer");
     let (extra, _) = until_close(&mut ws, Duration::from_millis(700)).await;
     assert!(extra.is_empty(), "nothing beyond the 200 events: {extra:?}");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_client_that_falls_behind_is_dropped_without_slowing_the_others() {
+    // A long send timeout: the stalled client is caught by its full queue, not by the timeout.
+    // The queue absorbs one batch (50 records arrive at once), not the whole backlog.
+    let gw = TestGateway::start(|c| {
+        c.ws_subscriber_buffer = 256;
+        c.ws_send_timeout_ms = 60_000;
+    })
+    .await;
+    let topic = gw.topics.click.clone();
+    let mut reader = open(&gw, &topic, "from=latest").await.expect("reading stream");
+    assert_eq!(first_frame(&mut reader).await["type"], "subscribed");
+    // The stalled client reads through a small receive buffer, so the gateway's sends block.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    let tcp = socket.connect(gw.addr).await.expect("connect");
+    let url = format!("ws://{}/api/v1/stream/{topic}?from=latest", gw.addr);
+    let (mut stalled, _) = tokio_tungstenite::client_async(url, tcp).await.expect("upgrade");
+    assert_eq!(first_frame(&mut stalled).await["type"], "subscribed");
+
+    // ~10 MiB: more than the socket buffers on both sides and the queue can hold.
+    let total = 1_200;
+    // The reading client reads all along and gets everything, while the other reads nothing.
+    let reading = tokio::spawn(async move {
+        let mut got = HashSet::new();
+        while got.len() < total {
+            let f = first_frame(&mut reader).await;
+            assert_eq!(f["type"], "event", "{f}");
+            assert!(got.insert(f["event"]["event_id"].as_str().expect("id").to_owned()));
+        }
+    });
+    let blob = "x".repeat(8 * 1024);
+    // Batches of 50, paced: a client that reads keeps up between them; the stalled one not.
+    for chunk in 0..(total / 50) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let batch: Vec<Value> = (0..50)
+            .map(|i| {
+                let n = chunk * 50 + i;
+                json!({"event_id": format!("lag-{n}"), "timestamp": "2026-11-30T12:00:00Z",
+                       "event_type": "blob", "user_id": format!("u{}", n % 40),
+                       "payload": {"blob": blob}})
+            })
+            .collect();
+        let r = gw
+            .http
+            .post(gw.url(&format!("/api/v1/events/{topic}/batch")))
+            .json(&batch)
+            .send()
+            .await
+            .expect("batch");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    tokio::time::timeout(Duration::from_secs(30), reading)
+        .await
+        .expect("the reading client gets every event within 30 s")
+        .expect("reading client");
+    // The stalled client now reads: some events, then slow_consumer with its token.
+    let (frames, code) = until_close(&mut stalled, Duration::from_secs(15)).await;
+    let error = frames.last().expect("frames");
+    assert_eq!(error["error"], "slow_consumer", "{error}");
+    assert_eq!(code, Some(1013));
+    let first: Vec<String> = frames[..frames.len() - 1]
+        .iter()
+        .map(|f| f["event"]["event_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert!(first.len() < total, "dropped before the end ({} events)", first.len());
+    // Its token resumes exactly after what it got.
+    let token = error["resume_token"].as_str().expect("token");
+    let mut ws = open(&gw, &topic, &format!("resume_token={token}")).await.expect("resume");
+    assert_eq!(first_frame(&mut ws).await["type"], "subscribed");
+    let mut all: HashSet<String> = first.into_iter().collect();
+    while all.len() < total {
+        let f = first_frame(&mut ws).await;
+        assert!(all.insert(f["event"]["event_id"].as_str().expect("id").to_owned()), "{f}");
+    }
+    let (extra, _) = until_close(&mut ws, Duration::from_millis(700)).await;
+    assert!(extra.is_empty(), "nothing repeated or extra: {extra:?}");
     gw.shutdown().await;
 }
