@@ -10,7 +10,7 @@
 # received, over every stream).
 #
 # Settings (environment): BENCH_STREAMS (default "400 1000"), LOAD_EVENTS (default 100),
-# LOAD_WRITE_INTERVAL_MS (default 50), TRIBUTARY_TEST_BOOTSTRAP (default 127.0.0.1:9092),
+# LOAD_WRITE_INTERVAL_MS (default 50), LOAD_FROM (latest, the default, or earliest), TRIBUTARY_TEST_BOOTSTRAP (default 127.0.0.1:9092),
 # BENCH_RESULTS_DIR (default bench/results). Results also go to
 # $BENCH_RESULTS_DIR/streams-<UTC timestamp>.md.
 set -euo pipefail

@@ -7,7 +7,8 @@
 //! memory and thread count (`/proc/<pid>/status`) are its own, without the clients'.
 //!
 //! Settings (environment): `LOAD_STREAMS` (default 400), `LOAD_EVENTS` written while the streams
-//! are open (default 100), `LOAD_WRITE_INTERVAL_MS` between writes (default 50).
+//! are open (default 100), `LOAD_WRITE_INTERVAL_MS` between writes (default 50), `LOAD_FROM`
+//! (`latest`, the default, or `earliest`: every stream catches up through the reader pool).
 
 mod common;
 
@@ -88,9 +89,15 @@ async fn open_stream(
         Ok(Err(e)) => return Err(format!("{e}").chars().take(40).collect()),
         Ok(Ok(ws)) => ws,
     };
-    match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) if t.contains("subscribed") => {}
-        other => return Err(format!("no subscribed frame: {other:?}").chars().take(60).collect()),
+    // The first text frame is `subscribed` (a catching-up stream may be pinged before it).
+    loop {
+        match tokio::time::timeout(Duration::from_secs(120), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.contains("subscribed") => break,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            other => {
+                return Err(format!("no subscribed frame: {other:?}").chars().take(60).collect())
+            }
+        }
     }
     Ok(tokio::spawn(async move {
         let mut mine = Seen::default();
@@ -146,7 +153,8 @@ async fn stream_burst() {
 
     let epoch = Instant::now();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let url = format!("ws://{addr}/api/v1/stream/{topic}?from=latest");
+    let from = std::env::var("LOAD_FROM").unwrap_or_else(|_| "latest".to_owned());
+    let url = format!("ws://{addr}/api/v1/stream/{topic}?from={from}");
     let opens: Vec<_> =
         (0..n).map(|_| tokio::spawn(open_stream(url.clone(), epoch, seen.clone()))).collect();
     let mut peak = (0u64, 0u64);

@@ -185,8 +185,11 @@ pub fn positioned_reader(
 ) -> Result<(StreamConsumer, BTreeMap<i32, i64>), KafkaError> {
     let mut cc = config.consumer(None);
     // Bound what librdkafka buffers for one reader: a slow reader must not hold megabytes.
+    // A reader that catches up waits for the end of every partition: an empty fetch should
+    // come back at once, not after the tail's 100 ms.
+    let fetch_wait = if tuning.partition_eof { "10" } else { "100" };
     cc.set("queued.max.messages.kbytes", tuning.prefetch_kbytes.max(64).to_string())
-        .set("fetch.wait.max.ms", "100")
+        .set("fetch.wait.max.ms", fetch_wait)
         .set("enable.partition.eof", if tuning.partition_eof { "true" } else { "false" });
     let consumer: StreamConsumer =
         cc.create().map_err(|e| KafkaError::new("creating a stream reader", e))?;

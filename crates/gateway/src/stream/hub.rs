@@ -223,6 +223,8 @@ impl Tail {
         }
         // Joins already queued see their reply dropped and start a new reader.
         joins.close();
+        // Closing a librdkafka consumer blocks: not on a runtime thread.
+        tokio::task::spawn_blocking(move || drop(consumer));
         tracing::debug!(topic = %self.topic, "stream reader closed");
         metrics::gauge!(crate::metrics::STREAM_READERS).decrement(1.0);
     }

@@ -252,8 +252,11 @@ impl Session {
                     return Err(Some(Farewell::silent_slow()));
                 }
             }
-            self.read_until(&consumer, &sub.positions).await?;
-            drop(consumer);
+            let read = self.read_until(&consumer, &sub.positions).await;
+            // Closing a librdkafka consumer blocks (it leaves its broker connections cleanly):
+            // on a blocking thread, within the permit, so the pool bounds closing readers too.
+            let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+            read?;
             if !sub.lagged() {
                 drop(permit);
                 return Ok(sub);
