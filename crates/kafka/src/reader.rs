@@ -70,7 +70,7 @@ fn left(deadline: Instant, what: &str) -> Result<Timeout, KafkaError> {
 
 /// Low and high watermarks of every partition of `topic`, all within one `deadline`.
 fn watermarks(
-    consumer: &BaseConsumer,
+    consumer: &impl Consumer,
     topic: &str,
     deadline: Instant,
 ) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
@@ -193,13 +193,9 @@ pub fn positioned_reader(
         .set("enable.partition.eof", if tuning.partition_eof { "true" } else { "false" });
     let consumer: StreamConsumer =
         cc.create().map_err(|e| KafkaError::new("creating a stream reader", e))?;
-    let marks = {
-        let probe: BaseConsumer = config
-            .consumer(None)
-            .create()
-            .map_err(|e| KafkaError::new("creating a metadata client", e))?;
-        watermarks(&probe, topic, Instant::now() + timeout)?
-    };
+    // The reader asks for the offsets itself: a second client per reader doubled the cost
+    // of every stream that catches up.
+    let marks = watermarks(&consumer, topic, Instant::now() + timeout)?;
     let mut positions = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for &(p, low, high) in &marks {
