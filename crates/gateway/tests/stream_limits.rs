@@ -1,7 +1,8 @@
 //! Streams at scale and at their limits, against a real broker: a burst of streams all open
-//! and all get every event (shared readers), caps refuse with their codes before the upgrade,
-//! an expired token, an oversize client message and a silent client end the stream with their
-//! close codes.
+//! and all get every event (shared readers), a client catching up joins the live fan-out with
+//! nothing lost or repeated, a live client a whole queue behind is dropped without slowing the
+//! others, caps refuse with their codes before the upgrade, and an expired token, an oversize
+//! client message and a silent client end the stream with their close codes.
 
 mod common;
 
