@@ -85,6 +85,20 @@ struct Claims {
     scope: Option<String>,
     #[serde(default)]
     scp: Option<Scp>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    exp: Option<u64>,
+}
+
+/// Who a checked token belongs to, and until when it is valid: put in the request's
+/// extensions for the handlers (streams cap per `subject` and end at `expires_at`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub` claim.
+    pub subject: Option<String>,
+    /// The token's `exp` claim, in seconds since the epoch.
+    pub expires_at: Option<u64>,
 }
 
 impl Claims {
@@ -152,8 +166,8 @@ impl Auth {
         Ok(Some(Self { key, validation }))
     }
 
-    /// Checks `token` for `need`.
-    pub fn check(&self, token: &str, need: &Need<'_>) -> Result<(), ApiError> {
+    /// Checks `token` for `need`; whose it is.
+    pub fn check(&self, token: &str, need: &Need<'_>) -> Result<Principal, ApiError> {
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
                 ApiError::Unauthorized {
@@ -162,7 +176,7 @@ impl Auth {
                 }
             })?;
         if need.granted_by(&data.claims.scopes()) {
-            Ok(())
+            Ok(Principal { subject: data.claims.sub, expires_at: data.claims.exp })
         } else {
             Err(ApiError::InsufficientScope {
                 scope: need.scope(),
@@ -214,7 +228,7 @@ fn token(req: &Request) -> Option<&str> {
 }
 
 /// The middleware: lets open requests through, checks the others.
-pub async fn require(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn require(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(auth) = state.auth() else { return next.run(req).await };
     let Some(need) = need(req.method(), req.uri().path()) else { return next.run(req).await };
     let checked = match token(&req) {
@@ -225,7 +239,10 @@ pub async fn require(State(state): State<AppState>, req: Request, next: Next) ->
         Some(t) => auth.check(t, &need),
     };
     match checked {
-        Ok(()) => next.run(req).await,
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -67,6 +67,10 @@ struct Inner {
     auth: Option<auth::Auth>,
     /// One permit per request that may be worked on at once (see [`shed`]).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// The shared Kafka readers of streams and `latest` (see [`stream::hub`]).
+    hubs: stream::Hubs,
+    /// Open streams per principal, for `ws_max_streams_per_principal`.
+    stream_caps: stream::Caps,
 }
 
 impl AppState {
@@ -87,6 +91,7 @@ impl AppState {
             catalog.iter().map(|t| (t.name.clone(), metrics::TopicMetrics::new(&t.name))).collect();
         let (shutdown_tx, shutdown) = watch::channel(false);
         let config_in_flight = config.max_in_flight_requests;
+        let reader_pool_size = config.reader_pool_size;
         Ok(Self {
             inner: Arc::new(Inner {
                 dedupe: dedupe::Dedupe::new(
@@ -106,6 +111,8 @@ impl AppState {
                 started: Instant::now(),
                 auth,
                 in_flight: Arc::new(tokio::sync::Semaphore::new(config_in_flight)),
+                hubs: stream::Hubs::new(reader_pool_size),
+                stream_caps: stream::Caps::default(),
             }),
         })
     }
