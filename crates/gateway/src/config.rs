@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use tributary_core::Secret;
 use tributary_schema::client::RegistryClientConfig;
 
@@ -96,6 +97,13 @@ pub struct GatewayConfig {
     pub jwt_audience: Option<String>,
     /// Clock skew allowed when checking `exp` and `nbf`, in seconds.
     pub jwt_leeway_secs: u64,
+    /// PEM file with the certificate chain (the gateway's certificate first) to serve HTTPS
+    /// and WSS with, instead of plain HTTP; needs `tls_key_file`. The TLS handshake must
+    /// finish within `header_timeout_ms`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file with the private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1); needs
+    /// `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -134,6 +142,8 @@ impl Default for GatewayConfig {
             jwt_issuer: None,
             jwt_audience: None,
             jwt_leeway_secs: 30,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }

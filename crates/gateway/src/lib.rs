@@ -71,6 +71,8 @@ struct Inner {
     hubs: stream::Hubs,
     /// Open streams per principal, for `ws_max_streams_per_principal`.
     stream_caps: stream::Caps,
+    /// The certificate HTTPS is served with; `None` serves plain HTTP.
+    tls: Option<tributary_ops::tls::TlsAcceptor>,
 }
 
 impl AppState {
@@ -82,6 +84,14 @@ impl AppState {
     ) -> Result<Self, GatewayError> {
         let _ = metrics::prometheus();
         let auth = auth::Auth::from_config(&config).map_err(GatewayError::Config)?;
+        let tls = tributary_ops::tls::TlsAcceptor::from_files(
+            config.tls_cert_file.as_deref(),
+            config.tls_key_file.as_deref(),
+            Duration::from_millis(config.header_timeout_ms),
+        )
+        .map_err(|e| GatewayError::Config(format!("[gateway] {e}")))?;
+        let schemas = schemas::TopicSchemas::new(&config, &catalog)
+            .map_err(|e| GatewayError::Config(format!("[gateway.registry] {e}")))?;
         let tuning = ProducerTuning {
             delivery_timeout_ms: config.produce_timeout_ms,
             ..ProducerTuning::default()
@@ -99,7 +109,7 @@ impl AppState {
                     config.dedupe_max_entries,
                 ),
                 health: ops::HealthCache::default(),
-                schemas: schemas::TopicSchemas::new(&config, &catalog),
+                schemas,
                 config,
                 kafka,
                 catalog,
@@ -113,6 +123,7 @@ impl AppState {
                 in_flight: Arc::new(tokio::sync::Semaphore::new(config_in_flight)),
                 hubs: stream::Hubs::new(reader_pool_size),
                 stream_caps: stream::Caps::default(),
+                tls,
             }),
         })
     }
@@ -150,6 +161,11 @@ impl AppState {
     /// How bearer tokens are checked; `None` when authentication is off.
     pub fn auth(&self) -> Option<&auth::Auth> {
         self.inner.auth.as_ref()
+    }
+
+    /// Whether the gateway serves HTTPS (`tls_cert_file` and `tls_key_file` are set).
+    pub fn tls(&self) -> bool {
+        self.inner.tls.is_some()
     }
 
     /// Tells long-lived handlers (WebSocket streams) that the server is shutting down.
@@ -199,7 +215,8 @@ pub async fn serve(
         stop_tx.send_replace(true);
     });
     let header_timeout = Duration::from_millis(state.inner.config.header_timeout_ms);
-    let server = listen::serve_until(listener, app, header_timeout, stop_rx.clone());
+    let tls = state.inner.tls.clone();
+    let server = listen::serve_until(listener, app, header_timeout, tls, stop_rx.clone());
     let mut server = tokio::spawn(async move {
         server.await;
         Ok::<(), std::io::Error>(())

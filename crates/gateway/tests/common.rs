@@ -173,14 +173,25 @@ impl TestGateway {
 
 /// A schema registry in this process, on a schema topic of its own; its base URL.
 pub async fn start_registry(kafka: &KafkaConfig) -> String {
+    start_registry_with(kafka, |_| {}).await
+}
+
+/// A schema registry in this process, on a schema topic of its own, with the settings
+/// `tweak` makes; its base URL (`https` when it has a certificate).
+pub async fn start_registry_with(
+    kafka: &KafkaConfig,
+    tweak: impl FnOnce(&mut tributary_registry::RegistryConfig),
+) -> String {
     use tributary_registry::{Registry, RegistryConfig};
-    let config = RegistryConfig {
+    let mut config = RegistryConfig {
         topic: tributary_test_support::random_topic("schemas"),
         ..RegistryConfig::default()
     };
+    tweak(&mut config);
     let registry = Registry::open(&config, kafka).await.expect("registry opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let scheme = if registry.tls() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().expect("addr"));
     tokio::spawn(tributary_registry::serve(listener, registry, std::future::pending()));
     url
 }
