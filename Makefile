@@ -16,8 +16,8 @@ bootstrap: ## Install what up and test need and this machine lacks (scripts/boot
 build: bootstrap ## Build the tributary binary (release profile, shared with the tests)
 	cargo build --release -p tributary-cli
 
-up: build ## Start Kafka, the topics, registry, gateway, processor, sink and Prometheus; prints where everything is
-	@$(BIN) up
+up: build ## Start Kafka, the topics, registry, gateway, processor, sink and Prometheus (KAFKA=cluster: three SASL_SSL nodes)
+	@$(BIN) up $(if $(KAFKA),--kafka $(KAFKA))
 
 down: ## Stop everything `make up` started
 	@[ -x $(BIN) ] || cargo build --release -p tributary-cli

@@ -4,7 +4,9 @@
 #
 # Uses the broker named by TRIBUTARY_TEST_BOOTSTRAP, else one already answering on
 # 127.0.0.1:9092 (for example from `make up`), else starts a throwaway broker on 127.0.0.1:19092
-# and stops it afterwards. Tests create their own randomly named topics, so a shared broker is
+# and stops it afterwards. The cluster tests share a three-node SASL_SSL cluster on
+# 127.0.0.1:39092-39094 that this script starts and stops (or the one TRIBUTARY_TEST_CLUSTER_PORT
+# and TRIBUTARY_TEST_CLUSTER_STATE name). Tests create their own randomly named topics, so a shared broker is
 # safe. Extra arguments go to `cargo test` (for example `make test ARGS=...` is not needed:
 # scripts/test.sh -p tributary-gateway).
 set -euo pipefail
@@ -15,14 +17,27 @@ KAFKA="$ROOT/deploy/kafka/kafka.sh"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# What this script started, stopped on exit whatever happens.
+state=""
+cluster_state=""
+cluster_pid=""
+cluster() { KAFKA_CLUSTER_PORT=39092 KAFKA_CLUSTER_STATE_DIR="$cluster_state" "$ROOT/deploy/kafka/cluster.sh" "$@"; }
+cleanup() {
+  if [ -n "$state" ]; then KAFKA_PORT=19092 KAFKA_STATE_DIR="$state" "$KAFKA" stop >/dev/null 2>&1 || true; rm -rf "$state"; fi
+  if [ -n "$cluster_state" ]; then
+    [ -z "$cluster_pid" ] || kill "$cluster_pid" 2>/dev/null || true
+    cluster stop >/dev/null 2>&1 || true
+    rm -rf "$cluster_state"
+  fi
+}
+trap cleanup EXIT
+
 if [ -z "${TRIBUTARY_TEST_BOOTSTRAP:-}" ]; then
   if port_open 9092; then
     TRIBUTARY_TEST_BOOTSTRAP=127.0.0.1:9092
     echo "test: using the broker already running on $TRIBUTARY_TEST_BOOTSTRAP"
   else
     state="$(mktemp -d /tmp/tributary-test-kafka.XXXXXX)"
-    cleanup() { KAFKA_PORT=19092 KAFKA_STATE_DIR="$state" "$KAFKA" stop >/dev/null 2>&1 || true; rm -rf "$state"; }
-    trap cleanup EXIT
     KAFKA_PORT=19092 KAFKA_STATE_DIR="$state" KAFKA_HEAP=768m "$KAFKA" start
     TRIBUTARY_TEST_BOOTSTRAP=127.0.0.1:19092
   fi
@@ -31,8 +46,26 @@ export TRIBUTARY_TEST_BOOTSTRAP
 # Fault tests start brokers of their own; make sure the jars are there before the clock runs.
 "$KAFKA" install
 
+# The three-node SASL_SSL cluster the cluster tests share (crates/cli/tests/cluster.rs), started
+# while the tests compile. Without it each of those tests starts a cluster of its own.
+if [ -z "${TRIBUTARY_TEST_CLUSTER_PORT:-}" ]; then
+  cluster_state="$(mktemp -d /tmp/tributary-test-cluster.XXXXXX)"
+  cluster start > "$cluster_state.log" 2>&1 &
+  cluster_pid=$!
+fi
+
 log="$(mktemp /tmp/tributary-test-log.XXXXXX)"
 set +e
+cargo test --release --workspace --all-targets --no-run "$@" 2>&1 | tail -n 3
+if [ -n "$cluster_pid" ]; then
+  if wait "$cluster_pid"; then
+    export TRIBUTARY_TEST_CLUSTER_PORT=39092 TRIBUTARY_TEST_CLUSTER_STATE="$cluster_state"
+  else
+    echo "test: the shared cluster did not start (the cluster tests start their own):"; tail -n 20 "$cluster_state.log"
+  fi
+  cluster_pid=""
+  rm -f "$cluster_state.log"
+fi
 cargo test --release --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e

@@ -55,12 +55,13 @@ tool_class() {
     kafka-configs) echo kafka.admin.ConfigCommand ;;
     kafka-storage) echo kafka.tools.StorageTool ;;
     kafka-e2e-latency) echo org.apache.kafka.tools.EndToEndLatency ;;
+    kafka-acls) echo org.apache.kafka.tools.AclCommand ;;
     *) return 1 ;;
   esac
 }
 TOOLS="kafka-topics kafka-console-consumer kafka-console-producer kafka-producer-perf-test
 kafka-consumer-perf-test kafka-consumer-groups kafka-get-offsets kafka-transactions kafka-configs
-kafka-storage kafka-e2e-latency"
+kafka-storage kafka-e2e-latency kafka-acls"
 
 # A wrapper script in $HOME_DIR/bin for tool $1.
 write_wrapper() {

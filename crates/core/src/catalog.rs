@@ -42,9 +42,11 @@ pub struct TopicSpec {
     pub name: String,
     /// Number of partitions the topic is created with.
     pub partitions: i32,
-    /// Replication factor the topic is created with (1 on a single local broker, 3 on MSK).
-    #[serde(default = "default_replication_factor")]
-    pub replication_factor: i16,
+    /// Replication factor the topic is created with; unset, the cluster's own default
+    /// (`default.replication.factor`: 1 on the local broker, 3 on the local cluster and on a
+    /// three-zone MSK cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<i16>,
     /// Event field whose value is the record key (`device_id`, `user_id`); looked up at the top
     /// level of the event first, then inside `payload`. `None` writes unkeyed records.
     #[serde(default)]
@@ -62,10 +64,6 @@ pub struct TopicSpec {
     /// `cleanup.policy = "compact"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub configs: BTreeMap<String, String>,
-}
-
-fn default_replication_factor() -> i16 {
-    1
 }
 
 fn default_true() -> bool {
@@ -124,11 +122,8 @@ impl Catalog {
                     partitions: spec.partitions,
                 });
             }
-            if spec.replication_factor < 1 {
-                return Err(CatalogError::NoReplicas {
-                    name: spec.name,
-                    factor: spec.replication_factor,
-                });
+            if let Some(factor) = spec.replication_factor.filter(|f| *f < 1) {
+                return Err(CatalogError::NoReplicas { name: spec.name, factor });
             }
             if topics.contains_key(&spec.name) {
                 return Err(CatalogError::Duplicate(spec.name));
@@ -145,7 +140,7 @@ impl Catalog {
         let spec = |name: String, partitions, key: Option<&str>, role, value_format| TopicSpec {
             name,
             partitions,
-            replication_factor: 1,
+            replication_factor: None,
             key_field: key.map(str::to_owned),
             require_key: key.is_some(),
             role,
@@ -212,7 +207,7 @@ impl Catalog {
     /// The same catalog with every replication factor replaced (for example 3 on MSK).
     pub fn with_replication_factor(mut self, factor: i16) -> Result<Self, CatalogError> {
         for spec in self.topics.values_mut() {
-            spec.replication_factor = factor;
+            spec.replication_factor = Some(factor);
         }
         Self::new(self.topics.into_values().collect())
     }
@@ -302,7 +297,7 @@ mod tests {
     #[test]
     fn replication_factor_override_applies_to_all() {
         let catalog = Catalog::default().with_replication_factor(3).expect("valid factor");
-        assert!(catalog.iter().all(|t| t.replication_factor == 3));
+        assert!(catalog.iter().all(|t| t.replication_factor == Some(3)));
         assert!(Catalog::default().with_replication_factor(0).is_err());
     }
 }

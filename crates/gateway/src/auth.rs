@@ -37,14 +37,6 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-/// Who a checked token names, left in the request's extensions for the layers after
-/// authentication (the rate limiter counts by it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The token's `sub` claim.
-    pub subject: Option<String>,
-}
-
 /// The WebSocket subprotocol a stream client offers beside `tributary.bearer.<JWT>` (the way to
 /// send its token from a browser without putting it in the URL); the gateway answers with this
 /// one, never with the one carrying the token.
@@ -100,11 +92,24 @@ enum Scp {
 #[derive(Debug, Deserialize)]
 struct Claims {
     #[serde(default)]
-    sub: Option<String>,
-    #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
     scp: Option<Scp>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    exp: Option<u64>,
+}
+
+/// Who a checked token belongs to, and until when it is valid: put in the request's
+/// extensions for the layers and handlers after authentication (the rate limiter counts by
+/// `subject`; streams cap per `subject` and end at `expires_at`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub` claim.
+    pub subject: Option<String>,
+    /// The token's `exp` claim, in seconds since the epoch.
+    pub expires_at: Option<u64>,
 }
 
 impl Claims {
@@ -172,7 +177,7 @@ impl Auth {
         Ok(Some(Self { key, validation }))
     }
 
-    /// Checks `token` for `need`; who it names.
+    /// Checks `token` for `need`; whose it is.
     pub fn check(&self, token: &str, need: &Need<'_>) -> Result<Principal, ApiError> {
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
@@ -182,7 +187,7 @@ impl Auth {
                 }
             })?;
         if need.granted_by(&data.claims.scopes()) {
-            Ok(Principal { subject: data.claims.sub })
+            Ok(Principal { subject: data.claims.sub, expires_at: data.claims.exp })
         } else {
             Err(ApiError::InsufficientScope {
                 scope: need.scope(),

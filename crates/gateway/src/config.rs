@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use tributary_core::Secret;
 use tributary_schema::client::RegistryClientConfig;
 
@@ -39,6 +40,27 @@ pub struct GatewayConfig {
     pub ws_prefetch_kbytes: u32,
     /// Interval between WebSocket pings that keep idle connections open, in seconds.
     pub ws_ping_interval_secs: u64,
+    /// Most WebSocket streams open on this gateway at once; beyond it a new stream is answered
+    /// `503 too_many_streams` before the upgrade.
+    pub ws_max_streams: usize,
+    /// Most WebSocket streams one principal (the token's `sub`; the client's IP address when
+    /// authentication is off) has open at once; beyond it
+    /// `429 too_many_streams_for_principal` before the upgrade.
+    pub ws_max_streams_per_principal: usize,
+    /// Largest message (and frame) a stream client may send, in bytes; a larger one ends the
+    /// stream with close code 1009.
+    pub ws_max_client_message_bytes: usize,
+    /// A stream whose client sends nothing, not even a pong, for this long is closed with code
+    /// 4408, in seconds.
+    pub ws_idle_timeout_secs: u64,
+    /// Records queued per live stream between its topic's shared reader and the client; a
+    /// client that falls this far behind is disconnected with `slow_consumer`.
+    pub ws_subscriber_buffer: usize,
+    /// A topic's shared stream reader with no streams for this long is closed, in seconds.
+    pub ws_reader_idle_secs: u64,
+    /// Most Kafka readers open at once for streams catching up (`from=earliest`, a resume
+    /// token) and for `GET .../latest`; the others wait.
+    pub reader_pool_size: usize,
     /// Longest time a health check waits for the broker, in milliseconds.
     pub health_timeout_ms: u64,
     /// Longest time to finish in-flight requests after SIGTERM, in seconds.
@@ -75,6 +97,13 @@ pub struct GatewayConfig {
     pub jwt_audience: Option<String>,
     /// Clock skew allowed when checking `exp` and `nbf`, in seconds.
     pub jwt_leeway_secs: u64,
+    /// PEM file with the certificate chain (the gateway's certificate first) to serve HTTPS
+    /// and WSS with, instead of plain HTTP; needs `tls_key_file`. The TLS handshake must
+    /// finish within `header_timeout_ms`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file with the private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1); needs
+    /// `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     /// Most records waiting in the producer's queue for Kafka (librdkafka
     /// `queue.buffering.max.messages`); a write that finds it full is answered `503 queue_full`
     /// at once.
@@ -153,6 +182,13 @@ impl Default for GatewayConfig {
             ws_send_timeout_ms: 10_000,
             ws_prefetch_kbytes: 1024,
             ws_ping_interval_secs: 30,
+            ws_max_streams: 2_000,
+            ws_max_streams_per_principal: 100,
+            ws_max_client_message_bytes: 4_096,
+            ws_idle_timeout_secs: 90,
+            ws_subscriber_buffer: 1_024,
+            ws_reader_idle_secs: 30,
+            reader_pool_size: 8,
             health_timeout_ms: 2_000,
             header_timeout_ms: 30_000,
             body_timeout_ms: 30_000,
@@ -165,6 +201,8 @@ impl Default for GatewayConfig {
             jwt_issuer: None,
             jwt_audience: None,
             jwt_leeway_secs: 30,
+            tls_cert_file: None,
+            tls_key_file: None,
             producer_queue_max_messages: 100_000,
             producer_queue_max_kbytes: 64 * 1024,
             rate_limit: RateLimitConfig::default(),

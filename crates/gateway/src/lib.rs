@@ -68,6 +68,12 @@ struct Inner {
     auth: Option<auth::Auth>,
     /// One permit per request that may be worked on at once (see [`shed`]).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// The shared Kafka readers of streams and `latest` (see [`stream::hub`]).
+    hubs: stream::Hubs,
+    /// Open streams per principal, for `ws_max_streams_per_principal`.
+    stream_caps: stream::Caps,
+    /// The certificate HTTPS is served with; `None` serves plain HTTP.
+    tls: Option<tributary_ops::tls::TlsAcceptor>,
     /// Per-client rate limits; `None` when no route class has a quota.
     limiter: Option<ratelimit::Limiter>,
 }
@@ -81,6 +87,14 @@ impl AppState {
     ) -> Result<Self, GatewayError> {
         let _ = metrics::prometheus();
         let auth = auth::Auth::from_config(&config).map_err(GatewayError::Config)?;
+        let tls = tributary_ops::tls::TlsAcceptor::from_files(
+            config.tls_cert_file.as_deref(),
+            config.tls_key_file.as_deref(),
+            Duration::from_millis(config.header_timeout_ms),
+        )
+        .map_err(|e| GatewayError::Config(format!("[gateway] {e}")))?;
+        let schemas = schemas::TopicSchemas::new(&config, &catalog)
+            .map_err(|e| GatewayError::Config(format!("[gateway.registry] {e}")))?;
         let tuning = ProducerTuning {
             delivery_timeout_ms: config.produce_timeout_ms,
             ..ProducerTuning::default()
@@ -96,6 +110,7 @@ impl AppState {
             catalog.iter().map(|t| (t.name.clone(), metrics::TopicMetrics::new(&t.name))).collect();
         let (shutdown_tx, shutdown) = watch::channel(false);
         let config_in_flight = config.max_in_flight_requests;
+        let reader_pool_size = config.reader_pool_size;
         Ok(Self {
             inner: Arc::new(Inner {
                 dedupe: dedupe::Dedupe::new(
@@ -103,7 +118,7 @@ impl AppState {
                     config.dedupe_max_entries,
                 ),
                 health: ops::HealthCache::default(),
-                schemas: schemas::TopicSchemas::new(&config, &catalog),
+                schemas,
                 config,
                 kafka,
                 catalog,
@@ -115,6 +130,9 @@ impl AppState {
                 started: Instant::now(),
                 auth,
                 in_flight: Arc::new(tokio::sync::Semaphore::new(config_in_flight)),
+                hubs: stream::Hubs::new(reader_pool_size),
+                stream_caps: stream::Caps::default(),
+                tls,
                 limiter,
             }),
         })
@@ -153,6 +171,11 @@ impl AppState {
     /// How bearer tokens are checked; `None` when authentication is off.
     pub fn auth(&self) -> Option<&auth::Auth> {
         self.inner.auth.as_ref()
+    }
+
+    /// Whether the gateway serves HTTPS (`tls_cert_file` and `tls_key_file` are set).
+    pub fn tls(&self) -> bool {
+        self.inner.tls.is_some()
     }
 
     /// Tells long-lived handlers (WebSocket streams) that the server is shutting down.
@@ -204,7 +227,8 @@ pub async fn serve(
         stop_tx.send_replace(true);
     });
     let header_timeout = Duration::from_millis(state.inner.config.header_timeout_ms);
-    let server = listen::serve_until(listener, app, header_timeout, stop_rx.clone());
+    let tls = state.inner.tls.clone();
+    let server = listen::serve_until(listener, app, header_timeout, tls, stop_rx.clone());
     let mut server = tokio::spawn(async move {
         server.await;
         Ok::<(), std::io::Error>(())

@@ -2,14 +2,15 @@
 //! `axum::serve` does not offer: a deadline for a request's header, so a client that opens a
 //! connection and never finishes its header is disconnected instead of holding it forever; and
 //! a lingering close, so a client still sending a body the gateway refused (413, 408) reads the
-//! answer instead of a connection reset.
+//! answer instead of a connection reset. With a certificate, every connection is TLS first:
+//! the handshake runs on the connection's own task and must finish within the header deadline.
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::io;
 use std::net::SocketAddr;
@@ -20,13 +21,15 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, Re
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt as _;
+use tributary_ops::tls::TlsAcceptor;
 
-/// Serves `app` on `listener` until `stop` turns true, then asks every open connection to
-/// finish its request in flight and close, and returns once all have.
+/// Serves `app` on `listener` (over TLS with `tls`) until `stop` turns true, then asks every
+/// open connection to finish its request in flight and close, and returns once all have.
 pub async fn serve_until(
     listener: TcpListener,
     app: Router,
     header_timeout: Duration,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     // Each connection holds a receiver; `closed()` resolves when the last one is dropped.
@@ -44,8 +47,14 @@ pub async fn serve_until(
             },
             () = stopped(&mut stop) => break,
         };
-        let conn = Connection { app: app.clone(), header_timeout, stop: stop.clone() };
-        tokio::spawn(conn.run(tcp, peer, open_rx.clone()));
+        let conn = Connection {
+            app: app.clone(),
+            peer,
+            header_timeout,
+            tls: tls.clone(),
+            stop: stop.clone(),
+        };
+        tokio::spawn(conn.run(tcp, open_rx.clone()));
     }
     drop(listener);
     drop(open_rx);
@@ -61,29 +70,53 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// One accepted connection and what it is served with.
 struct Connection {
     app: Router,
+    /// The client's address, given to handlers as `ConnectInfo` (the rate limiter uses it).
+    peer: SocketAddr,
     header_timeout: Duration,
+    tls: Option<TlsAcceptor>,
     stop: watch::Receiver<bool>,
 }
 
 impl Connection {
-    async fn run(mut self, tcp: TcpStream, peer: SocketAddr, _open: watch::Receiver<()>) {
+    async fn run(mut self, tcp: TcpStream, _open: watch::Receiver<()>) {
         // Small writes (a 201, a WebSocket frame) go out at once: with Nagle's algorithm a
         // frame waits for the client's delayed ACK of the one before it (measured: +15 ms at
         // p50 on the stream, bench/e2e.sh).
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "setting TCP_NODELAY");
         }
+        let Some(tls) = self.tls.take() else { return self.serve(tcp).await };
+        // Bounded by the acceptor's timeout (the header deadline); a stop need not wait for it.
+        let handshake = tokio::select! {
+            handshake = tls.handshake(tcp) => handshake,
+            () = stopped(&mut self.stop) => return,
+        };
+        match handshake {
+            Ok(stream) => self.serve(stream).await,
+            Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+        }
+    }
+
+    /// Serves HTTP on `io` (a TCP or TLS stream) until the client leaves or a stop.
+    async fn serve<S>(mut self, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         // The peer's address, for the rate limiter (`ConnectInfo`, as `axum::serve` gives it).
+        let peer = self.peer;
         let app = self.app.map_request(move |req: Request<Incoming>| {
             let mut req = req.map(Body::new);
             req.extensions_mut().insert(ConnectInfo(peer));
             req
         });
         let service = TowerToHyperService::new(app);
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.header_timeout);
-        let io = TokioIo::new(Lingering(Some(tcp)));
-        let conn = builder.serve_connection_with_upgrades(io, service);
+        // hyper's HTTP/1 connection itself, not hyper-util's `auto` one: that first waits,
+        // with no deadline, for the bytes that tell HTTP/1 from HTTP/2, so a connection that
+        // sends nothing (or nothing after its TLS handshake) was never closed.
+        let mut builder = http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(self.header_timeout);
+        let io = TokioIo::new(Lingering(Some(io)));
+        let conn = builder.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
         tokio::select! {
             result = conn.as_mut() => {
@@ -108,16 +141,17 @@ const LINGER_BYTES: u64 = 8 * 1024 * 1024;
 /// A connection that, when hyper drops it, stops sending and reads (and discards) what the
 /// client still sends, for at most [`LINGER`] and [`LINGER_BYTES`]. Closing a socket with
 /// unread data makes the kernel reset it, and a client still writing the rest of a refused
-/// body would see the reset instead of the answer already sent.
-struct Lingering(Option<TcpStream>);
+/// body would see the reset instead of the answer already sent. Over TLS, stopping sends
+/// `close_notify` and what is discarded is decrypted first.
+struct Lingering<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(Option<S>);
 
-impl Lingering {
-    fn stream(&mut self) -> io::Result<&mut TcpStream> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Lingering<S> {
+    fn stream(&mut self) -> io::Result<&mut S> {
         self.0.as_mut().ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 }
 
-impl AsyncRead for Lingering {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Lingering<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -127,7 +161,7 @@ impl AsyncRead for Lingering {
     }
 }
 
-impl AsyncWrite for Lingering {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Lingering<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -145,7 +179,7 @@ impl AsyncWrite for Lingering {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.as_ref().is_some_and(TcpStream::is_write_vectored)
+        self.0.as_ref().is_some_and(S::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -157,7 +191,7 @@ impl AsyncWrite for Lingering {
     }
 }
 
-impl Drop for Lingering {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Lingering<S> {
     fn drop(&mut self) {
         let Some(mut tcp) = self.0.take() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };

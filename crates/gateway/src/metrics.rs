@@ -26,6 +26,13 @@ pub const WS_STREAMS: &str = "gateway_ws_streams";
 pub const WS_EVENTS_SENT: &str = "gateway_ws_events_sent_total";
 /// WebSocket clients disconnected for not keeping up, by `topic`.
 pub const WS_SLOW_DISCONNECTS: &str = "gateway_ws_slow_disconnects_total";
+/// Streams refused before the upgrade by a cap, by `reason` (`too_many_streams`,
+/// `too_many_streams_for_principal`).
+pub const WS_REFUSED: &str = "gateway_ws_streams_refused_total";
+/// Topics with a shared stream (tail) reader running.
+pub const STREAM_READERS: &str = "gateway_stream_readers";
+/// Readers of the pool in use (streams catching up and `latest`).
+pub const POOL_READERS: &str = "gateway_pool_readers";
 /// 1 when the last health check reached the broker, 0 when it did not.
 pub const KAFKA_UP: &str = "gateway_kafka_up";
 /// Records handed to librdkafka and not yet acknowledged or failed.

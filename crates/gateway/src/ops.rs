@@ -59,6 +59,39 @@ fn public_reason(err: &tributary_kafka::KafkaError, timeout_ms: u64) -> String {
     }
 }
 
+/// Whether every catalog topic exists and may be used: the brokers seen, or what is wrong.
+async fn catalog_check(
+    state: &AppState,
+    info: &tributary_kafka::ClusterInfo,
+    timeout: Duration,
+) -> Result<usize, String> {
+    let missing: Vec<String> = state
+        .inner
+        .catalog
+        .iter()
+        .map(|t| t.name.clone())
+        .filter(|name| !info.topics.contains(name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(info.brokers);
+    }
+    match state.inner.producer.denied_topics(missing.clone(), timeout).await {
+        Ok(denied) if !denied.is_empty() => Err(format!(
+            "kafka denied the gateway access to catalog topics: {} (authorization failed; \
+             grant the gateway's user an ACL for them)",
+            denied.join(", ")
+        )),
+        Ok(_) => Err(format!(
+            "catalog topics missing on the cluster: {}; create them with `tributary topics apply`",
+            missing.join(", ")
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: kafka did not answer");
+            Err(public_reason(&e, state.inner.config.health_timeout_ms))
+        }
+    }
+}
+
 /// Answer of the liveness endpoint.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Live {
@@ -108,23 +141,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
                     tracing::warn!(error = %e, "health check: kafka did not answer");
                     Err(public_reason(&e, state.inner.config.health_timeout_ms))
                 }
-                Ok(info) => {
-                    let missing: Vec<&str> = state
-                        .inner
-                        .catalog
-                        .iter()
-                        .map(|t| t.name.as_str())
-                        .filter(|name| !info.topics.iter().any(|t| t == name))
-                        .collect();
-                    if missing.is_empty() {
-                        Ok(info.brokers)
-                    } else {
-                        Err(format!(
-                            "catalog topics missing on the cluster: {}; create them with `tributary topics apply`",
-                            missing.join(", ")
-                        ))
-                    }
-                }
+                Ok(info) => catalog_check(&state, &info, timeout).await,
             };
             metrics::gauge!(m::KAFKA_UP).set(if r.is_ok() { 1.0 } else { 0.0 });
             *state.inner.health.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =

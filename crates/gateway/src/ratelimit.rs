@@ -358,7 +358,7 @@ mod tests {
         req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 1], 5000))));
         req.headers_mut().insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         assert_eq!(l.client(&req), Client::Address(IpAddr::from([10, 0, 0, 1])));
-        req.extensions_mut().insert(Principal { subject: Some("svc".into()) });
+        req.extensions_mut().insert(Principal { subject: Some("svc".into()), expires_at: None });
         assert_eq!(l.client(&req), Client::Subject("svc".into()));
         let mut headers = HeaderMap::new();
         headers.append("x-forwarded-for", HeaderValue::from_static("9.9.9.9, 5.6.7.8"));

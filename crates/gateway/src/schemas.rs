@@ -41,19 +41,19 @@ pub struct TopicSchemas {
 }
 
 impl TopicSchemas {
-    pub fn new(config: &GatewayConfig, catalog: &Catalog) -> Self {
-        let client = RegistryClient::from_config(&config.registry);
+    pub fn new(config: &GatewayConfig, catalog: &Catalog) -> Result<Self, ClientError> {
+        let client = RegistryClient::from_config(&config.registry)?;
         let entries = catalog
             .iter()
             .filter(|t| t.value_format != ValueFormat::Json && t.writable())
             .map(|t| (t.name.clone(), RwLock::new(None)))
             .collect();
-        Self {
+        Ok(Self {
             client,
             entries,
             refresh: Duration::from_secs(config.schema_refresh_secs),
             retry_after_secs: config.retry_after_secs,
-        }
+        })
     }
 
     /// The id and schema to write `spec`'s values with; `None` for JSON topics.

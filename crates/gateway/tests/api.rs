@@ -85,7 +85,7 @@ async fn keys_land_where_the_java_client_puts_them() {
     let catalog = tributary_core::Catalog::new(vec![tributary_core::TopicSpec {
         name: java_topic.clone(),
         partitions: 24,
-        replication_factor: 1,
+        replication_factor: None,
         key_field: None,
         require_key: false,
         role: tributary_core::TopicRole::Source,

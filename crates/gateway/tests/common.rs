@@ -40,7 +40,7 @@ fn source(name: &str, partitions: i32, key: &str, format: ValueFormat) -> TopicS
     TopicSpec {
         name: name.to_owned(),
         partitions,
-        replication_factor: 1,
+        replication_factor: None,
         key_field: Some(key.to_owned()),
         require_key: true,
         role: TopicRole::Source,
@@ -65,7 +65,7 @@ pub fn test_catalog(format: ValueFormat) -> (Catalog, Topics) {
         TopicSpec {
             name: topics.dlq.clone(),
             partitions: 6,
-            replication_factor: 1,
+            replication_factor: None,
             key_field: None,
             require_key: false,
             role: TopicRole::DeadLetter,
@@ -173,14 +173,25 @@ impl TestGateway {
 
 /// A schema registry in this process, on a schema topic of its own; its base URL.
 pub async fn start_registry(kafka: &KafkaConfig) -> String {
+    start_registry_with(kafka, |_| {}).await
+}
+
+/// A schema registry in this process, on a schema topic of its own, with the settings
+/// `tweak` makes; its base URL (`https` when it has a certificate).
+pub async fn start_registry_with(
+    kafka: &KafkaConfig,
+    tweak: impl FnOnce(&mut tributary_registry::RegistryConfig),
+) -> String {
     use tributary_registry::{Registry, RegistryConfig};
-    let config = RegistryConfig {
+    let mut config = RegistryConfig {
         topic: tributary_test_support::random_topic("schemas"),
         ..RegistryConfig::default()
     };
+    tweak(&mut config);
     let registry = Registry::open(&config, kafka).await.expect("registry opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let scheme = if registry.tls() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().expect("addr"));
     tokio::spawn(tributary_registry::serve(listener, registry, std::future::pending()));
     url
 }

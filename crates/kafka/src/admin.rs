@@ -140,7 +140,8 @@ fn new_topic<'a>(spec: &'a TopicSpec) -> NewTopic<'a> {
         NewTopic::new(
             &spec.name,
             spec.partitions,
-            TopicReplication::Fixed(i32::from(spec.replication_factor)),
+            // -1: the cluster's default.replication.factor (CreateTopics v4+).
+            TopicReplication::Fixed(spec.replication_factor.map_or(-1, i32::from)),
         ),
         |t, (k, v)| t.set(k, v),
     )

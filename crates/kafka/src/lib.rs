@@ -21,5 +21,5 @@ pub mod txn;
 pub use admin::{apply_topics, describe_topics, ApplyOutcome, TopicState};
 pub use config::{KafkaConfig, ProducerTuning, QueueBound};
 pub use error::{classify, ErrorClass, KafkaError, TxnClass};
-pub use producer::{Delivered, EventProducer, OutgoingRecord, PendingDelivery};
+pub use producer::{ClusterInfo, Delivered, EventProducer, OutgoingRecord, PendingDelivery};
 pub use txn::{TransactionalProducer, TxnSettings};

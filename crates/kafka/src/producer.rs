@@ -8,7 +8,67 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long an authentication or TLS failure explains a later metadata request that got no
+/// answer: librdkafka reports those failures only through its error callback, and the request
+/// itself just times out (`BrokerTransportFailure`, `AllBrokersDown`).
+const CAUSE_HORIZON: Duration = Duration::from_secs(60);
+
+/// The producer's client context: logs librdkafka's client errors and remembers the last
+/// one that names a cause a request cannot (credentials refused, TLS failed).
+#[derive(Default, Clone)]
+pub struct Watchful {
+    cause: Arc<Mutex<Option<(Instant, RDKafkaErrorCode)>>>,
+}
+
+impl Watchful {
+    /// The cause librdkafka reported within the horizon, if any.
+    fn recent_cause(&self) -> Option<RDKafkaErrorCode> {
+        let cause = self.cause.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cause.filter(|(at, _)| at.elapsed() < CAUSE_HORIZON).map(|(_, code)| code)
+    }
+}
+
+impl ClientContext for Watchful {
+    fn error(&self, error: RdError, reason: &str) {
+        tracing::error!(error = %error, reason, "kafka client error");
+        let Some(code) = error.rdkafka_error_code() else { return };
+        if is_cause(code) {
+            *self.cause.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((Instant::now(), code));
+        }
+    }
+}
+
+/// Errors that say why brokers do not answer, as opposed to that they do not.
+fn is_cause(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::Authentication
+            | C::SaslAuthenticationFailed
+            | C::SSL
+            | C::ClusterAuthorizationFailed
+            | C::UnsupportedSASLMechanism
+    )
+}
+
+/// Errors of a request that got no answer, which a recent [`is_cause`] error explains.
+fn is_no_answer(code: Option<RDKafkaErrorCode>) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        Some(
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+        )
+    )
+}
 
 /// Where the broker put a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +118,17 @@ impl PendingDelivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterInfo {
     pub brokers: usize,
-    /// Names of the topics that exist, without errors.
+    /// Names of the topics that exist, without errors. Topics this client may not describe
+    /// are left out by the broker; [`EventProducer::denied_topics`] tells them apart.
     pub topics: Vec<String>,
 }
 
 /// Idempotent `acks=all` producer configured as the spec says.
 #[derive(Clone)]
 pub struct EventProducer {
-    inner: FutureProducer,
+    inner: FutureProducer<Watchful>,
+    /// The same context librdkafka calls, to read what it remembered.
+    watch: Watchful,
     tuning: ProducerTuning,
 }
 
@@ -78,11 +141,12 @@ impl std::fmt::Debug for EventProducer {
 impl EventProducer {
     /// Creates the producer. No connection is made until the first request.
     pub fn new(config: &KafkaConfig, tuning: ProducerTuning) -> Result<Self, KafkaError> {
+        let watch = Watchful::default();
         let inner = config
             .producer(tuning)
-            .create()
+            .create_with_context(watch.clone())
             .map_err(|e| KafkaError::new("creating the kafka producer", e))?;
-        Ok(Self { inner, tuning })
+        Ok(Self { inner, watch, tuning })
     }
 
     /// Creates the producer with an explicit bound on its queue (see [`QueueBound`]).
@@ -91,11 +155,12 @@ impl EventProducer {
         tuning: ProducerTuning,
         bound: QueueBound,
     ) -> Result<Self, KafkaError> {
+        let watch = Watchful::default();
         let inner = config
             .bounded_producer(tuning, bound)
-            .create()
+            .create_with_context(watch.clone())
             .map_err(|e| KafkaError::new("creating the kafka producer", e))?;
-        Ok(Self { inner, tuning })
+        Ok(Self { inner, watch, tuning })
     }
 
     /// Hands one record to librdkafka without waiting: when its queue is full the error says
@@ -175,12 +240,10 @@ impl EventProducer {
         })
         .await
         .map_err(|_| KafkaError::new("fetching cluster metadata", RdError::Canceled))?;
-        let md = result.map_err(|e| KafkaError::new("fetching cluster metadata", e))?;
+        let md = result.map_err(|e| self.explained("fetching cluster metadata", e))?;
         if md.brokers().is_empty() {
-            return Err(KafkaError::new(
-                "fetching cluster metadata",
-                RdError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown),
-            ));
+            let none = RdError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown);
+            return Err(self.explained("fetching cluster metadata", none));
         }
         let topics = md
             .topics()
@@ -189,6 +252,42 @@ impl EventProducer {
             .map(|t| t.name().to_owned())
             .collect();
         Ok(ClusterInfo { brokers: md.brokers().len(), topics })
+    }
+
+    /// Which of `names` the broker refuses to describe to this client (no ACL), as opposed to
+    /// topics that do not exist: a metadata request for all topics leaves both out, one for a
+    /// named topic answers `TopicAuthorizationFailed` for the first.
+    pub async fn denied_topics(
+        &self,
+        names: Vec<String>,
+        timeout: Duration,
+    ) -> Result<Vec<String>, KafkaError> {
+        let producer = self.inner.clone();
+        let denied = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for name in names {
+                let md = producer.client().fetch_metadata(Some(&name), Timeout::After(timeout));
+                let md = md.map_err(|e| KafkaError::new("fetching topic metadata", e))?;
+                if md.topics().iter().any(|t| t.error() == Some(denied)) {
+                    out.push(name);
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|_| KafkaError::new("fetching topic metadata", RdError::Canceled))?
+    }
+
+    /// `err`, or, when it says only that no broker answered, the cause librdkafka reported
+    /// shortly before (credentials refused, TLS failed), so health can name it.
+    fn explained(&self, what: &str, err: RdError) -> KafkaError {
+        match self.watch.recent_cause() {
+            Some(code) if is_no_answer(err.rdkafka_error_code()) => {
+                KafkaError::new(what, RdError::MetadataFetch(code))
+            }
+            _ => KafkaError::new(what, err),
+        }
     }
 
     /// Waits until every queued record is delivered or failed, at most `timeout`.

@@ -1,5 +1,6 @@
 //! Reading without a consumer group: the newest records of a topic, and positioned readers
-//! for live streams. Both read `read_committed`.
+//! for live streams (a topic's shared tail reader and the readers that catch a stream up).
+//! Both read `read_committed`.
 
 use crate::config::KafkaConfig;
 use crate::error::KafkaError;
@@ -69,7 +70,7 @@ fn left(deadline: Instant, what: &str) -> Result<Timeout, KafkaError> {
 
 /// Low and high watermarks of every partition of `topic`, all within one `deadline`.
 fn watermarks(
-    consumer: &BaseConsumer,
+    consumer: &impl Consumer,
     topic: &str,
     deadline: Instant,
 ) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
@@ -163,28 +164,38 @@ pub fn read_latest(
     Ok(out)
 }
 
+/// How a positioned reader is tuned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaderTuning {
+    /// librdkafka's prefetch for the reader, in KiB (at least 64).
+    pub prefetch_kbytes: u32,
+    /// Report reaching the end of each partition (`PartitionEOF`), as a reader that catches up
+    /// to a known position needs.
+    pub partition_eof: bool,
+}
+
 /// A reader of every partition of `topic`, positioned as `start` says, and the next offset it
 /// will read per partition (the first resume position). Blocking; run it on a blocking thread.
 pub fn positioned_reader(
     config: &KafkaConfig,
     topic: &str,
     start: &StartAt,
-    prefetch_kbytes: u32,
+    tuning: ReaderTuning,
     timeout: Duration,
 ) -> Result<(StreamConsumer, BTreeMap<i32, i64>), KafkaError> {
     let mut cc = config.consumer(None);
     // Bound what librdkafka buffers for one reader: a slow reader must not hold megabytes.
-    cc.set("queued.max.messages.kbytes", prefetch_kbytes.max(64).to_string())
-        .set("fetch.wait.max.ms", "100");
+    // A reader that catches up waits for the end of every partition: an empty fetch should
+    // come back at once, not after the tail's 100 ms.
+    let fetch_wait = if tuning.partition_eof { "10" } else { "100" };
+    cc.set("queued.max.messages.kbytes", tuning.prefetch_kbytes.max(64).to_string())
+        .set("fetch.wait.max.ms", fetch_wait)
+        .set("enable.partition.eof", if tuning.partition_eof { "true" } else { "false" });
     let consumer: StreamConsumer =
         cc.create().map_err(|e| KafkaError::new("creating a stream reader", e))?;
-    let marks = {
-        let probe: BaseConsumer = config
-            .consumer(None)
-            .create()
-            .map_err(|e| KafkaError::new("creating a metadata client", e))?;
-        watermarks(&probe, topic, Instant::now() + timeout)?
-    };
+    // The reader asks for the offsets itself: a second client per reader doubled the cost
+    // of every stream that catches up.
+    let marks = watermarks(&consumer, topic, Instant::now() + timeout)?;
     let mut positions = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for &(p, low, high) in &marks {

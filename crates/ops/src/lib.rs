@@ -7,6 +7,10 @@
 //! service's poll loop runs and passes, else 503 with `"status": "unavailable"`; the service's own
 //! fields come next to `status`. `/health/live` (liveness) answers 200 unless the loop is running
 //! but stuck: a service waiting between rebuilds for Kafka is not ready, yet alive.
+//!
+//! HTTPS for the gateway's and the registry's own listeners is in [`tls`].
+
+pub mod tls;
 
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -218,7 +218,9 @@ impl Processor {
         // The counters registered below must reach the exporter, not a no-op recorder.
         m::prometheus();
         check(&config)?;
-        let registry = Arc::new(RegistryClient::from_config(&config.registry));
+        let registry = RegistryClient::from_config(&config.registry)
+            .map_err(|e| ProcessorError::Config(format!("[processor.registry] {e}")))?;
+        let registry = Arc::new(registry);
         let mut reference_topics: Vec<String> =
             config.sources.iter().filter_map(|s| s.reference.clone()).collect();
         reference_topics.sort();

@@ -30,10 +30,12 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tributary_kafka::{KafkaConfig, KafkaError};
+use tributary_ops::tls::{TlsAcceptor, TlsListener};
 
 pub use error::RegistryError;
 
@@ -45,8 +47,9 @@ pub struct RegistryConfig {
     pub listen: SocketAddr,
     /// The compacted topic that stores every schema, version and setting.
     pub topic: String,
-    /// Replication factor of the topic when the registry creates it (3 on MSK).
-    pub replication_factor: i16,
+    /// Replication factor of the topic when the registry creates it; unset, the cluster's
+    /// `default.replication.factor` (3 on the local cluster and on a three-zone MSK cluster).
+    pub replication_factor: Option<i16>,
     /// Longest wait for Kafka on a write or a read-your-writes catch-up, in milliseconds.
     pub kafka_timeout_ms: u64,
     /// User name clients must present with HTTP basic auth; no auth when unset.
@@ -60,6 +63,13 @@ pub struct RegistryConfig {
     pub max_subjects: usize,
     /// Most versions kept per subject, soft-deleted ones included (422 beyond it).
     pub max_versions_per_subject: usize,
+    /// PEM file with the certificate chain (the registry's certificate first) to serve HTTPS
+    /// with, instead of plain HTTP; needs `tls_key_file`. Clients trust it through their
+    /// `ca_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file with the private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1); needs
+    /// `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for RegistryConfig {
@@ -67,13 +77,15 @@ impl Default for RegistryConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             topic: "_schemas".to_owned(),
-            replication_factor: 1,
+            replication_factor: None,
             kafka_timeout_ms: 10_000,
             auth_user: None,
             auth_password: None,
             max_schema_bytes: 256 * 1024,
             max_subjects: 10_000,
             max_versions_per_subject: 1_000,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -105,6 +117,8 @@ pub struct Registry {
     /// The digest of `Basic <base64(user:password)>` when auth is on.
     expected_auth: Option<[u8; 32]>,
     limits: Limits,
+    /// The certificate HTTPS is served with; `None` serves plain HTTP.
+    tls: Option<TlsAcceptor>,
 }
 
 impl Registry {
@@ -130,6 +144,12 @@ impl Registry {
                 Some(tributary_core::secret::digest(header.as_bytes()))
             }
         };
+        let tls = TlsAcceptor::from_files(
+            config.tls_cert_file.as_deref(),
+            config.tls_key_file.as_deref(),
+            TLS_HANDSHAKE_TIMEOUT,
+        )
+        .map_err(|e| OpenError::Config(e.to_string()))?;
         let limits = Limits {
             max_schema_bytes: config.max_schema_bytes,
             max_subjects: config.max_subjects,
@@ -139,9 +159,17 @@ impl Registry {
         let store =
             store::Store::open(kafka, &config.topic, config.replication_factor, timeout).await?;
         let write_lock = tokio::sync::Mutex::new(());
-        Ok(Arc::new(Self { store, write_lock, expected_auth, limits }))
+        Ok(Arc::new(Self { store, write_lock, expected_auth, limits, tls }))
+    }
+
+    /// Whether the registry serves HTTPS (`tls_cert_file` and `tls_key_file` are set).
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 }
+
+/// Longest time a client may take to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn authenticate(
     axum::extract::State(registry): axum::extract::State<Arc<Registry>>,
@@ -189,11 +217,18 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .with_state(registry)
 }
 
-/// Serves the registry on `listener` until `shutdown` resolves.
+/// Serves the registry on `listener` (HTTPS when it has a certificate) until `shutdown`
+/// resolves.
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(registry)).with_graceful_shutdown(shutdown).await
+    match registry.tls.clone() {
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls);
+            axum::serve(listener, router(registry)).with_graceful_shutdown(shutdown).await
+        }
+        None => axum::serve(listener, router(registry)).with_graceful_shutdown(shutdown).await,
+    }
 }

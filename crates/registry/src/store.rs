@@ -46,7 +46,7 @@ impl Store {
     pub async fn open(
         kafka: &KafkaConfig,
         topic: &str,
-        replication_factor: i16,
+        replication_factor: Option<i16>,
         timeout: Duration,
     ) -> Result<Self, KafkaError> {
         ensure_topic(kafka, topic, replication_factor, timeout).await?;
@@ -188,12 +188,14 @@ fn read_loop(
 async fn ensure_topic(
     kafka: &KafkaConfig,
     topic: &str,
-    replication_factor: i16,
+    replication_factor: Option<i16>,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> =
         kafka.base().create().map_err(|e| KafkaError::new("creating the admin client", e))?;
-    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(i32::from(replication_factor)))
+    // -1: the cluster's default.replication.factor (CreateTopics v4+).
+    let factor = TopicReplication::Fixed(replication_factor.map_or(-1, i32::from));
+    let new = NewTopic::new(topic, 1, factor)
         .set("cleanup.policy", "compact")
         .set("min.compaction.lag.ms", "0");
     let opts = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));

@@ -1,6 +1,6 @@
 //! The registry's REST API against a real broker: every endpoint, every compatibility level,
 //! deletes, Confluent's error codes, recovery from `_schemas` after a restart, two instances
-//! sharing one topic, and basic auth.
+//! sharing one topic, basic auth, and HTTPS.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -26,7 +26,8 @@ fn kafka() -> KafkaConfig {
 async fn start(config: RegistryConfig) -> Running {
     let registry: Arc<Registry> = Registry::open(&config, &kafka()).await.expect("registry opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let scheme = if registry.tls() { "https" } else { "http" };
+    let base = format!("{scheme}://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(tributary_registry::serve(listener, registry, async move {
         let _ = stopped.await;
@@ -492,6 +493,65 @@ async fn basic_auth_guards_every_endpoint_when_configured() {
         .expect("POST");
     assert_eq!(reg.status(), StatusCode::OK);
     r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_basic_auth_and_no_clear_text() {
+    let ca = tributary_test_support::TestCa::new();
+    let mut cfg = config(&tributary_test_support::random_topic("schemas"));
+    cfg.auth_user = Some("registry".into());
+    cfg.auth_password = Some("s3cret".into());
+    cfg.tls_cert_file = Some(ca.cert_file.clone());
+    cfg.tls_key_file = Some(ca.key_file.clone());
+    let mut r = start(cfg).await;
+    assert!(r.base.starts_with("https://"), "{}", r.base);
+    let plain_client = std::mem::replace(
+        &mut r.http,
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca.ca_pem()).expect("CA"))
+            .build()
+            .expect("client"),
+    );
+    let url = format!("{}/subjects/x/versions", r.base);
+    let reg = r
+        .http
+        .post(&url)
+        .basic_auth("registry", Some("s3cret"))
+        .json(&json!({"schema": "\"string\""}))
+        .send()
+        .await
+        .expect("POST over https");
+    assert_eq!(reg.status(), StatusCode::OK);
+    let none = r.http.get(&url).send().await.expect("GET over https");
+    assert_eq!(none.status(), StatusCode::UNAUTHORIZED, "auth still applies");
+    // A client that does not trust the CA refuses the registry; clear text gets nothing.
+    let untrusted = plain_client.get(&url).send().await.expect_err("untrusted certificate");
+    assert!(format!("{untrusted:?}").contains("UnknownIssuer"), "{untrusted:?}");
+    let clear = r.base.replacen("https://", "http://", 1);
+    let clear = plain_client.get(format!("{clear}/subjects")).send().await;
+    assert!(clear.is_err(), "clear text answered: {clear:?}");
+    // A stalled handshake holds no slot: others are served meanwhile.
+    let addr = r.base.trim_start_matches("https://").to_owned();
+    let _silent = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let again = r.http.get(&url).basic_auth("registry", Some("s3cret")).send().await;
+    assert_eq!(again.expect("GET").status(), StatusCode::OK);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_or_mismatched_tls_settings_are_refused_at_start() {
+    let ca = tributary_test_support::TestCa::new();
+    let mut cfg = config(&tributary_test_support::random_topic("schemas"));
+    cfg.tls_key_file = Some(ca.key_file.clone());
+    let e = Registry::open(&cfg, &kafka()).await.err().expect("a key without a certificate");
+    assert!(e.to_string().contains("[registry] tls_cert_file and tls_key_file go together"), "{e}");
+    cfg.tls_cert_file = Some(ca.cert_file.clone());
+    cfg.tls_key_file = Some(ca.ca_key_file.clone());
+    let e = Registry::open(&cfg, &kafka()).await.err().expect("another certificate's key");
+    assert!(e.to_string().contains("cannot serve HTTPS"), "{e}");
+    cfg.tls_key_file = Some("/nonexistent/key.pem".into());
+    let e = Registry::open(&cfg, &kafka()).await.err().expect("a missing key file");
+    assert!(e.to_string().contains("tls_key_file /nonexistent/key.pem"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

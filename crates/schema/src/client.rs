@@ -1,11 +1,16 @@
 //! A client of the Confluent Schema Registry API (Tributary's own registry or any compatible
 //! one), with the id → schema cache every serializer needs: ids never change meaning, so a
 //! schema fetched once is kept.
+//!
+//! An `https` registry is verified against the webpki roots (Mozilla's list, built in; not
+//! the system's store) plus the certificates of `ca_file`; a failed verification is
+//! [`ClientError::Tls`], named as such.
 
 use crate::compat::{ParsedSchema, SchemaType};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tributary_core::Secret;
@@ -24,6 +29,9 @@ pub struct RegistryClientConfig {
     pub password: Option<Secret>,
     /// Longest wait for one registry call, in milliseconds.
     pub timeout_ms: u64,
+    /// PEM file of CA certificates trusted, besides the built-in webpki roots, to verify an
+    /// `https` registry (a private CA, or the registry's self-signed certificate).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RegistryClientConfig {
@@ -35,7 +43,13 @@ impl Default for RegistryClientConfig {
 impl RegistryClientConfig {
     /// The local registry, without auth, with calls bounded by `timeout_ms`.
     pub fn with_timeout_ms(timeout_ms: u64) -> Self {
-        Self { url: "http://127.0.0.1:8081".to_owned(), user: None, password: None, timeout_ms }
+        Self {
+            url: "http://127.0.0.1:8081".to_owned(),
+            user: None,
+            password: None,
+            timeout_ms,
+            ca_file: None,
+        }
     }
 }
 
@@ -51,6 +65,13 @@ pub enum ClientError {
     /// The registry sent a schema this process cannot parse.
     #[error("schema registry sent an unusable schema: {0}")]
     Invalid(String),
+    /// TLS with the registry failed: most often its certificate is not signed by a trusted
+    /// CA (`ca_file`) or does not name the URL's host (retry once fixed).
+    #[error("schema registry TLS failed: {0}")]
+    Tls(String),
+    /// The client's settings cannot be used (an unreadable `ca_file`, for example).
+    #[error("schema registry client: {0}")]
+    Config(String),
 }
 
 /// A schema registry client.
@@ -68,23 +89,25 @@ impl std::fmt::Debug for RegistryClient {
 }
 
 impl RegistryClient {
-    /// A client of the registry at `url` (for example `http://127.0.0.1:8081`).
-    pub fn new(url: &str, auth: Option<(String, String)>, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder().timeout(timeout).build().unwrap_or_default();
-        Self {
-            base: url.trim_end_matches('/').to_owned(),
-            http,
-            auth,
-            by_id: RwLock::new(HashMap::new()),
-        }
-    }
-
-    /// A client as `config` says.
-    pub fn from_config(config: &RegistryClientConfig) -> Self {
+    /// A client as `config` says; an error when `ca_file` cannot be read or holds no
+    /// certificate.
+    pub fn from_config(config: &RegistryClientConfig) -> Result<Self, ClientError> {
         let auth = config.user.clone().map(|user| {
             (user, config.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default())
         });
-        Self::new(&config.url, auth, Duration::from_millis(config.timeout_ms))
+        let mut http = reqwest::Client::builder().timeout(Duration::from_millis(config.timeout_ms));
+        if let Some(path) = &config.ca_file {
+            for cert in ca_certificates(path)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build().map_err(|e| ClientError::Config(error_chain(&e)))?;
+        Ok(Self {
+            base: config.url.trim_end_matches('/').to_owned(),
+            http,
+            auth,
+            by_id: RwLock::new(HashMap::new()),
+        })
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Option<Value>, ClientError> {
@@ -92,7 +115,13 @@ impl RegistryClient {
             Some((u, p)) => req.basic_auth(u, Some(p)),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| ClientError::Unavailable(e.to_string()))?;
+        let resp = req.send().await.map_err(|e| match tls_failure(&e) {
+            Some(tls) => ClientError::Tls(format!(
+                "{tls} (from {}; trusted: ca_file and the webpki roots)",
+                self.base
+            )),
+            None => ClientError::Unavailable(error_chain(&e)),
+        })?;
         let status = resp.status();
         let body: Value = resp
             .json()
@@ -190,6 +219,49 @@ impl RegistryClient {
     }
 }
 
+/// The certificates of the PEM file at `path`, at least one.
+fn ca_certificates(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let what =
+        |reason: String| ClientError::Config(format!("ca_file {}: {reason}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| what(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| what(error_chain(&e)))?;
+    if certs.is_empty() {
+        return Err(what("holds no PEM certificate".to_owned()));
+    }
+    Ok(certs)
+}
+
+/// The rustls error somewhere in `err`'s causes, as text: a TLS failure, not an outage.
+fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        // An `io::Error`'s source skips the error it wraps (hyper-rustls wraps tokio-rustls'
+        // `io::Error`, which wraps rustls' error): step into the wrapped error instead.
+        cause = match e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(wrapped) => Some(wrapped),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// `err` and its causes, joined with `: ` (reqwest's own text is only "error sending request").
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.ends_with(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = e.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +280,24 @@ mod tests {
         let unknown = serde_json::from_value::<RegistryClientConfig>(json!({"uri": "x"}));
         assert!(unknown.expect_err("unknown key").to_string().contains("uri"));
         assert_eq!(RegistryClientConfig::with_timeout_ms(10_000).timeout_ms, 10_000);
+        assert_eq!(c.ca_file, None, "the built-in roots alone by default");
+    }
+
+    #[test]
+    fn an_unusable_ca_file_is_refused_when_the_client_is_made() {
+        let mut c = RegistryClientConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..RegistryClientConfig::default()
+        };
+        let e = RegistryClient::from_config(&c).expect_err("missing file");
+        assert!(e.to_string().contains("ca_file /nonexistent/ca.pem"), "{e}");
+        let path = std::env::temp_dir().join(format!("tributary-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, "no certificate here\n").expect("write");
+        c.ca_file = Some(path.clone());
+        let e = RegistryClient::from_config(&c).expect_err("no certificate");
+        let _ = std::fs::remove_file(&path);
+        assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
+        c.ca_file = None;
+        assert!(RegistryClient::from_config(&c).is_ok());
     }
 }

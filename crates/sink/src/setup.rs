@@ -126,7 +126,9 @@ impl Sink {
                 dead_letters: role == Some(TopicRole::DeadLetter),
             });
         }
-        let registry = Arc::new(RegistryClient::from_config(&config.registry));
+        let registry = RegistryClient::from_config(&config.registry)
+            .map_err(|e| SinkError::Config(format!("[sink.registry] {e}")))?;
+        let registry = Arc::new(registry);
         let dlq = EventProducer::new(&kafka, ProducerTuning::default())?;
         Ok(Self {
             config: Arc::new(config),

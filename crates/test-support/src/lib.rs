@@ -3,11 +3,16 @@
 //!
 //! Integration tests talk to a real Kafka broker. `make test` (scripts/test.sh) exports
 //! `TRIBUTARY_TEST_BOOTSTRAP`; [`bootstrap`] reads it. Tests that must stop and restart a
-//! broker start one of their own with [`LocalBroker`].
+//! broker start one of their own with [`LocalBroker`]. HTTPS tests make their certificates
+//! with [`TestCa`].
 
 pub mod broker;
+pub mod cluster;
+pub mod tls;
 
 pub use broker::LocalBroker;
+pub use cluster::LocalCluster;
+pub use tls::TestCa;
 
 use rand::Rng as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};

@@ -9,7 +9,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let (listener, addr) = super::service::bind("gateway", cfg.gateway.listen).await?;
     let state = tributary_gateway::AppState::new(cfg.gateway.clone(), cfg.kafka.clone(), catalog)?;
     let auth = if state.auth().is_some() { "jwt" } else { "off" };
-    tracing::info!(%addr, bootstrap = %cfg.kafka.bootstrap_servers, auth, "gateway listening");
+    let tls = state.tls();
+    tracing::info!(%addr, bootstrap = %cfg.kafka.bootstrap_servers, auth, tls, "gateway listening");
     tributary_gateway::serve(listener, state, crate::signal::shutdown_signal()).await?;
     tracing::info!("gateway stopped");
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
 //! `tributary up | down | status`: the local platform (see [`crate::platform`]).
 
 use crate::config::Config;
-use crate::platform::{self, settings::Settings, Globals};
+use crate::platform::{self, cluster::KafkaMode, settings::Settings, Globals};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -9,6 +9,11 @@ pub struct UpArgs {
     /// Do not start Kafka: use the broker the configuration's bootstrap servers name.
     #[arg(long)]
     no_kafka: bool,
+    /// Which Kafka: `single` (one PLAINTEXT broker on 127.0.0.1:9092) or `cluster` (three
+    /// nodes on 127.0.0.1:29092-29094, SASL_SSL with SCRAM-SHA-512, replication factor 3,
+    /// ACLs; each service connects as its own user).
+    #[arg(long, value_enum, default_value = "single", env = "TRIBUTARY_KAFKA_MODE")]
+    kafka: KafkaMode,
 }
 
 #[derive(Debug, clap::Args)]
@@ -23,7 +28,7 @@ fn settings(cfg: &Config) -> anyhow::Result<Settings> {
 }
 
 pub async fn up(args: UpArgs, cfg: Config, globals: Globals) -> anyhow::Result<ExitCode> {
-    platform::up::up(&cfg, &settings(&cfg)?, &globals, !args.no_kafka).await?;
+    platform::up::up(&cfg, &settings(&cfg)?, &globals, !args.no_kafka, args.kafka).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -14,7 +14,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
                 cfg.registry.topic, cfg.kafka.bootstrap_servers
             )
         })?;
-    tracing::info!(%addr, topic = %cfg.registry.topic, auth = cfg.registry.auth_user.is_some(), "registry listening");
+    let (auth, tls) = (cfg.registry.auth_user.is_some(), registry.tls());
+    tracing::info!(%addr, topic = %cfg.registry.topic, auth, tls, "registry listening");
     tributary_registry::serve(listener, registry, crate::signal::shutdown_signal()).await?;
     tracing::info!("registry stopped");
     Ok(ExitCode::SUCCESS)

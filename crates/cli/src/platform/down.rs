@@ -1,5 +1,6 @@
 //! `tributary down` and `tributary status`.
 
+use super::cluster::{cluster_sh, KafkaMode};
 use super::health::{healthy, Check};
 use super::process::{self, Stopped};
 use super::settings::Settings;
@@ -20,7 +21,10 @@ pub fn down(settings: &Settings, keep_kafka: bool) -> anyhow::Result<()> {
         }
     }
     if !keep_kafka {
-        let status = kafka_sh(settings, "stop")?;
+        let status = match KafkaMode::recorded(settings) {
+            KafkaMode::Single => kafka_sh(settings, "stop")?,
+            KafkaMode::Cluster => cluster_sh(settings, &["stop"])?,
+        };
         anyhow::ensure!(status.success(), "stopping kafka failed ({status})");
     }
     Ok(())
@@ -29,7 +33,11 @@ pub fn down(settings: &Settings, keep_kafka: bool) -> anyhow::Result<()> {
 /// Says what runs and is healthy; false when something is missing or unhealthy.
 pub async fn status(settings: &Settings) -> anyhow::Result<bool> {
     let http = reqwest::Client::builder().build()?;
-    let mut ok = kafka_sh(settings, "status")?.success();
+    let mut ok = match KafkaMode::recorded(settings) {
+        KafkaMode::Single => kafka_sh(settings, "status")?,
+        KafkaMode::Cluster => cluster_sh(settings, &["status"])?,
+    }
+    .success();
     // The order `make status` has always printed.
     for name in ["registry", "gateway", "sink", "processor"] {
         let Some(service) = SERVICES.iter().find(|s| s.name == name) else { continue };

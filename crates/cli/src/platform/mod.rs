@@ -6,8 +6,10 @@
 //! - [`process`]: pid files, detached starts, SIGTERM-then-SIGKILL stops;
 //! - [`health`]: health checks with deadlines;
 //! - [`prometheus`]: Prometheus's configuration rendered from the configuration (pure);
+//! - [`cluster`]: the three-node SASL_SSL cluster instead of the single broker;
 //! - [`up`] and [`down`]: the flows (`down` also has `status`).
 
+pub mod cluster;
 pub mod down;
 pub mod health;
 pub mod process;

@@ -123,6 +123,11 @@ impl Settings {
         self.root.join("deploy/kafka/kafka.sh")
     }
 
+    /// `deploy/kafka/cluster.sh`: the three-node SASL_SSL cluster.
+    pub fn cluster_script(&self) -> PathBuf {
+        self.root.join("deploy/kafka/cluster.sh")
+    }
+
     /// `deploy/monitoring/`: prometheus.yml and rules/.
     pub fn monitoring_dir(&self) -> PathBuf {
         self.root.join("deploy/monitoring")

@@ -1,6 +1,7 @@
 //! `tributary up`: Kafka, the topics, the services in order, each healthy before the next,
 //! then Prometheus, then where everything is.
 
+use super::cluster::{self, KafkaMode};
 use super::health::{wait_healthy, Check};
 use super::process::{self, Started};
 use super::settings::Settings;
@@ -20,17 +21,35 @@ pub async fn up(
     settings: &Settings,
     globals: &Globals,
     start_kafka: bool,
+    mode: KafkaMode,
 ) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().build()?;
+    std::fs::create_dir_all(&settings.state_dir)
+        .with_context(|| format!("creating {}", settings.state_dir.display()))?;
+    mode.record(settings)?;
     if start_kafka {
-        let status = kafka_sh(settings, "start")?;
+        let status = match mode {
+            KafkaMode::Single => kafka_sh(settings, "start")?,
+            KafkaMode::Cluster => cluster::cluster_sh(settings, &["start"])?,
+        };
         anyhow::ensure!(status.success(), "kafka did not start ({status})");
     }
-    if !crate::cmd::topics::apply(cfg, None).await? {
-        anyhow::bail!("the topics on {} differ from the catalog", cfg.kafka.bootstrap_servers);
+    // On the cluster, the catalog is applied as its admin user and each service connects as
+    // its own SCRAM user, allowed only what it does.
+    let admin = match mode {
+        KafkaMode::Single => cfg.clone(),
+        KafkaMode::Cluster => {
+            cluster::with_client_env(cfg, &cluster::client_env(settings, "admin")?)
+        }
+    };
+    if !crate::cmd::topics::apply(&admin, None).await? {
+        anyhow::bail!("the topics on {} differ from the catalog", admin.kafka.bootstrap_servers);
     }
     for service in SERVICES {
         let mut command = globals.command(service.name)?;
+        if mode == KafkaMode::Cluster {
+            command.envs(cluster::client_env(settings, service.name)?);
+        }
         if service.name == "sink"
             && std::env::var_os("TRIBUTARY_SINK__BUFFER_FLUSH_TIME_SECS").is_none()
         {
@@ -42,7 +61,21 @@ pub async fn up(
         wait_healthy(&http, name, &url, check, service.deadline, &mut started, &log).await?;
     }
     start_prometheus(settings, &http).await?;
-    println!("{}", summary(settings, &kafka_env(settings)));
+    let mut settings = settings.clone();
+    if mode == KafkaMode::Cluster {
+        settings.addrs.bootstrap = format!(
+            "{} (SASL_SSL, SCRAM-SHA-512; settings per user: deploy/kafka/cluster.sh client-env USER)",
+            admin.kafka.bootstrap_servers
+        );
+    }
+    let mut kafka = kafka_env(&settings);
+    if mode == KafkaMode::Cluster {
+        let env = cluster::cluster_sh_env(&settings);
+        if let Some(dir) = env.get("KAFKA_CLUSTER_STATE_DIR") {
+            kafka.insert("KAFKA_STATE_DIR".to_owned(), format!("{dir}/node-1"));
+        }
+    }
+    println!("{}", summary(&settings, &kafka));
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! `GET /api/v1/events/{topic}/latest`: the newest committed events of a topic.
+//! `GET /api/v1/events/{topic}/latest`: the newest committed events of a topic, read with a
+//! reader from the gateway's bounded pool (shared with streams that catch up).
 
 use super::view::RecordView;
 use crate::error::{ApiError, ErrorBody};
@@ -6,7 +7,7 @@ use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tributary_kafka::reader::read_latest;
 
 /// Answer of `GET .../latest`.
@@ -32,7 +33,7 @@ pub struct LatestQuery {
         (status = 200, description = "Newest first", body = LatestResponse),
         (status = 400, description = "Bad limit", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
-        (status = 503, description = "Kafka unavailable", body = ErrorBody),
+        (status = 503, description = "Kafka unavailable, or `overloaded`: no pooled reader came free within `latest_timeout_ms`", body = ErrorBody),
     )
 )]
 pub async fn latest(
@@ -53,11 +54,25 @@ pub async fn latest(
     }
     let kafka = state.inner.kafka.clone();
     let name = spec.name.clone();
-    let timeout = Duration::from_millis(cfg.latest_timeout_ms);
-    let records = tokio::task::spawn_blocking(move || read_latest(&kafka, &name, limit, timeout))
-        .await
-        .map_err(|e| ApiError::Internal(format!("reader task failed: {e}")))?
-        .map_err(|e| state.unavailable(&e))?;
+    // One deadline for waiting for a pooled reader and for reading.
+    let deadline = Instant::now() + Duration::from_millis(cfg.latest_timeout_ms);
+    let hubs = &state.inner.hubs;
+    let Some(permit) = hubs.reader_permit(Duration::from_millis(cfg.latest_timeout_ms)).await
+    else {
+        return Err(ApiError::Overloaded {
+            limit: cfg.reader_pool_size,
+            retry_after_secs: cfg.retry_after_secs,
+        });
+    };
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let records = tokio::task::spawn_blocking(move || {
+        let read = read_latest(&kafka, &name, limit, timeout);
+        drop(permit);
+        read
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("reader task failed: {e}")))?
+    .map_err(|e| state.unavailable(&e))?;
     Ok(Json(LatestResponse {
         topic,
         events: {

@@ -1,0 +1,112 @@
+//! The three-node SASL_SSL cluster for tests (deploy/kafka/cluster.sh, the script behind
+//! `make up KAFKA=cluster`): the one `make test` starts and shares (named by
+//! `TRIBUTARY_TEST_CLUSTER_PORT` and `TRIBUTARY_TEST_CLUSTER_STATE`), or else one of the test's
+//! own, stopped when dropped.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A running three-node cluster.
+pub struct LocalCluster {
+    /// Node 1's client port; nodes 2 and 3 use the next two.
+    pub port: u16,
+    state: PathBuf,
+    /// Started by this value (stopped and removed on drop), not shared.
+    owned: bool,
+}
+
+fn script() -> PathBuf {
+    crate::repo_root().join("deploy/kafka/cluster.sh")
+}
+
+impl LocalCluster {
+    /// The cluster `make test` shares, else a new one.
+    pub fn shared_or_start() -> Self {
+        let port = std::env::var("TRIBUTARY_TEST_CLUSTER_PORT").ok().and_then(|p| p.parse().ok());
+        let state = std::env::var_os("TRIBUTARY_TEST_CLUSTER_STATE").map(PathBuf::from);
+        match (port, state) {
+            (Some(port), Some(state)) => Self { port, state, owned: false },
+            _ => Self::start(),
+        }
+    }
+
+    /// Starts a new cluster on free ports and waits until it answers (a minute or two).
+    pub fn start() -> Self {
+        let port = free_base();
+        let state =
+            std::env::temp_dir().join(format!("tributary-cluster-{}", crate::random_suffix()));
+        let cluster = Self { port, state, owned: true };
+        cluster.run(&["start"]);
+        cluster
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("bash");
+        c.arg(script())
+            .args(args)
+            .env("KAFKA_CLUSTER_PORT", self.port.to_string())
+            .env("KAFKA_CLUSTER_STATE_DIR", &self.state);
+        c
+    }
+
+    fn run(&self, args: &[&str]) {
+        let status = self.command(args).status().expect("running cluster.sh");
+        assert!(status.success(), "cluster.sh {} failed (port {})", args.join(" "), self.port);
+    }
+
+    /// The `TRIBUTARY_KAFKA__*` settings of SCRAM user `user` (admin, gateway, registry,
+    /// processor, sink, connect).
+    pub fn client_env(&self, user: &str) -> BTreeMap<String, String> {
+        let out = self.command(&["client-env", user]).output().expect("running cluster.sh");
+        assert!(
+            out.status.success(),
+            "client-env {user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    /// Comma-separated bootstrap servers.
+    pub fn bootstrap(&self) -> String {
+        (0..3).map(|i| format!("127.0.0.1:{}", self.port + i)).collect::<Vec<_>>().join(",")
+    }
+
+    /// SIGKILLs node `n` (1-3).
+    pub fn kill(&self, n: u8) {
+        self.run(&["kill", &n.to_string()]);
+    }
+
+    /// Starts node `n` again and waits until its port answers.
+    pub fn start_node(&self, n: u8) {
+        self.run(&["start-node", &n.to_string()]);
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if self.owned {
+            for n in 1..=3u8 {
+                let _ = self.command(&["kill", &n.to_string()]).status();
+            }
+            let _ = std::fs::remove_dir_all(&self.state);
+        }
+    }
+}
+
+/// A base port whose nine ports (clients, +100 brokers, +200 controllers) are free.
+fn free_base() -> u16 {
+    use rand::Rng as _;
+    let mut rng = rand::rng();
+    loop {
+        let base: u16 = rng.random_range(30_000..40_000);
+        let ports = (0..3).flat_map(|i| [base + i, base + 100 + i, base + 200 + i]);
+        if ports.into_iter().all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+}
