@@ -132,8 +132,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (pos, 0u8..8).prop_map(|(p, b)| Mutation::FlipBit(p, b)),
         (pos, prop::sample::select(INTERESTING)).prop_map(|(p, b)| Mutation::SetByte(p, b)),
         (pos, any::<u8>()).prop_map(|(p, b)| Mutation::SetByte(p, b)),
-        (pos, prop::collection::vec(any::<u8>(), 1..8))
-            .prop_map(|(p, b)| Mutation::Insert(p, b)),
+        (pos, prop::collection::vec(any::<u8>(), 1..8)).prop_map(|(p, b)| Mutation::Insert(p, b)),
         (
             pos,
             prop_oneof![
