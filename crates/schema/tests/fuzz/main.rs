@@ -6,8 +6,8 @@
 //! bits, sets bytes to values decoders trip on (varint continuation bytes, invalid UTF-8,
 //! brackets), inserts huge varints, repeats a slice (deep nesting), truncates, or splices in
 //! part of another seed. Every input must be decoded or refused without a panic, within
-//! [`MAX_INPUT_TIME`], on a thread with a 2 MiB stack (a tokio worker's), and what decodes must
-//! round-trip where an encoder exists. `TRIBUTARY_FUZZ_SEED` (a number) picks other mutants
+//! [`max_input_time`] (2 s and 20 µs a byte), on a thread with a 2 MiB stack (a tokio
+//! worker's), and what decodes must round-trip where an encoder exists. `TRIBUTARY_FUZZ_SEED` (a number) picks other mutants
 //! for a long run (docs/security.md, "Fuzzing").
 //!
 //! A failure prints the input in the corpus's `.hex` format: add it to the target's corpus
@@ -22,8 +22,12 @@ use std::time::{Duration, Instant};
 
 /// Mutants per target when `TRIBUTARY_FUZZ_CASES` is not set.
 const DEFAULT_CASES: u32 = 2_000;
-/// Longest time one input may take (a release build takes microseconds to milliseconds).
-const MAX_INPUT_TIME: Duration = Duration::from_secs(2);
+/// Longest time one input may take: 2 s, plus 20 µs a byte (50 KB/s), so time must grow
+/// linearly with the input. A release build takes microseconds to milliseconds; the margin is
+/// for machines whose cores are busy with other builds (a load of 5 per core here).
+fn max_input_time(len: usize) -> Duration {
+    Duration::from_secs(2) + Duration::from_micros(20).saturating_mul(len as u32)
+}
 /// A tokio worker thread's stack: decoders run on one in the services.
 const STACK_BYTES: usize = 2 * 1024 * 1024;
 
@@ -222,9 +226,9 @@ fn settings() -> (u32, u64) {
 fn run_one(check: fn(&[u8]) -> Result<(), String>, input: &[u8]) -> Result<(), String> {
     let started = Instant::now();
     check(input)?;
-    let took = started.elapsed();
-    if took > MAX_INPUT_TIME {
-        return Err(format!("took {took:?}, more than {MAX_INPUT_TIME:?}"));
+    let (took, limit) = (started.elapsed(), max_input_time(input.len()));
+    if took > limit {
+        return Err(format!("took {took:?} for {} bytes, more than {limit:?}", input.len()));
     }
     Ok(())
 }
