@@ -307,8 +307,9 @@ mod tests {
     async fn errors_show_neither_the_registry_url_nor_its_password() {
         // Nothing listens on port 9 of loopback: the call fails at once. The error reaches logs
         // and the gateway's 503 answers, which anyone may read.
-        let client =
-            RegistryClient::new("http://alice:s3cret-pw@127.0.0.1:9", None, Duration::from_secs(2));
+        let mut config = RegistryClientConfig::with_timeout_ms(2_000);
+        config.url = "http://alice:s3cret-pw@127.0.0.1:9".to_owned();
+        let client = RegistryClient::from_config(&config).expect("a client");
         let err = client.schema(1).await.expect_err("nothing listens").to_string();
         assert!(err.starts_with("schema registry unavailable"), "{err}");
         assert!(!err.contains("s3cret-pw"), "{err}");
