@@ -33,9 +33,10 @@ test: bootstrap ## Run every test against a real broker (starts one if none is r
 test-connect: ## Kafka Connect worker + Snowflake sink config validation against a broker (TRIBUTARY_TEST_BOOTSTRAP)
 	@tests/connect/test_connect.sh
 
-lint: ## rustfmt check and clippy with warnings as errors
+lint: ## rustfmt check, clippy with warnings as errors, cargo deny (licenses, bans, sources; deny.toml)
 	cargo fmt --all -- --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
+	@scripts/cargo-deny.sh check licenses bans sources
 
 fmt: ## Format the code
 	cargo fmt --all

@@ -10,6 +10,9 @@
 #   - the Python virtualenv of the interoperability and monitoring tests,
 #     ~/.cache/tributary/venv, from tests/interop/requirements.txt (rebuilt when that changes).
 #
+# `make lint` needs cargo-deny too; scripts/cargo-deny.sh installs it when lint first runs (a
+# 25-minute build on 2 cores that `make up` and `make test` do not need).
+#
 # It checks before it installs, so on a machine that has everything it does nothing and takes a
 # fraction of a second; `apt-get update` runs only when a package is missing. It uses sudo when
 # not root. When it cannot install without asking (not root, no passwordless sudo and no

@@ -351,6 +351,92 @@ mod tests {
         });
     }
 
+    /// Whether a setting's name says it holds a secret: a password, passphrase, secret, key or
+    /// PEM (`is_secret_name`), a token or a credential; `jwt_public_key` names a public key.
+    fn names_a_secret(name: &str) -> bool {
+        let other =
+            name.split(['.', '_', '-']).any(|p| p.contains("token") || p.contains("credential"));
+        (tributary_core::is_secret_name(name) || other) && !name.ends_with("public_key")
+    }
+
+    /// The dotted paths of the settings (the leaves) of `value`.
+    fn leaves(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+        if let serde_json::Value::Object(map) = value {
+            for (k, v) in map {
+                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                if v.is_object() && !v.as_object().is_some_and(serde_json::Map::is_empty) {
+                    leaves(v, &path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+    }
+
+    /// Every setting whose name says secret, and every URL's password, set to a recognisable
+    /// value: none may show in `config show` or in `Debug`. A secret setting added as a plain
+    /// `String` fails here without anyone listing it.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
+    fn no_secret_ever_shows() {
+        figment::Jail::expect_with(|_jail| {
+            let mut value = serde_json::to_value(Config::default()).expect("json");
+            let mut paths = Vec::new();
+            leaves(&value, "", &mut paths);
+            let mut planted = Vec::new();
+            for (i, path) in paths.iter().enumerate() {
+                let leaf = path.rsplit('.').next().unwrap_or(path);
+                let marker = format!("planted-secret-{i}");
+                let setting = if names_a_secret(leaf) {
+                    marker.clone()
+                } else if leaf == "url" {
+                    format!("https://user:{marker}@registry.example:8081")
+                } else {
+                    continue;
+                };
+                let pointer = format!("/{}", path.replace('.', "/"));
+                *value.pointer_mut(&pointer).expect("a setting") = serde_json::json!(setting);
+                planted.push((path.clone(), marker));
+            }
+            // librdkafka properties are secrets by their names.
+            for name in [
+                "sasl.password",
+                "ssl.key.password",
+                "ssl.key.pem",
+                "sasl.oauthbearer.client.secret",
+            ] {
+                let marker = format!("planted-property-{name}");
+                value["kafka"]["extra"][name] = serde_json::json!(marker);
+                planted.push((format!("kafka.extra.{name}"), marker));
+            }
+            let names: Vec<&str> = planted.iter().map(|(p, _)| p.as_str()).collect();
+            for known in [
+                "kafka.sasl_password",
+                "gateway.jwt_secret",
+                "registry.auth_password",
+                "sink.sql_token",
+                "gateway.registry.password",
+                "processor.registry.url",
+            ] {
+                assert!(names.contains(&known), "{known} was not found among {names:?}");
+            }
+            let config: Config = Figment::from(Serialized::defaults(&value))
+                .extract()
+                .expect("a configuration with every secret set");
+            let planted_in =
+                |s: &Option<Secret>| s.as_ref().is_some_and(|s| s.expose().starts_with("planted-"));
+            assert!(planted_in(&config.kafka.sasl_password) && planted_in(&config.sink.sql_token));
+            assert!(config.sink.registry.url.contains("planted-"), "the URL was set");
+            let shown = crate::cmd::config::show(&config).expect("config show");
+            let debug = format!("{config:?}\n{config:#?}");
+            for (path, marker) in &planted {
+                assert!(!shown.contains(marker.as_str()), "{path} shows in config show:\n{shown}");
+                assert!(!debug.contains(marker.as_str()), "{path} shows in Debug");
+            }
+            Ok(())
+        });
+    }
+
     #[test]
     fn unknown_keys_and_bad_catalogs_are_errors() {
         let (path, _rm) = file("[gateway]\nlisen = \"x\"\n");

@@ -17,10 +17,12 @@ use tributary_core::Secret;
 
 /// How a service reaches the schema registry: the `[gateway.registry]`,
 /// `[processor.registry]` and `[sink.registry]` tables of `tributary.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryClientConfig {
-    /// Base URL of the registry (Confluent API), for example `http://127.0.0.1:8081`.
+    /// Base URL of the registry (Confluent API), for example `http://127.0.0.1:8081`. A
+    /// password in it (`https://user:password@host`) is shown as `***`; prefer `password`.
+    #[serde(serialize_with = "serialize_url")]
     pub url: String,
     /// Basic-auth user, if the registry requires one.
     pub user: Option<String>,
@@ -115,18 +117,19 @@ impl RegistryClient {
             Some((u, p)) => req.basic_auth(u, Some(p)),
             None => req,
         };
+        // Errors without the URL: they reach logs and the gateway's 503 answers, and the URL
+        // names an internal host (and may carry a password).
         let resp = req.send().await.map_err(|e| match tls_failure(&e) {
             Some(tls) => ClientError::Tls(format!(
-                "{tls} (from {}; trusted: ca_file and the webpki roots)",
-                self.base
+                "{tls} (verifying the schema registry's certificate; trusted: ca_file and the webpki roots)"
             )),
-            None => ClientError::Unavailable(error_chain(&e)),
+            None => ClientError::Unavailable(describe(e)),
         })?;
         let status = resp.status();
         let body: Value = resp
             .json()
             .await
-            .map_err(|e| ClientError::Unavailable(format!("unreadable answer: {e}")))?;
+            .map_err(|e| ClientError::Unavailable(format!("unreadable answer: {}", describe(e))))?;
         if status.is_success() {
             return Ok(Some(body));
         }
@@ -262,9 +265,68 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// `url` with the password of its userinfo (`https://user:password@host`) shown as `***`.
+pub fn redacted_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    let Some(at) = url[start..end].rfind('@').map(|i| start + i) else { return url.to_owned() };
+    match url[start..at].split_once(':') {
+        Some((user, _)) => {
+            format!("{}{user}:{}{}", &url[..start], tributary_core::secret::REDACTED, &url[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// A request's error and its causes, without the URL.
+fn describe(e: reqwest::Error) -> String {
+    error_chain(&e.without_url())
+}
+
+fn serialize_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redacted_url(url))
+}
+
+impl std::fmt::Debug for RegistryClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClientConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn errors_show_neither_the_registry_url_nor_its_password() {
+        // Nothing listens on port 9 of loopback: the call fails at once. The error reaches logs
+        // and the gateway's 503 answers, which anyone may read.
+        let mut config = RegistryClientConfig::with_timeout_ms(2_000);
+        config.url = "http://alice:s3cret-pw@127.0.0.1:9".to_owned();
+        let client = RegistryClient::from_config(&config).expect("a client");
+        let err = client.schema(1).await.expect_err("nothing listens").to_string();
+        assert!(err.starts_with("schema registry unavailable"), "{err}");
+        assert!(!err.contains("s3cret-pw"), "{err}");
+        assert!(!err.contains("127.0.0.1:9"), "{err}");
+        assert!(err.contains("refused"), "the cause stays: {err}");
+    }
+
+    #[test]
+    fn a_url_shows_without_its_password() {
+        let mut c = RegistryClientConfig::with_timeout_ms(1);
+        c.url = "https://alice:s3cret-pw@r.example:8081/base".to_owned();
+        let shown = format!("{c:?} {}", serde_json::to_string(&c).expect("json"));
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("https://alice:***@r.example:8081/base"), "{shown}");
+        assert_eq!(redacted_url("http://r:8081/a@b"), "http://r:8081/a@b", "an @ in the path");
+        assert_eq!(redacted_url("http://u@r:1"), "http://u@r:1", "a user without a password");
+    }
 
     #[test]
     fn the_client_table_reads_and_never_shows_its_password() {

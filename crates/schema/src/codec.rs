@@ -156,8 +156,12 @@ fn convert(schema: &Schema, v: &Json, path: &str) -> Result<Avro, EncodeError> {
 }
 
 /// Decodes an Avro datum written with `writer` into JSON. String fields holding a JSON object
-/// (the event schema's `payload` and `metadata`) are shown as that object.
+/// (the event schema's `payload` and `metadata`) are shown as that object. A datum that nests,
+/// claims lengths or multiplies values beyond [`crate::avro_bounds`] is refused before it is
+/// decoded.
 pub fn decode_to_json(writer: &Schema, mut body: &[u8]) -> Result<Json, String> {
+    crate::avro_bounds::check(writer, body)
+        .map_err(|e| format!("not an Avro value of its schema: {e}"))?;
     let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
         .build()
         .and_then(|r| r.read_value(&mut body))

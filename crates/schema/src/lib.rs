@@ -8,6 +8,7 @@
 //! registry for ids and schemas).
 
 pub mod avro;
+pub mod avro_bounds;
 pub mod client;
 pub mod codec;
 pub mod compat;

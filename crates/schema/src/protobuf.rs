@@ -19,6 +19,58 @@ use serde_json::{Map, Value as Json};
 
 const FILE_NAME: &str = "schema.proto";
 
+/// Deepest nesting of `{`, `[`, `(` and `<` in `.proto` text. protox bounds nested messages
+/// (31) but parses an option's message literal recursively without a limit: 5,000 nested `{`
+/// in a 50 KB schema overflowed a 2 MiB stack and aborted the registry.
+pub const MAX_TEXT_NESTING: usize = 64;
+
+/// Refuses `.proto` text that nests brackets deeper than [`MAX_TEXT_NESTING`], outside
+/// strings and comments.
+fn check_nesting(text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' => {
+                while let Some(d) = chars.next() {
+                    match d {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '\n' => break,
+                        d if d == c => break,
+                        _ => {}
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                chars.find(|&d| d == '\n');
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut star = false;
+                for d in chars.by_ref() {
+                    if star && d == '/' {
+                        break;
+                    }
+                    star = d == '*';
+                }
+            }
+            '{' | '[' | '(' | '<' => {
+                depth += 1;
+                if depth > MAX_TEXT_NESTING {
+                    return Err(format!(
+                        "invalid Protobuf schema: it nests brackets deeper than {MAX_TEXT_NESTING} levels"
+                    ));
+                }
+            }
+            '}' | ']' | ')' | '>' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A parsed `.proto` file.
 #[derive(Debug, Clone)]
 pub struct ProtoSchema {
@@ -39,7 +91,8 @@ impl FileResolver for Single {
 
 /// Confluent's newer clients (confluent-kafka for Python, for one) register a Protobuf schema
 /// as a base64-encoded `FileDescriptorProto` rather than as `.proto` text.
-fn descriptor_file(text: &str) -> Option<File> {
+/// `None` when `text` is not one; `Some(Err)` for a descriptor this registry refuses.
+fn descriptor_file(text: &str) -> Option<Result<File, String>> {
     use base64::Engine as _;
     let trimmed = text.trim();
     if trimmed.contains(char::is_whitespace) || trimmed.contains(';') {
@@ -49,7 +102,33 @@ fn descriptor_file(text: &str) -> Option<File> {
     let file = File::decode_file_descriptor_proto(bytes.as_slice()).ok()?;
     let mut descriptor = file.file_descriptor_proto().clone();
     descriptor.name = Some(FILE_NAME.to_owned());
-    Some(File::from_file_descriptor_proto(descriptor))
+    // prost-reflect 0.16 panics (an index out of bounds while it describes the error) on a
+    // syntax it does not know; the fuzz corpus's descriptor-unknown-syntax.hex found it.
+    if !matches!(descriptor.syntax.as_deref(), None | Some("proto2" | "proto3")) {
+        return Some(Err(
+            "invalid Protobuf schema: the descriptor's syntax is not proto2 or proto3".to_owned(),
+        ));
+    }
+    Some(Ok(File::from_file_descriptor_proto(descriptor)))
+}
+
+/// Compiles the schema's file with Google's well-known types available.
+fn compile(file: File) -> Result<FileDescriptor, String> {
+    // Without the source positions: each error the compiler finds looked its position up in a
+    // list as long as the file, so 17,000 duplicate fields in 256 KiB took about a minute (the
+    // fuzz corpus's duplicate-fields.proto). Errors still name the field.
+    let mut descriptor = file.file_descriptor_proto().clone();
+    descriptor.source_code_info = None;
+    let file = File::from_file_descriptor_proto(descriptor);
+    let mut chain = ChainFileResolver::new();
+    chain.add(Single(file));
+    chain.add(GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(chain);
+    compiler.include_imports(true);
+    compiler.open_file(FILE_NAME).map_err(|e| format!("invalid Protobuf schema: {e}"))?;
+    let pool: DescriptorPool = compiler.descriptor_pool();
+    pool.get_file_by_name(FILE_NAME)
+        .ok_or_else(|| "invalid Protobuf schema: the file did not compile".to_owned())
 }
 
 impl ProtoSchema {
@@ -57,20 +136,19 @@ impl ProtoSchema {
     /// well-known types are available).
     pub fn parse(text: &str) -> Result<Self, String> {
         let file = match descriptor_file(text) {
-            Some(f) => f,
-            None => File::from_source(FILE_NAME, text)
-                .map_err(|e| format!("invalid Protobuf schema: {e}"))?,
+            Some(f) => f?,
+            None => {
+                check_nesting(text)?;
+                File::from_source(FILE_NAME, text)
+                    .map_err(|e| format!("invalid Protobuf schema: {e}"))?
+            }
         };
-        let mut chain = ChainFileResolver::new();
-        chain.add(Single(file));
-        chain.add(GoogleFileResolver::new());
-        let mut compiler = protox::Compiler::with_file_resolver(chain);
-        compiler.include_imports(true);
-        compiler.open_file(FILE_NAME).map_err(|e| format!("invalid Protobuf schema: {e}"))?;
-        let pool: DescriptorPool = compiler.descriptor_pool();
-        let file = pool
-            .get_file_by_name(FILE_NAME)
-            .ok_or_else(|| "invalid Protobuf schema: the file did not compile".to_owned())?;
+        // A panic of the compiler on hostile text is a refused schema, not a dead connection
+        // (or, while the registry replays `_schemas`, a dead registry).
+        let file = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compile(file)))
+            .unwrap_or_else(|_| {
+                Err("invalid Protobuf schema: the Protobuf compiler failed on it".to_owned())
+            })?;
         if file.messages().next().is_none() {
             return Err("invalid Protobuf schema: it defines no message".to_owned());
         }
@@ -140,7 +218,7 @@ impl ProtoSchema {
         let desc = self
             .message(&indexes)
             .ok_or_else(|| format!("no message at index path {indexes:?}"))?;
-        let msg = DynamicMessage::decode(desc, body)
+        let msg = DynamicMessage::decode(desc.clone(), body)
             .map_err(|e| format!("not a Protobuf value of its schema: {e}"))?;
         let options = prost_reflect::SerializeOptions::new()
             .use_proto_field_name(true)
@@ -150,6 +228,14 @@ impl ProtoSchema {
         msg.serialize_with_options(&mut ser, &options).map_err(|e| e.to_string())?;
         let mut json: Json = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
         if let Json::Object(o) = &mut json {
+            // Proto3 JSON leaves out a field at its default (a timestamp of 0); a reader of the
+            // top-level message expects every field without presence, as Avro gives them.
+            for f in desc.fields().filter(|f| !f.supports_presence() && !f.is_list() && !f.is_map())
+            {
+                if !o.contains_key(f.name()) {
+                    o.insert(f.name().to_owned(), default_json(&f.kind()));
+                }
+            }
             // The event schema keeps these two JSON objects as text; show them as objects.
             for (_, v) in o.iter_mut().filter(|(k, _)| *k == "payload" || *k == "metadata") {
                 if let Json::String(s) = v {
@@ -162,6 +248,18 @@ impl ProtoSchema {
             }
         }
         Ok(json)
+    }
+}
+
+/// The JSON of a scalar field at its default value, as the proto3 JSON mapping writes it.
+fn default_json(kind: &Kind) -> Json {
+    match kind {
+        Kind::Bool => Json::Bool(false),
+        Kind::String | Kind::Bytes => Json::String(String::new()),
+        Kind::Float | Kind::Double => Json::from(0.0),
+        Kind::Enum(e) => Json::String(e.default_value().name().to_owned()),
+        Kind::Message(_) => Json::Null,
+        _ => Json::from(0),
     }
 }
 
@@ -300,6 +398,36 @@ mod tests {
         assert_eq!(back["timestamp"], 1_796_040_000_250i64);
         assert_eq!(back["payload"], json!({"url": "/"}));
         assert_eq!(back["user_id"], "u1");
+    }
+
+    #[test]
+    fn deep_brackets_are_refused_before_parsing() {
+        let literal = format!("{}1{}", "{ a: ".repeat(5_000), " }".repeat(5_000));
+        let text = format!(
+            "syntax = \"proto3\"; package p; import \"google/protobuf/descriptor.proto\";
+             extend google.protobuf.MessageOptions {{ Lit lit = 50000; }}
+             message Lit {{ Lit a = 1; }} message M {{ option (lit) = {literal}; }}"
+        );
+        let err = ProtoSchema::parse(&text).expect_err("too deep");
+        assert!(err.contains("deeper than 64"), "{err}");
+        let brackets = |c: &str| c.repeat(MAX_TEXT_NESTING + 1);
+        let quoted = format!(
+            "syntax = \"proto3\"; package p; // {}\nmessage M {{ string s = 1 [json_name = \"{}\"]; }} /* {} */",
+            brackets("{"),
+            brackets("["),
+            brackets("(")
+        );
+        ProtoSchema::parse(&quoted).expect("brackets in comments and strings do not count");
+    }
+
+    #[test]
+    fn fields_at_their_default_are_shown() {
+        let schema = ProtoSchema::parse(EVENT).expect("schemas/event.proto parses");
+        let fields = json!({"event_id": "e1", "timestamp": 0, "event_type": "t", "payload": {}});
+        let bytes = schema.encode(fields.as_object().expect("object")).expect("encodes");
+        let back = schema.decode_to_json(&bytes).expect("decodes");
+        assert_eq!(back["timestamp"], 0, "{back}");
+        assert_eq!(back.get("user_id"), None, "an optional field stays absent: {back}");
     }
 
     #[test]

@@ -20,9 +20,14 @@ enum ConfigCommand {
 pub fn run(args: Args, cfg: Config) -> anyhow::Result<ExitCode> {
     match args.command {
         ConfigCommand::Show => {
-            // Passwords and keys are `Secret`s: they serialize as "***".
-            println!("{}", serde_json::to_string_pretty(&cfg)?);
+            println!("{}", show(&cfg)?);
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What `config show` prints. Passwords, keys and tokens are `Secret`s, which serialize as
+/// "***", and a registry URL's password too (config.rs, `no_secret_ever_shows`).
+pub fn show(cfg: &Config) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(cfg)?)
 }
