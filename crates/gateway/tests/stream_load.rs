@@ -35,7 +35,10 @@ async fn load_gateway_child() {
     if std::env::var(CHILD_ENV).is_err() {
         return;
     }
-    let gw = common::TestGateway::start(|_| {}).await;
+    // Every client of the harness comes from 127.0.0.1, and without auth the per-principal
+    // cap counts per address: lift it to the total cap, which is what is measured here.
+    let gw =
+        common::TestGateway::start(|c| c.ws_max_streams_per_principal = c.ws_max_streams).await;
     println!("LOAD_GATEWAY {} {} {}", gw.addr, gw.topics.click, std::process::id());
     let _ = tokio::task::spawn_blocking(|| {
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())
