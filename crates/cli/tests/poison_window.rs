@@ -132,17 +132,8 @@ fn write(producer: &FutureProducer, topic: &str, records: &[(String, Vec<u8>)]) 
     rt.block_on(async {
         let mut sends = Vec::with_capacity(records.len());
         for (key, value) in records {
-            let mut fr = FutureRecord::<str, [u8]>::to(topic).key(key).payload(value);
-            loop {
-                match producer.send_result(fr) {
-                    Ok(f) => break sends.push(f),
-                    Err((e, back)) => {
-                        assert!(format!("{e}").contains("Queue full"), "enqueueing: {e}");
-                        fr = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }
+            let fr = FutureRecord::<str, [u8]>::to(topic).key(key).payload(value);
+            sends.push(tributary_test_support::enqueue(producer, fr).await);
         }
         for f in sends {
             f.await.expect("delivery").expect("record written");

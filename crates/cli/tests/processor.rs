@@ -374,16 +374,7 @@ fn produce(s: &Scenario) -> Expected {
             if let Some(k) = &r.key {
                 fr = fr.key(k.as_str());
             }
-            loop {
-                match producer.send_result(fr) {
-                    Ok(f) => break sends.push(f),
-                    Err((e, back)) => {
-                        assert!(format!("{e}").contains("Queue full"), "enqueueing: {e}");
-                        fr = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }
+            sends.push(tributary_test_support::enqueue(&producer, fr).await);
         }
         let mut got = Vec::new();
         for f in sends {

@@ -11,7 +11,6 @@ use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tributary_core::{aggregate_topic, murmur2_partition};
 use tributary_test_support::{free_port, metric, spawn_logged, wait_http, KillOnDrop};
@@ -108,15 +107,9 @@ dlq_topic = "{dlq}"
 
     /// `tributary warehouse sql --json` as a user runs it; the single value of the answer.
     fn sql_count(&self, query: &str) -> i64 {
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .args(["warehouse", "sql", "--json", query])
-            .output()
-            .expect("warehouse sql");
-        assert!(out.status.success(), "{query}: {}", String::from_utf8_lossy(&out.stderr));
-        let v: Value = serde_json::from_slice(&out.stdout).expect("a JSON answer");
-        v["rows"][0][0].as_str().and_then(|n| n.parse().ok()).expect("a count")
+        let rows = tributary_test_support::warehouse_sql(BIN, &self.config, query);
+        let value = rows.first().and_then(|r| r.first()).cloned().flatten();
+        value.and_then(|n| n.parse().ok()).expect("a count")
     }
 
     fn logs(&self) -> String {

@@ -87,15 +87,7 @@ value_format = "json"
 
     /// `tributary warehouse sql` as a user runs it; the JSON rows.
     fn sql(&self, query: &str) -> Vec<Vec<Option<String>>> {
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .args(["warehouse", "sql", "--json", query])
-            .output()
-            .expect("warehouse sql");
-        assert!(out.status.success(), "{query}: {}", String::from_utf8_lossy(&out.stderr));
-        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON answer");
-        serde_json::from_value(v["rows"].clone()).expect("rows")
+        tributary_test_support::warehouse_sql(BIN, &self.config, query)
     }
 
     fn count(&self, extra: &str) -> i64 {

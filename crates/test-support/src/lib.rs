@@ -48,6 +48,39 @@ pub fn apply_topics(bin: &str, config: &std::path::Path) {
     assert!(out.status.success(), "topics apply: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Hands `record` to `producer`, waiting while librdkafka's queue is full; its delivery.
+/// Records enqueued one after another keep that order on their partition.
+pub async fn enqueue<'a>(
+    producer: &rdkafka::producer::FutureProducer,
+    mut record: rdkafka::producer::FutureRecord<'a, str, [u8]>,
+) -> rdkafka::producer::DeliveryFuture {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return delivery,
+            Err((e, back)) => {
+                let full = rdkafka::types::RDKafkaErrorCode::QueueFull;
+                assert_eq!(e.rdkafka_error_code(), Some(full), "enqueueing: {e}");
+                record = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+/// `<bin> --config <config> warehouse sql --json <query>`, as a user runs it, required to
+/// succeed; the rows, every value as text (`None` for NULL).
+pub fn warehouse_sql(bin: &str, config: &std::path::Path, query: &str) -> Vec<Vec<Option<String>>> {
+    let out = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .args(["warehouse", "sql", "--json", query])
+        .output()
+        .expect("running tributary warehouse sql");
+    assert!(out.status.success(), "{query}: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON answer");
+    serde_json::from_value(v["rows"].clone()).expect("rows of text or null")
+}
+
 /// Bootstrap servers of the broker the tests share.
 pub fn bootstrap() -> String {
     std::env::var("TRIBUTARY_TEST_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
