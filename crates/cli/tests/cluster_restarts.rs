@@ -15,8 +15,8 @@ fn load(base: &str, topic: &str) -> Load {
     Load::start(&[base.to_owned()], topic, 3, Duration::from_millis(20))
 }
 
-/// Issue 10, scenario 6: every broker stopped and started again, one at a time (a rolling
-/// restart, as an upgrade does it), while everything runs.
+/// Issue 10, scenario 6: every broker stopped and started again, one at a time, each back in
+/// sync before the next goes (a rolling restart, as an upgrade does it), while everything runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_broker_loses_and_doubles_nothing() {
     let _one = exclusive().await;
@@ -30,11 +30,15 @@ async fn a_rolling_restart_of_every_broker_loses_and_doubles_nothing() {
     for node in 1..=3u8 {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let node_started = Instant::now();
-        tokio::task::block_in_place(|| {
+        let synced = tokio::task::block_in_place(|| {
             faults.stop(node);
             faults.start(node);
+            p.wait_fully_replicated(Duration::from_secs(120))
         });
-        eprintln!("node {node} restarted in {:?}", node_started.elapsed());
+        eprintln!(
+            "node {node} restarted and in sync in {:?} ({synced:?} to catch up)",
+            node_started.elapsed()
+        );
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     drop(faults);

@@ -205,6 +205,34 @@ impl Platform {
         u8::try_from(leader).unwrap_or_else(|_| panic!("{topic}/{partition} has no leader"))
     }
 
+    /// Waits (`timeout` at most) until every partition of every topic has all its replicas in
+    /// sync, as an operator does between two steps of a rolling restart; how long it took.
+    pub fn wait_fully_replicated(&self, timeout: Duration) -> Duration {
+        let consumer: BaseConsumer = self.admin_client().create().expect("admin client");
+        let started = Instant::now();
+        loop {
+            let lagging = match consumer.fetch_metadata(None, Duration::from_secs(10)) {
+                Ok(md) => md
+                    .topics()
+                    .iter()
+                    .flat_map(|t| t.partitions().iter().map(move |p| (t.name(), p)))
+                    .filter(|(_, p)| p.isr().len() < p.replicas().len())
+                    .map(|(t, p)| format!("{t}/{}", p.id()))
+                    .collect::<Vec<_>>(),
+                Err(e) => vec![e.to_string()],
+            };
+            if lagging.is_empty() {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "not in sync after {timeout:?}: {}",
+                lagging.join(", ")
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// What a `read_committed` reader (the admin user) finds on `topic` with `partitions`
     /// partitions: every record's (partition, offset, JSON value).
     pub fn read_all(&self, topic: &str, partitions: i32) -> Vec<(i32, i64, Value)> {
