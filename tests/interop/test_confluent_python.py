@@ -14,12 +14,14 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from conftest import BOOTSTRAP, http
 
 
-def consume_all(topic, count, deserializer, timeout=30):
-    """The first `count` records of `topic`, deserialized, read_committed."""
+def consume_all(topic, count, deserializer, timeout=30, client=None, group="interop"):
+    """The first `count` records of `topic`, deserialized, read_committed; `client` replaces
+    the plaintext broker's settings (the cluster's: SASL_SSL, SCRAM, CA), `group` prefixes the
+    consumer group (a prefix the user's ACLs allow)."""
     consumer = Consumer(
         {
-            "bootstrap.servers": BOOTSTRAP,
-            "group.id": f"interop-{secrets.token_hex(4)}",
+            **(client or {"bootstrap.servers": BOOTSTRAP}),
+            "group.id": f"{group}-{secrets.token_hex(4)}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
