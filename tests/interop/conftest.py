@@ -1,10 +1,14 @@
 """Fixtures for interoperability tests: the real `tributary` binary (registry and gateway) on a
 real broker, and clients that no one here wrote (confluent-kafka for Python).
 
-`platform` runs on the plaintext broker of TRIBUTARY_TEST_BOOTSTRAP; `cluster_platform` on the
-three-node SASL_SSL cluster that `make test` shares (deploy/kafka/cluster.sh, named by
-TRIBUTARY_TEST_CLUSTER_PORT and TRIBUTARY_TEST_CLUSTER_STATE), each service as its own SCRAM user
-with exactly the settings docs/deployment.md gives for MSK."""
+Every test runs twice (the `platform` fixture is parametrized): on the plaintext broker of
+TRIBUTARY_TEST_BOOTSTRAP, and on the three-node SASL_SSL cluster that `make test` shares
+(deploy/kafka/cluster.sh: SCRAM-SHA-512, TLS from its own CA, replication factor 3,
+min.insync.replicas=2, ACLs; named by TRIBUTARY_TEST_CLUSTER_PORT and
+TRIBUTARY_TEST_CLUSTER_STATE), where each service runs as its own SCRAM user and confluent-kafka
+reads as user `sink` and writes as user `gateway` (the only service user that may write
+`events.*`), each with exactly the settings docs/deployment.md gives for MSK. Without those two
+variables the cluster runs are skipped, saying why."""
 
 import json
 import os
@@ -142,6 +146,7 @@ role = "source"
 value_format = "protobuf"
 """
             )
+        self.cluster = cluster
         self.procs = []
         subprocess.run(
             [BIN, "--config", self.config, "topics", "apply"],
@@ -151,6 +156,17 @@ value_format = "protobuf"
         )
         self.start("registry", f"{self.registry}/subjects")
         self.start("gateway", f"{self.gateway}/api/v1/health")
+
+    def reader(self):
+        """(confluent-kafka settings, consumer group prefix) of a reader: on the cluster the sink
+        user, whose ACLs allow reading events.* in groups tributary-sink*."""
+        if self.cluster:
+            return cluster_client("sink"), "tributary-sink-interop"
+        return {"bootstrap.servers": BOOTSTRAP}, "interop"
+
+    def writer(self):
+        """confluent-kafka settings of a producer: on the cluster the gateway user."""
+        return cluster_client("gateway") if self.cluster else {"bootstrap.servers": BOOTSTRAP}
 
     def start(self, command, ready_url):
         log = open(os.path.join(os.path.dirname(self.config), f"{command}.log"), "w")
@@ -169,25 +185,16 @@ value_format = "protobuf"
                 p.kill()
 
 
-@pytest.fixture
-def platform():
-    with tempfile.TemporaryDirectory() as workdir:
-        p = Platform(workdir)
-        try:
-            yield p
-        finally:
-            p.stop()
-
-
-@pytest.fixture
-def cluster_platform():
-    if not (CLUSTER_PORT and CLUSTER_STATE):
+@pytest.fixture(params=["broker", "cluster"])
+def platform(request):
+    cluster = request.param == "cluster"
+    if cluster and not (CLUSTER_PORT and CLUSTER_STATE):
         pytest.skip(
             "no cluster: set TRIBUTARY_TEST_CLUSTER_PORT and TRIBUTARY_TEST_CLUSTER_STATE "
-            "(scripts/test.sh does) to run the confluent-kafka tests over SASL_SSL/SCRAM"
+            "(scripts/test.sh does) to run confluent-kafka over SASL_SSL/SCRAM"
         )
     with tempfile.TemporaryDirectory() as workdir:
-        p = Platform(workdir, cluster=True)
+        p = Platform(workdir, cluster=cluster)
         try:
             yield p
         finally:
