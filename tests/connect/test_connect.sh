@@ -89,7 +89,8 @@ cleanup() {
   "$CONNECT" stop >/dev/null 2>&1 || true
   if [ -n "$on_cluster" ]; then
     CONNECT_STATE_DIR="$work/cluster-state" CONNECT_PORT="$on_cluster" "$CONNECT" stop >/dev/null 2>&1 || true
-    timeout 60 cluster tool kafka-topics --delete --topic "$CONNECT_TOPIC_PREFIX-.*" >/dev/null 2>&1 || true
+    KAFKA_CLUSTER_PORT="$CLUSTER_PORT" KAFKA_CLUSTER_STATE_DIR="$CLUSTER_STATE" timeout 60 \
+      "$ROOT/deploy/kafka/cluster.sh" tool kafka-topics --delete --topic "$CONNECT_TOPIC_PREFIX-.*" >/dev/null 2>&1 || true
   fi
   if [ -n "$own_broker" ]; then
     KAFKA_PORT="$own_broker" KAFKA_STATE_DIR="$work/kafka" "$KAFKA" stop >/dev/null 2>&1 || true
