@@ -7,8 +7,8 @@
 # and stops it afterwards. The cluster tests share a three-node SASL_SSL cluster on
 # 127.0.0.1:39092-39094 that this script starts and stops (or the one TRIBUTARY_TEST_CLUSTER_PORT
 # and TRIBUTARY_TEST_CLUSTER_STATE name), kept running for the confluent-kafka tests
-# (tests/interop runs each test on the broker and on the cluster) and the Kafka Connect worker's cluster run, which get
-# the same two variables. Tests create their own randomly named topics, so a shared broker is
+# (tests/interop runs each on the broker and on the cluster) and the Kafka Connect worker's
+# cluster run, which get the same two variables. Tests create their own randomly named topics, so a shared broker is
 # safe. Extra arguments go to `cargo test` (for example `make test ARGS=...` is not needed:
 # scripts/test.sh -p tributary-gateway).
 set -euo pipefail
