@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tributary_test_support::platform::exclusive;
 use tributary_test_support::{free_port, random_suffix, KillOnDrop, LocalCluster};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
@@ -106,6 +107,7 @@ impl Scenario {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_use_their_own_users_and_name_what_the_cluster_refuses() {
+    let _one = exclusive().await;
     let cluster = LocalCluster::shared_or_start();
     let s = Scenario::new();
     let admin = cluster.client_env("admin");
@@ -229,6 +231,7 @@ fn stdout_of(what: &str, out: &std::process::Output) -> String {
 /// mechanism, user, password, CA file), each as the user docs/deployment.md names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_line_tools_run_over_the_cluster_as_their_users() {
+    let _one = exclusive().await;
     let cluster = LocalCluster::shared_or_start();
     let s = random_suffix();
     let dir = std::env::temp_dir().join(format!("tributary-cluster-cli-{s}"));
