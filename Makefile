@@ -14,17 +14,17 @@ bootstrap: ## Install what up and test need and this machine lacks (scripts/boot
 	@scripts/bootstrap.sh
 
 build: bootstrap ## Build the tributary binary (release profile, shared with the tests)
-	cargo build --release -p tributary-cli
+	scripts/cargo.sh build --release -p tributary-cli
 
 up: build ## Start Kafka, the topics, registry, gateway, processor, sink and Prometheus (KAFKA=cluster: three SASL_SSL nodes)
 	@$(BIN) up $(if $(KAFKA),--kafka $(KAFKA))
 
 down: ## Stop everything `make up` started
-	@[ -x $(BIN) ] || cargo build --release -p tributary-cli
+	@[ -x $(BIN) ] || scripts/cargo.sh build --release -p tributary-cli
 	@$(BIN) down
 
 status: ## Say what is running
-	@[ -x $(BIN) ] || cargo build --release -p tributary-cli
+	@[ -x $(BIN) ] || scripts/cargo.sh build --release -p tributary-cli
 	@$(BIN) status
 
 test: bootstrap ## Run every test against a real broker (starts one if none is running)
@@ -35,7 +35,7 @@ test-connect: ## Kafka Connect worker + Snowflake sink config validation against
 
 lint: ## rustfmt check, clippy with warnings as errors, cargo deny (licenses, bans, sources; deny.toml)
 	cargo fmt --all -- --check
-	cargo clippy --release --workspace --all-targets -- -D warnings
+	scripts/cargo.sh clippy --release --workspace --all-targets -- -D warnings
 	@scripts/cargo-deny.sh check licenses bans sources
 
 fmt: ## Format the code

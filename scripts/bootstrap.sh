@@ -3,7 +3,7 @@
 # `make test` and `.ci/run` call it first. On a fresh Debian (12 or later) it installs:
 #
 #   - Debian packages: a C toolchain and headers for librdkafka (built from the rdkafka crate's
-#     bundled sources), Java 17+ and Maven for the Kafka broker resolved from Maven Central, curl,
+#     bundled sources), unzip (scripts/duckdb.sh takes the prebuilt DuckDB out of its jar), Java 17+ and Maven for the Kafka broker resolved from Maven Central, curl,
 #     Prometheus with promtool (started by `make up`, needed by the monitoring tests), Python with
 #     venv, jq and openssl (the interoperability and Kafka Connect tests), Node.js 20+ with npm
 #     (the AWS infrastructure tests);
@@ -53,6 +53,7 @@ done
 need_command() { command -v "$1" > /dev/null 2>&1 || missing+=("$2"); }
 need_command curl curl
 need_command jq jq
+need_command unzip unzip
 need_command openssl openssl
 need_command python3 python3
 need_command java default-jre-headless

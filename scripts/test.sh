@@ -58,7 +58,7 @@ fi
 
 log="$(mktemp /tmp/tributary-test-log.XXXXXX)"
 set +e
-cargo test --release --workspace --all-targets --no-run "$@" 2>&1 | tail -n 3
+"$ROOT/scripts/cargo.sh" test --release --workspace --all-targets --no-run "$@" 2>&1 | tail -n 3
 if [ -n "$cluster_pid" ]; then
   if wait "$cluster_pid"; then
     export TRIBUTARY_TEST_CLUSTER_PORT=39092 TRIBUTARY_TEST_CLUSTER_STATE="$cluster_state"
@@ -68,7 +68,7 @@ if [ -n "$cluster_pid" ]; then
   cluster_pid=""
   rm -f "$cluster_state.log"
 fi
-cargo test --release --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$log"
+"$ROOT/scripts/cargo.sh" test --release --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 read -r passed failed < <(awk '/^test result: /{for(i=1;i<=NF;i++){if($(i+1) ~ /^passed;/) p+=$i; if($(i+1) ~ /^failed;/) f+=$i}} END{print p+0, f+0}' "$log")
