@@ -22,7 +22,8 @@
 #
 # Users (SCRAM-SHA-512; passwords made on first start, kept under the state directory, mode 600):
 #   admin      super user: `tributary topics apply`, `gen`'s direct writes, the tools
-#   gateway    writes events.*, reads events.*, aggregates.* and reference.* (latest, streams)
+#   gateway    writes events.*, reads events.*, aggregates.* and reference.* (latest, streams),
+#              DescribeConfigs on them (health reads min.insync.replicas)
 #   registry   owns _schemas
 #   processor  reads events.* and reference.*, writes aggregates.* and events.dlq, its group
 #              and transactional ids tributary-processor*; `tributary dlq` (replay writes
@@ -51,7 +52,7 @@ TLS="$STATE/tls"
 # The nodes' certificate subject: the principal the controllers and brokers know each other by.
 NODE_DN="CN=tributary-broker"
 # Raised when apply_acls changes, so a cluster made before gets the new ACLs on its next start.
-ACL_VERSION=4
+ACL_VERSION=5
 
 log() { printf 'kafka cluster: %s\n' "$*" >&2; }
 # shellcheck source=../lib/process.sh
@@ -254,9 +255,10 @@ acl() {
 apply_acls() {
   [ "$(cat "$STATE/.acls" 2>/dev/null)" = "$ACL_VERSION" ] && return 0
   local prefixed=(--resource-pattern-type prefixed)
-  acl gateway Write Read Describe -- --topic events. "${prefixed[@]}"
-  acl gateway Read Describe -- --topic aggregates. "${prefixed[@]}"
-  acl gateway Read Describe -- --topic reference. "${prefixed[@]}"
+  # DescribeConfigs: health reads min.insync.replicas to say why a partition takes no writes.
+  acl gateway Write Read Describe DescribeConfigs -- --topic events. "${prefixed[@]}"
+  acl gateway Read Describe DescribeConfigs -- --topic aggregates. "${prefixed[@]}"
+  acl gateway Read Describe DescribeConfigs -- --topic reference. "${prefixed[@]}"
   # Readers that assign partitions themselves still name the group tributary-reader, and
   # librdkafka looks its coordinator up: every service that reads needs it.
   local u

@@ -9,6 +9,8 @@
 #   kafka.sh stop               SIGTERM, then SIGKILL after a grace period
 #   kafka.sh kill               SIGKILL at once (fault tests)
 #   kafka.sh status             exit 0 and say so when the broker answers, 3 when it does not
+#   kafka.sh pid                print the broker's pid (exit 3 when it is not running), for
+#                               fault tests that freeze it with SIGSTOP
 #   kafka.sh wait [SECS]        wait until the broker answers
 #   kafka.sh tool NAME [ARGS]   run a Kafka tool, for example: tool kafka-topics --list
 #   kafka.sh env                print the resolved settings
@@ -243,6 +245,7 @@ case "$cmd" in
   stop) stop ;;
   kill) kill9 ;;
   status) status ;;
+  pid) if pid_alive; then cat "$STATE/kafka.pid"; else log "not running (port $PORT)"; exit 3; fi ;;
   wait) wait_ready "${1:-120}" ;;
   tool)
     install
@@ -254,5 +257,5 @@ case "$cmd" in
   env)
     printf 'KAFKA_VERSION=%s\nKAFKA_HOME=%s\nKAFKA_PORT=%s\nKAFKA_CONTROLLER_PORT=%s\nKAFKA_STATE_DIR=%s\nKAFKA_METRICS_PORT=%s\n' \
       "$VERSION" "$HOME_DIR" "$PORT" "$CONTROLLER_PORT" "$STATE" "$METRICS_PORT" ;;
-  *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
+  *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
 esac

@@ -19,7 +19,15 @@ pub struct GatewayConfig {
     /// Most events accepted in one batch (413 above it).
     pub max_batch_events: usize,
     /// Longest wait for Kafka to acknowledge a write before answering 503, in milliseconds.
+    /// The record is not given up then: it keeps its place until `delivery_timeout_ms`, and a
+    /// retry with the same `event_id` gets its position once Kafka acknowledges it.
     pub produce_timeout_ms: u64,
+    /// How long the producer keeps trying to deliver a record before giving it up (librdkafka
+    /// `message.timeout.ms`, the Java client's `delivery.timeout.ms`), in milliseconds. Must be
+    /// greater than `produce_timeout_ms`: a record given up while its request may have reached
+    /// the broker can be written again by the idempotent producer, so it should outlast a
+    /// leader failover rather than the HTTP deadline.
+    pub delivery_timeout_ms: u64,
     /// `Retry-After` sent with 503 answers, in seconds.
     pub retry_after_secs: u64,
     /// How long an `event_id` is remembered per topic so a retry returns the original
@@ -165,6 +173,20 @@ impl Default for RateLimitConfig {
     }
 }
 
+impl GatewayConfig {
+    /// Settings that cannot work together, named.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.delivery_timeout_ms <= self.produce_timeout_ms {
+            return Err(format!(
+                "[gateway] delivery_timeout_ms ({}) must be greater than produce_timeout_ms ({}): \
+                 a record must outlive the answer to its request, so a retry finds its outcome",
+                self.delivery_timeout_ms, self.produce_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
@@ -173,6 +195,7 @@ impl Default for GatewayConfig {
             max_batch_body_bytes: 16 * 1024 * 1024,
             max_batch_events: 10_000,
             produce_timeout_ms: 5_000,
+            delivery_timeout_ms: 120_000,
             retry_after_secs: 2,
             dedupe_window_secs: 600,
             dedupe_max_entries: 1_000_000,
@@ -207,5 +230,21 @@ impl Default for GatewayConfig {
             producer_queue_max_kbytes: 64 * 1024,
             rate_limit: RateLimitConfig::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delivery_timeout_must_outlast_the_write_deadline() {
+        let ok = GatewayConfig::default();
+        assert!(ok.validate().is_ok());
+        assert!(ok.delivery_timeout_ms > ok.produce_timeout_ms);
+        let bad = GatewayConfig { delivery_timeout_ms: 5_000, ..GatewayConfig::default() };
+        let err = bad.validate().expect_err("equal to produce_timeout_ms");
+        assert!(err.contains("delivery_timeout_ms (5000)"), "{err}");
+        assert!(err.contains("produce_timeout_ms (5000)"), "{err}");
     }
 }

@@ -3,7 +3,9 @@
 //! Guarantees: a `201` means Kafka acknowledged the write (`acks=all`, idempotent producer);
 //! a rejected event writes nothing; a retried `event_id` within the dedupe window returns the
 //! original position and writes nothing; when Kafka is unreachable writes answer `503` with
-//! `Retry-After` within `produce_timeout_ms`; SIGTERM lets in-flight writes finish.
+//! `Retry-After` within `produce_timeout_ms`, while the record keeps its place until
+//! `delivery_timeout_ms`, so a retry gets its final position rather than a second write;
+//! SIGTERM lets in-flight writes finish (up to `shutdown_grace_secs`).
 //!
 //! Start reading at [`router`] (the routes), then [`events`] (writes and reads), [`stream`]
 //! (the WebSocket stream) and [`ops`] (health, metrics, OpenAPI).
@@ -18,6 +20,7 @@ mod listen;
 pub mod metrics;
 pub mod ops;
 pub mod ratelimit;
+pub mod replicas;
 pub mod schemas;
 mod shed;
 pub mod stream;
@@ -58,6 +61,8 @@ struct Inner {
     catalog: Catalog,
     producer: EventProducer,
     dedupe: dedupe::Dedupe,
+    /// Topics' `min.insync.replicas`, for health (see [`replicas`]).
+    replicas: replicas::Replicas,
     schemas: schemas::TopicSchemas,
     topics: HashMap<String, metrics::TopicMetrics>,
     health: ops::HealthCache,
@@ -86,6 +91,7 @@ impl AppState {
         catalog: Catalog,
     ) -> Result<Self, GatewayError> {
         let _ = metrics::prometheus();
+        config.validate().map_err(GatewayError::Config)?;
         let auth = auth::Auth::from_config(&config).map_err(GatewayError::Config)?;
         let tls = tributary_ops::tls::TlsAcceptor::from_files(
             config.tls_cert_file.as_deref(),
@@ -96,7 +102,7 @@ impl AppState {
         let schemas = schemas::TopicSchemas::new(&config, &catalog)
             .map_err(|e| GatewayError::Config(format!("[gateway.registry] {e}")))?;
         let tuning = ProducerTuning {
-            delivery_timeout_ms: config.produce_timeout_ms,
+            delivery_timeout_ms: config.delivery_timeout_ms,
             ..ProducerTuning::default()
         };
         let limiter =
@@ -106,6 +112,7 @@ impl AppState {
             max_kbytes: config.producer_queue_max_kbytes,
         };
         let producer = EventProducer::with_queue_bound(&kafka, tuning, bound)?;
+        let replicas = replicas::Replicas::new(&kafka)?;
         let topics =
             catalog.iter().map(|t| (t.name.clone(), metrics::TopicMetrics::new(&t.name))).collect();
         let (shutdown_tx, shutdown) = watch::channel(false);
@@ -118,6 +125,7 @@ impl AppState {
                     config.dedupe_max_entries,
                 ),
                 health: ops::HealthCache::default(),
+                replicas,
                 schemas,
                 config,
                 kafka,
@@ -251,7 +259,9 @@ pub async fn serve(
         },
     };
     if let Err(err) = state.inner.producer.flush(grace).await {
-        tracing::warn!(error = %err, "flushing the producer at shutdown");
+        // Dropping the producer gives these up: written or not, nobody learns which.
+        let unacknowledged = state.inner.producer.in_flight();
+        tracing::warn!(error = %err, unacknowledged, "records still unacknowledged at shutdown");
     }
     result
 }

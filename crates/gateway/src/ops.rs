@@ -73,6 +73,8 @@ async fn catalog_check(
         .filter(|name| !info.topics.contains(name))
         .collect();
     if missing.is_empty() {
+        let catalog = &state.inner.catalog;
+        state.inner.replicas.check(info, |t| catalog.get(t).is_some(), timeout).await?;
         return Ok(info.brokers);
     }
     match state.inner.producer.denied_topics(missing.clone(), timeout).await {

@@ -79,10 +79,17 @@ impl TopicSchemas {
                     *entry.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(kept);
                     Ok(Some(WriteSchema { id: r.id, schema: r.schema }))
                 }
-                None => Err(ApiError::RegistryUnavailable {
-                    message: format!("the schema of topic {} could not be loaded: {e}", spec.name),
-                    retry_after_secs: self.retry_after_secs,
-                }),
+                None => {
+                    // The client's answer is 503 with the same text; the log keeps it too.
+                    tracing::warn!(topic = %spec.name, error = %e, "loading the topic's schema; answering 503");
+                    Err(ApiError::RegistryUnavailable {
+                        message: format!(
+                            "the schema of topic {} could not be loaded: {e}",
+                            spec.name
+                        ),
+                        retry_after_secs: self.retry_after_secs,
+                    })
+                }
             },
         }
     }

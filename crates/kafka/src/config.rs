@@ -113,7 +113,10 @@ fn text_map<'de, D: serde::Deserializer<'de>>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerTuning {
     /// Upper bound on the time from `send` to a delivery report, success or failure
-    /// (librdkafka `message.timeout.ms`). The gateway's 503 deadline.
+    /// (librdkafka `message.timeout.ms`). A record given up while its request may have reached
+    /// the broker can be written twice by a retry (or by the idempotent producer itself after
+    /// an epoch bump), so callers with a shorter deadline of their own (the gateway's HTTP
+    /// answer) keep this longer than it and wait for the outcome elsewhere.
     pub delivery_timeout_ms: u64,
     /// How long the producer waits to fill a batch (`linger.ms`); the spec says 10.
     pub linger_ms: u64,
@@ -170,13 +173,14 @@ impl KafkaConfig {
         let mut c = self.base();
         c.set("compression.type", "snappy")
             .set("linger.ms", tuning.linger_ms.to_string())
-            .set("message.timeout.ms", tuning.delivery_timeout_ms.to_string())
             .set("request.timeout.ms", tuning.delivery_timeout_ms.clamp(1_000, 30_000).to_string());
         for (k, v) in &self.extra {
             c.set(k, v.expose());
         }
-        // The guarantees other tools rely on, set last so nothing overrides them.
-        c.set("acks", "all")
+        // The guarantees other tools rely on, set last so nothing overrides them. A record
+        // given up early may be written twice, so its timeout is the caller's setting only.
+        c.set("message.timeout.ms", tuning.delivery_timeout_ms.to_string())
+            .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("max.in.flight.requests.per.connection", "5")
             .set("partitioner", "murmur2_random");
@@ -277,6 +281,7 @@ mod tests {
                 ("linger.ms", "50"),
                 ("acks", "1"),
                 ("enable.idempotence", "false"),
+                ("message.timeout.ms", "1000"),
                 ("isolation.level", "read_uncommitted"),
                 ("ssl.key.password", "kp"),
             ]
@@ -294,6 +299,7 @@ mod tests {
         assert_eq!(get(&c, "linger.ms"), Some("50"), "extra tunes what it may");
         assert_eq!(get(&c, "acks"), Some("all"), "extra cannot weaken acks");
         assert_eq!(get(&c, "enable.idempotence"), Some("true"));
+        assert_eq!(get(&c, "message.timeout.ms"), Some("5000"), "the caller's delivery timeout");
         let c = cfg.consumer(None);
         assert_eq!(get(&c, "isolation.level"), Some("read_committed"));
     }

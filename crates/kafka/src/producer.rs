@@ -121,6 +121,10 @@ pub struct ClusterInfo {
     /// Names of the topics that exist, without errors. Topics this client may not describe
     /// are left out by the broker; [`EventProducer::denied_topics`] tells them apart.
     pub topics: Vec<String>,
+    /// The replicas of every partition of those topics.
+    pub partitions: Vec<crate::isr::PartitionReplicas>,
+    /// Every broker of the metadata: its id, host and port.
+    pub broker_addrs: Vec<(i32, String, i32)>,
 }
 
 /// Idempotent `acks=all` producer configured as the spec says.
@@ -245,13 +249,20 @@ impl EventProducer {
             let none = RdError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown);
             return Err(self.explained("fetching cluster metadata", none));
         }
-        let topics = md
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .map(|t| t.name().to_owned())
+        let ok = || md.topics().iter().filter(|t| t.error().is_none());
+        let topics = ok().map(|t| t.name().to_owned()).collect();
+        let partitions = ok()
+            .flat_map(|t| t.partitions().iter().map(move |p| (t.name(), p)))
+            .map(|(topic, p)| crate::isr::PartitionReplicas {
+                topic: topic.to_owned(),
+                partition: p.id(),
+                replicas: p.replicas().to_vec(),
+                isr: p.isr().to_vec(),
+            })
             .collect();
-        Ok(ClusterInfo { brokers: md.brokers().len(), topics })
+        let broker_addrs =
+            md.brokers().iter().map(|b| (b.id(), b.host().to_owned(), b.port())).collect();
+        Ok(ClusterInfo { brokers: md.brokers().len(), topics, partitions, broker_addrs })
     }
 
     /// Which of `names` the broker refuses to describe to this client (no ACL), as opposed to

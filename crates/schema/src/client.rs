@@ -5,6 +5,13 @@
 //! An `https` registry is verified against the webpki roots (Mozilla's list, built in; not
 //! the system's store) plus the certificates of `ca_file`; a failed verification is
 //! [`ClientError::Tls`], named as such.
+//!
+//! Connections are kept alive between calls, for at most [`POOL_IDLE`]: below the idle
+//! timeout of the servers a registry sits behind (Jetty's 30 s in Confluent's, a load
+//! balancer's 60 s), so the client drops an idle connection before the server closes it under
+//! a request. A request that still meets a connection closed under it (sent, no answer, the
+//! connection gone) is sent once more on a new one: every call of this client is idempotent
+//! (a lookup, or registering a schema, which answers the same id again).
 
 use crate::compat::{ParsedSchema, SchemaType};
 use serde::{Deserialize, Serialize};
@@ -14,6 +21,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tributary_core::Secret;
+
+/// Longest time an idle connection to the registry is kept for the next call.
+pub const POOL_IDLE: Duration = Duration::from_secs(15);
 
 /// How a service reaches the schema registry: the `[gateway.registry]`,
 /// `[processor.registry]` and `[sink.registry]` tables of `tributary.toml`.
@@ -81,6 +91,8 @@ pub struct RegistryClient {
     base: String,
     http: reqwest::Client,
     auth: Option<(String, String)>,
+    /// Longest wait for one call, to name it when it passes.
+    timeout_ms: u64,
     by_id: RwLock<HashMap<u32, Arc<ParsedSchema>>>,
 }
 
@@ -97,7 +109,9 @@ impl RegistryClient {
         let auth = config.user.clone().map(|user| {
             (user, config.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default())
         });
-        let mut http = reqwest::Client::builder().timeout(Duration::from_millis(config.timeout_ms));
+        let mut http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .pool_idle_timeout(POOL_IDLE);
         if let Some(path) = &config.ca_file {
             for cert in ca_certificates(path)? {
                 http = http.add_root_certificate(cert);
@@ -108,8 +122,38 @@ impl RegistryClient {
             base: config.url.trim_end_matches('/').to_owned(),
             http,
             auth,
+            timeout_ms: config.timeout_ms,
             by_id: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Sends `req`, once more on a new connection when the one it went out on was closed
+    /// under it (see the module's header).
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let again = req.try_clone();
+        let first = match req.send().await {
+            Err(e) if closed_under(&e) => e,
+            sent => return sent.map_err(|e| self.failure(e)),
+        };
+        tracing::debug!(error = %describe_ref(&first), "schema registry connection closed under a request; sending it again");
+        match again {
+            Some(req) => req.send().await.map_err(|e| self.failure(e)),
+            None => Err(self.failure(first)),
+        }
+    }
+
+    /// What a failed send means, without the URL: it reaches logs and the gateway's 503
+    /// answers, and the URL names an internal host (and may carry a password).
+    fn failure(&self, e: reqwest::Error) -> ClientError {
+        if let Some(tls) = tls_failure(&e) {
+            return ClientError::Tls(format!(
+                "{tls} (verifying the schema registry's certificate; trusted: ca_file and the webpki roots)"
+            ));
+        }
+        if e.is_timeout() {
+            return ClientError::Unavailable(format!("no answer within {} ms", self.timeout_ms));
+        }
+        ClientError::Unavailable(describe(e))
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Option<Value>, ClientError> {
@@ -117,14 +161,7 @@ impl RegistryClient {
             Some((u, p)) => req.basic_auth(u, Some(p)),
             None => req,
         };
-        // Errors without the URL: they reach logs and the gateway's 503 answers, and the URL
-        // names an internal host (and may carry a password).
-        let resp = req.send().await.map_err(|e| match tls_failure(&e) {
-            Some(tls) => ClientError::Tls(format!(
-                "{tls} (verifying the schema registry's certificate; trusted: ca_file and the webpki roots)"
-            )),
-            None => ClientError::Unavailable(describe(e)),
-        })?;
+        let resp = self.send(req).await?;
         let status = resp.status();
         let body: Value = resp
             .json()
@@ -281,6 +318,39 @@ pub fn redacted_url(url: &str) -> String {
 /// A request's error and its causes, without the URL.
 fn describe(e: reqwest::Error) -> String {
     error_chain(&e.without_url())
+}
+
+fn describe_ref(e: &reqwest::Error) -> String {
+    let mut text = error_chain(e);
+    if let Some(url) = e.url() {
+        text = text.replace(&format!(" for url ({url})"), "");
+    }
+    text
+}
+
+/// Whether `e` says the connection a request went out on was closed before an answer came
+/// (a kept-alive connection the server closed at that moment), as opposed to a registry that
+/// cannot be reached (refused, timed out) or a TLS failure.
+fn closed_under(e: &reqwest::Error) -> bool {
+    if e.is_timeout() || e.is_connect() || !e.is_request() {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            if matches!(io.kind(), K::ConnectionReset | K::BrokenPipe | K::ConnectionAborted) {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn serialize_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {

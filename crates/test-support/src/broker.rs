@@ -39,15 +39,18 @@ impl LocalBroker {
     }
 
     fn try_run(&self, action: &str) -> bool {
-        Command::new("bash")
-            .arg(script())
+        self.command(action).status().is_ok_and(|s| s.success())
+    }
+
+    fn command(&self, action: &str) -> Command {
+        let mut c = Command::new("bash");
+        c.arg(script())
             .arg(action)
             .env("KAFKA_PORT", self.port.to_string())
             .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
             .env("KAFKA_STATE_DIR", &self.state)
-            .env("KAFKA_HEAP", "512m")
-            .status()
-            .is_ok_and(|s| s.success())
+            .env("KAFKA_HEAP", "512m");
+        c
     }
 
     /// `host:port` to bootstrap from.
@@ -69,10 +72,39 @@ impl LocalBroker {
     pub fn restart(&self) {
         self.run("start");
     }
+
+    /// The broker's process id (`kafka.sh pid`).
+    pub fn pid(&self) -> u32 {
+        let out = self.command("pid").output().expect("running kafka.sh pid");
+        assert!(
+            out.status.success(),
+            "kafka.sh pid: the broker on port {} is not running",
+            self.port
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("kafka.sh pid prints a pid")
+    }
+
+    /// Freezes the broker (SIGSTOP): its connections stay open and requests already sent stay
+    /// unanswered, as when a broker stalls, until [`LocalBroker::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen broker run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.pid().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid} failed");
+    }
 }
 
 impl Drop for LocalBroker {
     fn drop(&mut self) {
+        // SIGKILL ends a frozen broker too.
         self.try_run("kill");
         let _ = std::fs::remove_dir_all(&self.state);
     }

@@ -190,10 +190,14 @@ impl AppState {
         }
     }
 
+    /// The answer at the write deadline. The record is still in librdkafka's hands (until
+    /// `delivery_timeout_ms`): its outcome is not known yet, and a retry with the same
+    /// `event_id` waits for it instead of writing again.
     fn late(&self) -> ApiError {
         ApiError::Unavailable {
             message: format!(
-                "kafka did not acknowledge the write within {} ms; retrying with the same event_id is safe",
+                "kafka has not acknowledged the write within {} ms and its outcome is not known \
+                 yet; retrying with the same event_id is safe and answers its position once written",
                 self.inner.config.produce_timeout_ms
             ),
             retry_after_secs: self.inner.config.retry_after_secs,
