@@ -9,18 +9,19 @@
 //! - fatal: the owner drops the producer, [`starts`](TransactionalProducer::start) a new one
 //!   with the same `transactional.id` and rebuilds its state from the committed offsets.
 
+use crate::cause::{Causes, Watched};
 use crate::config::{KafkaConfig, ProducerTuning};
 use crate::error::{KafkaError, TxnClass};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::TopicPartitionList;
 use std::time::{Duration, Instant};
 
 /// How long one transactional call (init, offsets, commit, abort) may take.
 pub const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How many times a retriable commit failure is tried in all.
+/// How many times a retriable commit failure is tried in all, within [`TXN_TIMEOUT`].
 const COMMIT_ATTEMPTS: u64 = 5;
 
 /// How a transactional producer is configured.
@@ -40,7 +41,9 @@ pub struct TxnSettings {
 /// A producer with a transaction always open: [`TransactionalProducer::start`] begins the
 /// first, and the owner begins the next after each commit or abort.
 pub struct TransactionalProducer {
-    inner: ThreadedProducer<DefaultProducerContext>,
+    inner: ThreadedProducer<Watched>,
+    /// Refusals librdkafka reported (credentials, TLS, ACLs), to explain its errors.
+    causes: Causes,
 }
 
 impl std::fmt::Debug for TransactionalProducer {
@@ -53,6 +56,16 @@ impl TransactionalProducer {
     /// Creates the producer and initialises transactions, which fences the previous producer
     /// with this `transactional.id` and aborts what it left open, then begins a transaction.
     pub fn start(kafka: &KafkaConfig, settings: &TxnSettings) -> Result<Self, KafkaError> {
+        Self::start_watched(kafka, settings, Causes::default())
+    }
+
+    /// [`TransactionalProducer::start`], noting refusals in `causes` (a service's health) and
+    /// naming a recent one in the errors of its calls.
+    pub fn start_watched(
+        kafka: &KafkaConfig,
+        settings: &TxnSettings,
+        causes: Causes,
+    ) -> Result<Self, KafkaError> {
         let mut c = kafka.producer(settings.tuning);
         c.set("transactional.id", &settings.transactional_id);
         if let Some(ms) = settings.transaction_timeout_ms {
@@ -63,63 +76,81 @@ impl TransactionalProducer {
                 c.set("retry.backoff.ms", ms.to_string());
             }
         }
-        let inner: ThreadedProducer<DefaultProducerContext> =
-            c.create().map_err(|e| KafkaError::new("creating the producer", e))?;
-        inner
-            .init_transactions(TXN_TIMEOUT)
-            .map_err(|e| KafkaError::new("init_transactions", e))?;
-        inner.begin_transaction().map_err(|e| KafkaError::new("begin_transaction", e))?;
-        Ok(Self { inner })
+        let context = Watched { causes: causes.clone() };
+        let inner: ThreadedProducer<Watched> = c
+            .create_with_context(context)
+            .map_err(|e| KafkaError::new("creating the producer", e))?;
+        inner.init_transactions(TXN_TIMEOUT).map_err(|e| causes.explain("init_transactions", e))?;
+        inner.begin_transaction().map_err(|e| causes.explain("begin_transaction", e))?;
+        Ok(Self { inner, causes })
     }
 
-    /// Hands a record to the open transaction, waiting while the producer's queue is full.
+    /// Hands a record to the open transaction, waiting while the producer's queue is full, at
+    /// most [`TXN_TIMEOUT`]: then the queue-full error is the caller's (the brokers took
+    /// nothing for that long).
     pub fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + TXN_TIMEOUT;
         loop {
             match self.inner.send(record) {
                 Ok(()) => return Ok(()),
-                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                    if Instant::now() < deadline =>
+                {
                     record = r;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, r)) => return Err(KafkaError::new(format!("producing to {}", r.topic), e)),
+                Err((e, r)) => {
+                    return Err(self.causes.explain(&format!("producing to {}", r.topic), e))
+                }
             }
         }
     }
 
     /// Commits the open transaction with the consumer group's `offsets` (nothing when the list
-    /// is empty). A retriable failure is tried again, up to [`COMMIT_ATTEMPTS`] in all, 100 ms
-    /// more apart each time; any other is the caller's to classify. The next transaction is
-    /// not begun: [`TransactionalProducer::begin`].
+    /// is empty), within [`TXN_TIMEOUT`] in all: each librdkafka call gets what is left of it.
+    /// A retriable failure is tried again, up to [`COMMIT_ATTEMPTS`] in all, 100 ms more apart
+    /// each time, while time is left; any other, and a retriable one at the deadline, is the
+    /// caller's to classify (a timed-out commit is retriable to librdkafka, so the caller
+    /// treats it as fatal: a new producer fences it). The next transaction is not begun:
+    /// [`TransactionalProducer::begin`].
     pub fn commit(
         &self,
         offsets: &TopicPartitionList,
         group: &ConsumerGroupMetadata,
     ) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + TXN_TIMEOUT;
+        let left = || deadline.saturating_duration_since(Instant::now());
         let mut attempt = 0;
+        let mut offsets_sent = false;
         loop {
             attempt += 1;
             let t0 = Instant::now();
-            let r = if offsets.count() > 0 {
-                self.inner.send_offsets_to_transaction(offsets, group, TXN_TIMEOUT)
+            let r = if offsets.count() > 0 && !offsets_sent {
+                self.inner.send_offsets_to_transaction(offsets, group, left())
             } else {
                 Ok(())
             };
+            offsets_sent |= r.is_ok();
             // commit_transaction flushes first, and the rdkafka crate's flush sleeps in 100 ms
             // steps while the producer's own thread takes the delivery reports: wait for them
             // here, in short steps, so that flush finds nothing left to do.
-            let drained = Instant::now() + TXN_TIMEOUT;
-            while self.inner.in_flight_count() > 0 && Instant::now() < drained {
+            while self.inner.in_flight_count() > 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_micros(200));
             }
-            let r = r.and_then(|()| self.inner.commit_transaction(TXN_TIMEOUT));
+            let r = r.and_then(|()| self.inner.commit_transaction(left()));
             tracing::trace!(took_ms = t0.elapsed().as_millis() as u64, "transaction");
+            let pause = Duration::from_millis(100 * attempt);
             match r {
-                Err(e) if TxnClass::of(&e) == TxnClass::Retriable && attempt < COMMIT_ATTEMPTS => {
-                    tracing::debug!(error = %e, "retrying the commit");
-                    std::thread::sleep(Duration::from_millis(100 * attempt));
+                Err(e)
+                    if TxnClass::of(&e) == TxnClass::Retriable
+                        && attempt < COMMIT_ATTEMPTS
+                        && left() > pause =>
+                {
+                    tracing::warn!(error = %e, attempt, "the commit failed; trying it again");
+                    std::thread::sleep(pause);
                 }
                 other => {
-                    return other.map_err(|e| KafkaError::new("committing the transaction", e))
+                    return other.map_err(|e| self.causes.explain("committing the transaction", e))
                 }
             }
         }
@@ -132,7 +163,9 @@ impl TransactionalProducer {
 
     /// Begins the next transaction.
     pub fn begin(&self) -> Result<(), KafkaError> {
-        self.inner.begin_transaction().map_err(|e| KafkaError::new("beginning a transaction", e))
+        self.inner
+            .begin_transaction()
+            .map_err(|e| self.causes.explain("beginning a transaction", e))
     }
 
     /// Aborts the open transaction (after an [`TxnClass::Abortable`] error).

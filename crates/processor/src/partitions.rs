@@ -231,6 +231,7 @@ impl Worker {
             }
         };
         let now = now_ms();
+        self.waiting = 0;
         for e in positions.elements() {
             let Some(src) = self.pipeline.input_index(e.topic()) else { continue };
             let key = (src, e.partition());
@@ -245,6 +246,7 @@ impl Worker {
             };
             let position = task.position().max(consumed);
             let lag = (end - position).max(0);
+            self.waiting += lag;
             metrics::gauge!(m::LAG, "topic" => e.topic().to_owned(), "partition" => e.partition().to_string())
                 .set(lag as f64);
             task.set_caught_up(lag == 0, position, now);
