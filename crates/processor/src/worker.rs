@@ -74,6 +74,11 @@ pub(crate) struct Worker {
     pub(crate) log_ends: HashMap<(usize, i32), i64>,
     /// Records waiting in the assigned partitions, at the last [`Worker::catch_up`].
     pub(crate) waiting: i64,
+    /// Each partition's position at the last [`Worker::catch_up`] and since when it has been
+    /// there with records waiting.
+    pub(crate) moved: HashMap<(usize, i32), (i64, Instant)>,
+    /// The longest a partition has stood still with records waiting, at the last catch-up.
+    pub(crate) stuck_for: Duration,
     /// The last commit, the member's start, or the last moment no input waited: how long the
     /// processor has made no progress ([`Worker::check_progress`]).
     progress_at: Instant,
@@ -115,18 +120,21 @@ impl Worker {
             origins: HashMap::new(),
             log_ends: HashMap::new(),
             waiting: 0,
+            moved: HashMap::new(),
+            stuck_for: Duration::ZERO,
             progress_at: Instant::now(),
             stalled: false,
         }
     }
 
-    /// Health says stalled while input waits and nothing commits for [`STALL`]; after twice
-    /// that the member is rebuilt, which logs why.
+    /// Health says stalled while input waits and nothing commits, or a partition with records
+    /// waiting stands still, for [`STALL`]; after twice that the member is rebuilt, which
+    /// logs why.
     fn check_progress(&mut self) {
         if self.waiting == 0 {
             self.progress_at = Instant::now();
         }
-        let quiet = self.progress_at.elapsed();
+        let quiet = self.progress_at.elapsed().max(self.stuck_for);
         if quiet < STALL {
             if self.stalled {
                 self.stalled = false;
@@ -134,11 +142,8 @@ impl Worker {
             }
             return;
         }
-        let why = format!(
-            "no transaction committed for {} s while {} records wait",
-            quiet.as_secs(),
-            self.waiting
-        );
+        let why =
+            format!("no progress for {} s while {} records wait", quiet.as_secs(), self.waiting);
         if !self.stalled {
             tracing::warn!(phase = ?self.phase, "{why}");
             self.stalled = true;
