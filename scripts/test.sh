@@ -6,7 +6,9 @@
 # 127.0.0.1:9092 (for example from `make up`), else starts a throwaway broker on 127.0.0.1:19092
 # and stops it afterwards. The cluster tests share a three-node SASL_SSL cluster on
 # 127.0.0.1:39092-39094 that this script starts and stops (or the one TRIBUTARY_TEST_CLUSTER_PORT
-# and TRIBUTARY_TEST_CLUSTER_STATE name). Tests create their own randomly named topics, so a shared broker is
+# and TRIBUTARY_TEST_CLUSTER_STATE name), kept running for the confluent-kafka tests
+# (tests/interop runs each on the broker and on the cluster) and the Kafka Connect worker's
+# cluster run, which get the same two variables. Tests create their own randomly named topics, so a shared broker is
 # safe. Extra arguments go to `cargo test` (for example `make test ARGS=...` is not needed:
 # scripts/test.sh -p tributary-gateway).
 set -euo pipefail
@@ -101,6 +103,9 @@ if [ $# -eq 0 ]; then
   # No summary line means the script died early: count that as a failure.
   failed=$((failed + ${c_failed:-1}))
   [ "$crc" -eq 0 ] || rc=$((rc == 0 ? 1 : rc))
+
+  # Nothing after this needs the cluster: give its memory back to the infrastructure tests.
+  if [ -n "$cluster_state" ]; then cluster stop >/dev/null 2>&1 || true; fi
 
   # The AWS infrastructure (infra/, a CDK app): type check, jest assertions on the synthesized
   # stacks, cdk synth, cfn-lint and checkov, all offline; no broker needed.

@@ -27,6 +27,12 @@
 #   CONNECT_TOPIC_PREFIX         prefix of the config, offset and status topics (default _tributary-connect-local)
 #   CONNECT_HEAP                 JVM heap                    (default 512m)
 #   CONNECT_OPTS                 extra JVM options for the worker (default none)
+#   CONNECT_CLIENT_PROPERTIES    a Java client properties file (security.protocol, sasl.*, ssl.*)
+#                                for the worker and, prefixed, its producer., consumer. and admin.
+#                                clients: `deploy/kafka/cluster.sh client-properties connect`
+#                                (default none: plaintext)
+#   CONNECT_REPLICATION_FACTOR   replication factor of the internal topics (default 1; 3 on the
+#                                cluster)
 set -euo pipefail
 
 CACHE="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}"
@@ -38,6 +44,8 @@ STATE="${CONNECT_STATE_DIR:-$CACHE/state/connect-$PORT}"
 GROUP_ID="${CONNECT_GROUP_ID:-tributary-connect-local}"
 TOPIC_PREFIX="${CONNECT_TOPIC_PREFIX:-_tributary-connect-local}"
 HEAP="${CONNECT_HEAP:-512m}"
+CLIENT_PROPERTIES="${CONNECT_CLIENT_PROPERTIES:-}"
+REPLICATION="${CONNECT_REPLICATION_FACTOR:-1}"
 read -r -a JVM_OPTS <<< "${CONNECT_OPTS:-}"
 HOME_DIR="$CACHE/connect-$VERSION"
 LIBS="$HOME_DIR/libs"
@@ -159,10 +167,27 @@ port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# The local variant of connect-distributed.properties: loopback, plaintext, one replica.
+# The local variant of connect-distributed.properties: loopback, plaintext and one replica
+# unless CONNECT_CLIENT_PROPERTIES and CONNECT_REPLICATION_FACTOR say otherwise.
 write_config() {
   mkdir -p "$STATE/logs"
-  cat > "$STATE/connect-distributed.properties" <<EOF
+  (umask 077 && write_worker_config > "$STATE/connect-distributed.properties")
+}
+
+# Connect does not hand its own client settings to the clients it makes for connectors: the
+# security settings go in once as they are and once per prefix.
+client_security() {
+  [ -n "$CLIENT_PROPERTIES" ] || return 0
+  [ -r "$CLIENT_PROPERTIES" ] || { log "cannot read CONNECT_CLIENT_PROPERTIES=$CLIENT_PROPERTIES"; exit 1; }
+  local prefix
+  echo "# Client security from $CLIENT_PROPERTIES"
+  for prefix in "" producer. consumer. admin.; do
+    grep -E '^(security|sasl|ssl)[.]' "$CLIENT_PROPERTIES" | sed "s/^/$prefix/"
+  done
+}
+
+write_worker_config() {
+  cat <<EOF
 # Written by deploy/connect/connect.sh: one local worker against $BOOTSTRAP. The production
 # worker configuration is deploy/connect/connect-distributed.properties.
 bootstrap.servers=$BOOTSTRAP
@@ -170,10 +195,10 @@ group.id=$GROUP_ID
 config.storage.topic=$TOPIC_PREFIX-configs
 offset.storage.topic=$TOPIC_PREFIX-offsets
 status.storage.topic=$TOPIC_PREFIX-status
-# One local broker: internal topics cannot have more than one replica.
-config.storage.replication.factor=1
-offset.storage.replication.factor=1
-status.storage.replication.factor=1
+# One local broker: internal topics cannot have more than one replica (three on the cluster).
+config.storage.replication.factor=$REPLICATION
+offset.storage.replication.factor=$REPLICATION
+status.storage.replication.factor=$REPLICATION
 offset.storage.partitions=5
 status.storage.partitions=1
 exactly.once.source.support=enabled
@@ -193,6 +218,7 @@ config.providers=env
 config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider
 config.providers.env.param.allowlist.pattern=^(SNOWFLAKE|SCHEMA_REGISTRY)_[A-Z0-9_]+\$
 EOF
+  client_security
 }
 
 start() {
@@ -264,5 +290,5 @@ case "$cmd" in
   env)
     printf 'CONNECT_VERSION=%s\nSNOWFLAKE_CONNECTOR_VERSION=%s\nCONNECT_HOME=%s\nCONNECT_PLUGIN_PATH=%s\nKAFKA_BOOTSTRAP=%s\nCONNECT_URL=%s\nCONNECT_STATE_DIR=%s\n' \
       "$VERSION" "$SF_VERSION" "$HOME_DIR" "$PLUGIN_PATH" "$BOOTSTRAP" "$URL" "$STATE" ;;
-  *) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
+  *) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
 esac

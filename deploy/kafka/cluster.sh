@@ -21,14 +21,16 @@
 #   cluster.sh env                 print the resolved settings
 #
 # Users (SCRAM-SHA-512; passwords made on first start, kept under the state directory, mode 600):
-#   admin      super user: `tributary topics apply`, `gen`, `dlq`, the tools
+#   admin      super user: `tributary topics apply`, `gen`'s direct writes, the tools
 #   gateway    writes events.*, reads events.*, aggregates.* and reference.* (latest, streams)
 #   registry   owns _schemas
 #   processor  reads events.* and reference.*, writes aggregates.* and events.dlq, its group
-#              and transactional ids tributary-processor*
+#              and transactional ids tributary-processor*; `tributary dlq` (replay writes
+#              events.*, group and transactional ids tributary-dlq-replay*)
 #   sink       reads aggregates.* and events.*, writes events.dlq, its group tributary-sink*
 #   connect    the Connect worker's topics _tributary-connect-*, its groups, its transactional
-#              ids, reads aggregates.* and events.*, writes events.dlq
+#              ids (tributary-connect*, and connect-cluster-tributary-connect* for the leader),
+#              reads aggregates.* and events.*, writes events.dlq
 #
 # Settings (environment):
 #   TRIBUTARY_CACHE           cache root                     (default ~/.cache/tributary)
@@ -49,7 +51,7 @@ TLS="$STATE/tls"
 # The nodes' certificate subject: the principal the controllers and brokers know each other by.
 NODE_DN="CN=tributary-broker"
 # Raised when apply_acls changes, so a cluster made before gets the new ACLs on its next start.
-ACL_VERSION=2
+ACL_VERSION=4
 
 log() { printf 'kafka cluster: %s\n' "$*" >&2; }
 # shellcheck source=../lib/process.sh
@@ -267,6 +269,11 @@ apply_acls() {
   acl processor Write Describe -- --topic events.dlq
   acl processor Read -- --group tributary-processor "${prefixed[@]}"
   acl processor Write Describe -- --transactional-id tributary-processor "${prefixed[@]}"
+  # `tributary dlq replay` as the processor: its dead letters back to their source topics, in
+  # transactions of the replay group (tributary-dlq-replay-<reason>[-<source topic>]).
+  acl processor Write -- --topic events. "${prefixed[@]}"
+  acl processor Read -- --group tributary-dlq-replay "${prefixed[@]}"
+  acl processor Write Describe -- --transactional-id tributary-dlq-replay "${prefixed[@]}"
   acl sink Read Describe -- --topic aggregates. "${prefixed[@]}"
   acl sink Read Describe -- --topic events. "${prefixed[@]}"
   acl sink Write Describe -- --topic events.dlq
@@ -278,6 +285,10 @@ apply_acls() {
   acl connect Read -- --group tributary-connect "${prefixed[@]}"
   acl connect Read -- --group connect- "${prefixed[@]}"
   acl connect Write Describe -- --transactional-id tributary-connect "${prefixed[@]}"
+  # With exactly.once.source.support=enabled the leader writes the config topic in transactions
+  # of its own, id connect-cluster-<group.id>: without this the worker logs
+  # TransactionalIdAuthorizationException and cannot store a connector.
+  acl connect Write Describe -- --transactional-id connect-cluster-tributary-connect "${prefixed[@]}"
   acl connect IdempotentWrite -- --cluster
   acl connect Read Describe -- --topic aggregates. "${prefixed[@]}"
   acl connect Read Describe -- --topic events. "${prefixed[@]}"
@@ -356,5 +367,5 @@ case "$cmd" in
   env)
     printf 'KAFKA_CLUSTER_BOOTSTRAP=%s\nKAFKA_CLUSTER_STATE_DIR=%s\nKAFKA_CLUSTER_CA=%s\n' \
       "$(bootstrap)" "$STATE" "$TLS/ca.pem" ;;
-  *) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
+  *) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
 esac

@@ -18,8 +18,14 @@
 #   TRIBUTARY_CONNECT_CONFIG     the connector file to check (default deploy/connect/snowflake-sink.json)
 #   SNOWFLAKE_CONNECTOR_VERSION  connector version to install (default: connect.sh's; if Maven
 #                                cannot resolve that, the newest one it serves here, see below)
+#   TRIBUTARY_TEST_CLUSTER_PORT, TRIBUTARY_TEST_CLUSTER_STATE
+#                                the three-node SASL_SSL cluster (deploy/kafka/cluster.sh) that
+#                                `make test` shares: when given, a second worker then joins it as
+#                                the SCRAM user `connect` (TLS trusting the cluster's CA, internal
+#                                topics with three replicas) and the shipped configuration must
+#                                validate there too; when not, that part is skipped, and says so
 #
-# The worker, its generated config and internal topics (_tributary-connect-test-<random>-*) are
+# The workers, their generated config and internal topics (_tributary-connect-test-<random>-*) are
 # removed at the end. Prints 'connect: N passed, M failed' and exits non-zero on any failure.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -73,10 +79,19 @@ export CONNECT_HEAP=512m
 export CONNECT_OPTS="-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort=9 -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=9"
 export CONNECT_URL="http://127.0.0.1:$CONNECT_PORT"
 export CONNECT_WAIT_SECS=30
+CLUSTER_PORT="${TRIBUTARY_TEST_CLUSTER_PORT:-}"
+CLUSTER_STATE="${TRIBUTARY_TEST_CLUSTER_STATE:-}"
+cluster() { KAFKA_CLUSTER_PORT="$CLUSTER_PORT" KAFKA_CLUSTER_STATE_DIR="$CLUSTER_STATE" "$ROOT/deploy/kafka/cluster.sh" "$@"; }
+on_cluster=""
 
 # shellcheck disable=SC2317  # called from the EXIT trap
 cleanup() {
   "$CONNECT" stop >/dev/null 2>&1 || true
+  if [ -n "$on_cluster" ]; then
+    CONNECT_STATE_DIR="$work/cluster-state" CONNECT_PORT="$on_cluster" "$CONNECT" stop >/dev/null 2>&1 || true
+    KAFKA_CLUSTER_PORT="$CLUSTER_PORT" KAFKA_CLUSTER_STATE_DIR="$CLUSTER_STATE" timeout 60 \
+      "$ROOT/deploy/kafka/cluster.sh" tool kafka-topics --delete --topic "$CONNECT_TOPIC_PREFIX-.*" >/dev/null 2>&1 || true
+  fi
   if [ -n "$own_broker" ]; then
     KAFKA_PORT="$own_broker" KAFKA_STATE_DIR="$work/kafka" "$KAFKA" stop >/dev/null 2>&1 || true
   else
@@ -85,11 +100,13 @@ cleanup() {
   fi
   rm -rf "$work"
 }
-# The whole test is bounded: after 240 s a watchdog stops it; cleanup then stops the worker. The
-# watchdog also ends by itself as soon as the test has.
+# The whole test is bounded: after 240 s (330 s with the cluster) a watchdog stops it; cleanup
+# then stops the workers. The watchdog also ends by itself as soon as the test has.
 test_pid=$$
-( for _ in $(seq 240); do sleep 1; kill -0 "$test_pid" 2>/dev/null || exit 0; done
-  say "timed out after 240s"; kill -TERM "$test_pid" ) 2>/dev/null &
+limit=240
+[ -z "$CLUSTER_PORT" ] || limit=330
+( for _ in $(seq "$limit"); do sleep 1; kill -0 "$test_pid" 2>/dev/null || exit 0; done
+  say "timed out after ${limit}s"; kill -TERM "$test_pid" ) 2>/dev/null &
 watchdog=$!
 trap 'kill "$watchdog" 2>/dev/null; cleanup' EXIT
 trap 'fail "interrupted or timed out"; finish' TERM INT
@@ -258,6 +275,40 @@ if [ "$rrc" -eq 1 ] && grep -q 'Cannot connect to Snowflake' "$work/register.out
   ok "register.sh: refused with the validation errors, and $name was not created"
 else
   fail "register.sh: exit $rrc, connector listed: '${listed:-no}'"
+fi
+
+# --- The same worker over SASL_SSL/SCRAM on the cluster, as the connect user ---------------------
+# Only what differs there: the worker must join the cluster with the MSK settings (SCRAM user and
+# password, the CA as its trust store, internal topics with three replicas and the names the
+# connect user's ACLs allow), list the plugin and validate the shipped configuration as above.
+if [ -z "$CLUSTER_PORT" ] || [ -z "$CLUSTER_STATE" ]; then
+  say "SKIPPED the cluster run: TRIBUTARY_TEST_CLUSTER_PORT and TRIBUTARY_TEST_CLUSTER_STATE are not set (make test sets them)"
+else
+  "$CONNECT" stop >/dev/null 2>&1
+  t0=$SECONDS
+  on_cluster="$(free_port)"
+  if (
+    export KAFKA_BOOTSTRAP CONNECT_PORT="$on_cluster" CONNECT_STATE_DIR="$work/cluster-state"
+    KAFKA_BOOTSTRAP="$(cluster env | sed -n 's/^KAFKA_CLUSTER_BOOTSTRAP=//p')"
+    export CONNECT_URL="http://127.0.0.1:$on_cluster"
+    # The connect user's ACLs: groups tributary-connect*, topics _tributary-connect-*.
+    export CONNECT_GROUP_ID="tributary-connect-test-$run_id"
+    export CONNECT_CLIENT_PROPERTIES CONNECT_REPLICATION_FACTOR=3
+    CONNECT_CLIENT_PROPERTIES="$(cluster client-properties connect)"
+    "$CONNECT" start > "$work/cluster-start.log" 2>&1 || { cat "$work/cluster-start.log"; exit 1; }
+    # Any plugin listed proves nothing about the cluster; the worker answers /connectors only
+    # once it has joined its group and read its config topic there.
+    validate "$work/config.json"
+    [ "$vrc" -eq 1 ] && [ -n "$errors" ] && [ -z "$(not_reachability)" ] \
+      || { printf '      %s\n' "$errors"; exit 2; }
+    # A refused ACL is logged, not fatal, for some of the worker's clients: none may be.
+    ! grep -E 'AuthorizationException|Authentication failed|SSL handshake failed' "$CONNECT_STATE_DIR/logs/connect.out"
+  ); then
+    ok "cluster: a worker as SCRAM user connect over SASL_SSL joined $CLUSTER_PORT-$((CLUSTER_PORT + 2)) and validated the shipped config as above ($((SECONDS - t0))s)"
+  else
+    fail "cluster: the worker did not join the cluster as user connect, or validated differently; last lines of its log:"
+    tail -n 30 "$work/cluster-state/logs/connect.out" 2>/dev/null
+  fi
 fi
 
 say "took $((SECONDS - START))s"

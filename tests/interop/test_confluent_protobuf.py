@@ -8,13 +8,12 @@ import sys
 import tempfile
 
 import pytest
-from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from conftest import BOOTSTRAP, http
-from test_confluent_python import consume_all
+from conftest import http
+from test_confluent_python import consume_all, produce_all
 
 SCHEMAS = os.path.join(os.path.dirname(__file__), "..", "..", "schemas")
 
@@ -42,7 +41,7 @@ def test_python_reads_gateway_protobuf(platform, event_pb2):
         )
         assert status == 201, body
     deserializer = ProtobufDeserializer(event_pb2.Event, {"use.deprecated.format": False})
-    got = {v.event_id: (m, v) for m, v in consume_all(platform.proto_topic, 3, deserializer)}
+    got = {v.event_id: (m, v) for m, v in consume_all(platform, platform.proto_topic, 3, deserializer)}
     for i in range(3):
         msg, value = got[f"pb-{i}"]
         assert value.timestamp == 1000 + i
@@ -56,12 +55,12 @@ def test_python_reads_gateway_protobuf(platform, event_pb2):
 def test_gateway_decodes_protobuf_python_wrote(platform, event_pb2):
     registry = SchemaRegistryClient({"url": platform.registry})
     serializer = ProtobufSerializer(event_pb2.Event, registry, {"use.deprecated.format": False})
-    producer = Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True})
     ctx = SerializationContext(platform.proto_topic, MessageField.VALUE)
-    for i in range(2):
-        value = event_pb2.Event(event_id=f"py-pb-{i}", timestamp=5 + i, event_type="view", user_id="py", payload='{"k": 2}')
-        producer.produce(platform.proto_topic, key=b"py", value=serializer(value, ctx))
-    assert producer.flush(15) == 0
+    values = [
+        event_pb2.Event(event_id=f"py-pb-{i}", timestamp=5 + i, event_type="view", user_id="py", payload='{"k": 2}')
+        for i in range(2)
+    ]
+    produce_all(platform, [(platform.proto_topic, b"py", serializer(v, ctx)) for v in values])
     # The Python client registered the schema as a base64 descriptor; the registry took it.
     latest = registry.get_latest_version(f"{platform.proto_topic}-value")
     assert latest.schema.schema_type == "PROTOBUF"

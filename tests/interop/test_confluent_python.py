@@ -1,6 +1,7 @@
-"""confluent-kafka for Python, a client no one here wrote, against Tributary: it reads what the
-gateway writes with its schema registry client and Avro deserializer, registers a schema that
-the gateway then uses, and writes records that the gateway decodes."""
+"""confluent-kafka for Python, a client no one here wrote, against Tributary (on the broker and on
+the cluster, conftest.py): it reads what the gateway writes with its schema registry client and
+Avro deserializer, registers a schema that the gateway then uses, and writes records that the
+gateway decodes."""
 
 import json
 import secrets
@@ -11,15 +12,17 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from conftest import BOOTSTRAP, http
+from conftest import http
 
 
-def consume_all(topic, count, deserializer, timeout=30):
-    """The first `count` records of `topic`, deserialized, read_committed."""
+def consume_all(platform, topic, count, deserializer, timeout=60):
+    """The first `count` records of `topic`, deserialized, read_committed, as the platform's
+    reader."""
+    client, group = platform.reader()
     consumer = Consumer(
         {
-            "bootstrap.servers": BOOTSTRAP,
-            "group.id": f"interop-{secrets.token_hex(4)}",
+            **client,
+            "group.id": f"{group}-{secrets.token_hex(4)}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
@@ -39,6 +42,16 @@ def consume_all(topic, count, deserializer, timeout=30):
         consumer.close()
     assert len(out) == count, f"read {len(out)} of {count} records"
     return out
+
+
+def produce_all(platform, records):
+    """Writes (topic, key, value) records with an idempotent producer as the platform's writer;
+    every one acknowledged with acks=all."""
+    producer = Producer({**platform.writer(), "enable.idempotence": True, "acks": "all"})
+    errors = []
+    for topic, key, value in records:
+        producer.produce(topic, key=key, value=value, on_delivery=lambda err, _m: err and errors.append(err))
+    assert producer.flush(30) == 0 and not errors, errors
 
 
 def post(platform, event):
@@ -61,7 +74,7 @@ def test_python_reads_gateway_events_with_its_avro_deserializer(platform):
     for e in sent:
         post(platform, e)
     registry = SchemaRegistryClient({"url": platform.registry})
-    got = consume_all(platform.topic, len(sent), AvroDeserializer(registry))
+    got = consume_all(platform, platform.topic, len(sent), AvroDeserializer(registry))
     by_id = {value["event_id"]: (msg, value) for msg, value in got}
     for e in sent:
         msg, value = by_id[e["event_id"]]
@@ -93,7 +106,7 @@ def test_gateway_uses_a_schema_python_registered(platform):
     assert registry.test_compatibility(subject, Schema(json.dumps(current), "AVRO"))
 
     post(platform, {"event_id": "second", "timestamp": 2, "event_type": "t", "user_id": "u", "payload": {}})
-    got = consume_all(platform.topic, 2, AvroDeserializer(registry))
+    got = consume_all(platform, platform.topic, 2, AvroDeserializer(registry))
     values = {v["event_id"]: (m, v) for m, v in got}
     msg, second = values["second"]
     assert int.from_bytes(msg.value()[1:5], "big") == new_id, "written with the schema Python registered"
@@ -117,12 +130,12 @@ def test_gateway_decodes_records_python_wrote(platform):
         }
     )
     serializer = AvroSerializer(registry, schema)
-    producer = Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True})
     ctx = SerializationContext(platform.topic, MessageField.VALUE)
-    for i in range(3):
-        value = {"event_id": f"from-python-{i}", "timestamp": 10 + i, "event_type": "click", "user_id": "py", "payload": '{"k": 1}'}
-        producer.produce(platform.topic, key=b"py", value=serializer(value, ctx))
-    assert producer.flush(15) == 0
+    values = [
+        {"event_id": f"from-python-{i}", "timestamp": 10 + i, "event_type": "click", "user_id": "py", "payload": '{"k": 1}'}
+        for i in range(3)
+    ]
+    produce_all(platform, [(platform.topic, b"py", serializer(v, ctx)) for v in values])
     status, body = http("GET", f"{platform.gateway}/api/v1/events/{platform.topic}/latest?limit=10")
     assert status == 200, body
     seen = {e["event"]["event_id"]: e for e in body["events"]}

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tributary_test_support::platform::exclusive;
 use tributary_test_support::{free_port, random_suffix, KillOnDrop, LocalCluster};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
@@ -106,6 +107,7 @@ impl Scenario {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_use_their_own_users_and_name_what_the_cluster_refuses() {
+    let _one = exclusive().await;
     let cluster = LocalCluster::shared_or_start();
     let s = Scenario::new();
     let admin = cluster.client_env("admin");
@@ -240,6 +242,7 @@ fn with_services(s: &Scenario, processor_group: &str, sink_group: &str) -> PathB
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processor_and_sink_name_what_the_cluster_refuses() {
+    let _one = exclusive().await;
     let cluster = LocalCluster::shared_or_start();
     let s = Scenario::new();
     let suffix = s.topic.trim_start_matches("events.").trim_end_matches(".clicks").to_owned();
@@ -292,4 +295,138 @@ async fn processor_and_sink_name_what_the_cluster_refuses() {
         service(&s.dir, &config, &cluster.client_env("sink"), &["processor"], "proc-denied");
     reason_until(&base, &log, 90, &["denied", "transactional id"]).await;
     let _ = std::fs::remove_dir_all(&s.dir);
+
+/// Dead letters as the processor writes them (the original record plus `dlq.*` headers), as
+/// the admin user: (reason, key) each, from `source`.
+async fn write_dead_letters(admin: &BTreeMap<String, String>, dlq: &str, source: &str, n: usize) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = client(admin).create().expect("admin producer");
+    for i in 0..n {
+        let reason = if i % 2 == 0 { "late" } else { "undecodable" };
+        let offset = i.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "dlq.reason", value: Some(reason) })
+            .insert(Header { key: "dlq.error", value: Some("why it failed") })
+            .insert(Header { key: "dlq.source.topic", value: Some(source) })
+            .insert(Header { key: "dlq.source.partition", value: Some("0") })
+            .insert(Header { key: "dlq.source.offset", value: Some(offset.as_str()) });
+        let key = format!("user-{i}");
+        let value = format!("{{\"event_id\":\"dead-{i}\"}}");
+        let record = FutureRecord::to(dlq).key(&key).payload(&value).headers(headers);
+        producer.send(record, Duration::from_secs(30)).await.expect("dead letter written");
+    }
+}
+
+/// The records committed on partitions `0..partitions` of `topic`, read with `env` until
+/// `expected` came and nothing more for two seconds (so duplicates would show), within 60 s.
+fn committed_records(
+    env: &BTreeMap<String, String>,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+) -> usize {
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = client(env)
+        .set("group.id", "tributary-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let (mut n, mut quiet) = (0, Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && (n < expected || quiet.elapsed() < Duration::from_secs(2)) {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(200)) {
+            n += 1;
+            quiet = Instant::now();
+        }
+    }
+    n
+}
+
+fn stdout_of(what: &str, out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{what}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// `tributary topics`, `gen` and `dlq` over SASL_SSL with the MSK settings (bootstrap,
+/// mechanism, user, password, CA file), each as the user docs/deployment.md names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_tools_run_over_the_cluster_as_their_users() {
+    let _one = exclusive().await;
+    let cluster = LocalCluster::shared_or_start();
+    let s = random_suffix();
+    let dir = std::env::temp_dir().join(format!("tributary-cluster-cli-{s}"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (dlq, source) = (format!("events.{s}.dlq"), format!("events.{s}.src"));
+    // `gen` writes to the fixed topics of the example catalog; JSON here, so no registry is
+    // needed, and one partition each to keep the shared cluster small.
+    let mut toml = String::new();
+    for (name, key, role) in [
+        ("events.iot.sensors", "device_id", "source"),
+        ("events.clickstream", "user_id", "source"),
+        ("events.transactions", "user_id", "source"),
+        ("reference.devices", "device_id", "reference"),
+        ("reference.users", "user_id", "reference"),
+        (source.as_str(), "user_id", "source"),
+    ] {
+        toml.push_str(&format!(
+            "[[topics]]\nname = \"{name}\"\npartitions = 1\nkey_field = \"{key}\"\nrole = \"{role}\"\nvalue_format = \"json\"\n"
+        ));
+    }
+    toml.push_str(&format!(
+        "[[topics]]\nname = \"{dlq}\"\npartitions = 2\nrequire_key = false\nrole = \"dead_letter\"\nvalue_format = \"json\"\n"
+    ));
+    let config = dir.join("tributary.toml");
+    std::fs::write(&config, toml).expect("config file");
+    let admin = cluster.client_env("admin");
+
+    // topics: apply (twice: the second finds everything there) and list, as admin.
+    stdout_of("topics apply", &run(&config, &admin, &["topics", "apply"]));
+    stdout_of("topics apply again", &run(&config, &admin, &["topics", "apply"]));
+    let listed = stdout_of("topics list", &run(&config, &admin, &["topics", "list"]));
+    let row = listed.lines().find(|l| l.starts_with(&dlq)).unwrap_or_default();
+    assert_eq!(row.split_whitespace().nth(1), Some("2"), "{listed}");
+
+    // gen: events through a gateway running as the gateway user; its reference data and
+    // malformed records straight to Kafka as admin (no service user may write those).
+    let http = reqwest::Client::new();
+    let (_gw, base) = gateway(&dir, &config, &cluster.client_env("gateway"), "gateway");
+    health_until(&http, &base, 60, |status, _| status == 200).await;
+    let args = ["gen", "--rate", "40", "--duration", "3", "--seed", "7", "--gateway", &base];
+    let out = stdout_of("gen", &run(&config, &admin, &args));
+    let done = out.lines().find(|l| l.starts_with("gen: done:")).unwrap_or_default();
+    let counts: Vec<u64> = done.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert!(counts.len() >= 2 && counts[0] > 0 && counts[0] == counts[1], "{out}");
+    assert!(committed_records(&admin, "reference.users", 1, 1) > 0, "no reference data");
+
+    // dlq: stats and list as the processor (its dead letters), replay as the processor too,
+    // exactly once across two runs.
+    write_dead_letters(&admin, &dlq, &source, 6).await;
+    let processor = cluster.client_env("processor");
+    let dlq_args = |args: &[&'static str]| -> Vec<String> {
+        args.iter().map(|a| a.to_string()).chain(["--topic".into(), dlq.clone()]).collect()
+    };
+    let run_dlq = |args: &[&'static str]| {
+        let args = dlq_args(args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        stdout_of(&args.join(" "), &run(&config, &processor, &args))
+    };
+    let stats: Value =
+        serde_json::from_str(run_dlq(&["dlq", "stats", "--json"]).trim()).expect("stats JSON");
+    assert_eq!(stats["total"], 6, "{stats}");
+    let listed = run_dlq(&["dlq", "list", "--json", "--reason", "late"]);
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    let replayed = run_dlq(&["dlq", "replay", "--reason", "late"]);
+    assert!(replayed.contains(&format!("wrote 3 to {source}")), "{replayed}");
+    let again = run_dlq(&["dlq", "replay", "--reason", "late"]);
+    assert!(!again.contains(&format!("to {source}")), "a second replay wrote again: {again}");
+    assert_eq!(committed_records(&admin, &source, 1, 3), 3, "records replayed to {source}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -85,6 +85,80 @@ impl LocalCluster {
     pub fn start_node(&self, n: u8) {
         self.run(&["start-node", &n.to_string()]);
     }
+
+    /// Stops node `n` cleanly (SIGTERM, a controlled shutdown).
+    pub fn stop_node(&self, n: u8) {
+        self.run(&["stop-node", &n.to_string()]);
+    }
+
+    /// The process id of node `n`.
+    pub fn pid(&self, n: u8) -> u32 {
+        let out = self.command(&["pid", &n.to_string()]).output().expect("running cluster.sh");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim().parse().unwrap_or_else(|_| panic!("no pid for node {n}: {text:?}"))
+    }
+}
+
+/// Broker faults of one scenario, undone when it ends, passing or failing: nodes killed or
+/// stopped are started again, frozen ones resumed. Faults on the [`LocalCluster`] `make test`
+/// shares must leave it whole for the next scenario.
+pub struct Faults<'a> {
+    cluster: &'a LocalCluster,
+    down: std::collections::BTreeSet<u8>,
+    frozen: std::collections::BTreeSet<u8>,
+}
+
+impl<'a> Faults<'a> {
+    pub fn new(cluster: &'a LocalCluster) -> Self {
+        Self { cluster, down: Default::default(), frozen: Default::default() }
+    }
+
+    /// SIGKILLs node `n`.
+    pub fn kill(&mut self, n: u8) {
+        self.cluster.kill(n);
+        self.down.insert(n);
+    }
+
+    /// Stops node `n` with SIGTERM and waits until it is gone.
+    pub fn stop(&mut self, n: u8) {
+        self.cluster.stop_node(n);
+        self.down.insert(n);
+    }
+
+    /// Starts node `n` again and waits until its port answers.
+    pub fn start(&mut self, n: u8) {
+        self.cluster.start_node(n);
+        self.down.remove(&n);
+    }
+
+    /// Freezes node `n` with SIGSTOP: its connections stay open and nothing answers.
+    pub fn freeze(&mut self, n: u8) {
+        signal(self.cluster.pid(n), "STOP");
+        self.frozen.insert(n);
+    }
+
+    /// Resumes a frozen node with SIGCONT.
+    pub fn thaw(&mut self, n: u8) {
+        signal(self.cluster.pid(n), "CONT");
+        self.frozen.remove(&n);
+    }
+}
+
+impl Drop for Faults<'_> {
+    fn drop(&mut self) {
+        for n in std::mem::take(&mut self.frozen) {
+            signal(self.cluster.pid(n), "CONT");
+        }
+        for n in std::mem::take(&mut self.down) {
+            let _ = self.cluster.command(&["start-node", &n.to_string()]).status();
+        }
+    }
+}
+
+/// Sends `SIG<name>` to `pid` with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -{name} {pid}");
 }
 
 impl Drop for LocalCluster {

@@ -8,10 +8,14 @@
 
 pub mod broker;
 pub mod cluster;
+mod exact;
+pub mod load;
+pub mod platform;
 pub mod tls;
 
 pub use broker::LocalBroker;
-pub use cluster::LocalCluster;
+pub use cluster::{Faults, LocalCluster};
+pub use exact::Exact;
 pub use tls::TestCa;
 
 use rand::Rng as _;
@@ -168,10 +172,22 @@ pub fn spawn_logged(
     args: &[&str],
     log: std::fs::File,
 ) -> KillOnDrop {
+    spawn_logged_env(bin.as_ref(), config, args, &std::collections::BTreeMap::new(), log)
+}
+
+/// [`spawn_logged`] with `env` added to the child's environment.
+pub fn spawn_logged_env(
+    bin: &std::path::Path,
+    config: &std::path::Path,
+    args: &[&str],
+    env: &std::collections::BTreeMap<String, String>,
+    log: std::fs::File,
+) -> KillOnDrop {
     let child = std::process::Command::new(bin)
         .arg("--config")
         .arg(config)
         .args(args)
+        .envs(env)
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
