@@ -295,6 +295,7 @@ async fn processor_and_sink_name_what_the_cluster_refuses() {
         service(&s.dir, &config, &cluster.client_env("sink"), &["processor"], "proc-denied");
     reason_until(&base, &log, 90, &["denied", "transactional id"]).await;
     let _ = std::fs::remove_dir_all(&s.dir);
+}
 
 /// Dead letters as the processor writes them (the original record plus `dlq.*` headers), as
 /// the admin user: (reason, key) each, from `source`.
