@@ -84,7 +84,7 @@ impl Refusal {
 }
 
 /// Errors of a request that got no answer, which a recent refusal explains.
-fn is_no_answer(code: Option<RDKafkaErrorCode>) -> bool {
+pub(crate) fn is_no_answer(code: Option<RDKafkaErrorCode>) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
         code,
