@@ -16,10 +16,17 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::TopicPartitionList;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long one transactional call (init, offsets, commit, abort) may take.
 pub const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long past its deadline a transactional call of librdkafka may go on before the producer
+/// is given up: librdkafka does not always keep the deadline it is given (with the broker that
+/// was both transaction and group coordinator SIGKILLed mid-commit, a commit stayed blocked
+/// for minutes, logging nothing).
+const OVERRUN: Duration = Duration::from_secs(5);
 
 /// How many times a retriable commit failure is tried in all, within [`TXN_TIMEOUT`].
 const COMMIT_ATTEMPTS: u64 = 5;
@@ -41,7 +48,8 @@ pub struct TxnSettings {
 /// A producer with a transaction always open: [`TransactionalProducer::start`] begins the
 /// first, and the owner begins the next after each commit or abort.
 pub struct TransactionalProducer {
-    inner: ThreadedProducer<Watched>,
+    /// Shared with the thread of a call in progress ([`TransactionalProducer::bounded`]).
+    inner: Arc<ThreadedProducer<Watched>>,
     /// Refusals librdkafka reported (credentials, TLS, ACLs), to explain its errors.
     causes: Causes,
 }
@@ -80,9 +88,42 @@ impl TransactionalProducer {
         let inner: ThreadedProducer<Watched> = c
             .create_with_context(context)
             .map_err(|e| KafkaError::new("creating the producer", e))?;
-        inner.init_transactions(TXN_TIMEOUT).map_err(|e| causes.explain("init_transactions", e))?;
-        inner.begin_transaction().map_err(|e| causes.explain("begin_transaction", e))?;
-        Ok(Self { inner, causes })
+        let p = Self { inner: Arc::new(inner), causes };
+        p.bounded("init_transactions", TXN_TIMEOUT, |inner| inner.init_transactions(TXN_TIMEOUT))?;
+        p.inner.begin_transaction().map_err(|e| p.causes.explain("begin_transaction", e))?;
+        Ok(p)
+    }
+
+    /// Runs `call` on a thread of its own and waits for it `limit` plus [`OVERRUN`] at most.
+    /// A call that has not returned by then is given up: the error is [`TxnClass::Fatal`]
+    /// (`Canceled`), so the owner starts a new producer with the same `transactional.id`,
+    /// which fences this one; the call's thread keeps this producer until it returns.
+    fn bounded<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        limit: Duration,
+        call: impl FnOnce(&ThreadedProducer<Watched>) -> Result<T, RdError> + Send + 'static,
+    ) -> Result<T, KafkaError> {
+        let inner = Arc::clone(&self.inner);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new().name("txn-call".into()).spawn(move || {
+            let _ = tx.send(call(&inner));
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, what, "starting a thread for a transactional call");
+            return Err(KafkaError::new(what, RdError::Canceled));
+        }
+        match rx.recv_timeout(limit + OVERRUN) {
+            Ok(r) => r.map_err(|e| self.causes.explain(what, e)),
+            Err(_) => {
+                tracing::error!(
+                    what,
+                    limit_ms = limit.as_millis() as u64,
+                    "librdkafka did not return within the deadline; giving the producer up"
+                );
+                Err(KafkaError::new(what, RdError::Canceled))
+            }
+        }
     }
 
     /// Hands a record to the open transaction, waiting while the producer's queue is full, at
@@ -116,44 +157,12 @@ impl TransactionalProducer {
     pub fn commit(
         &self,
         offsets: &TopicPartitionList,
-        group: &ConsumerGroupMetadata,
+        group: ConsumerGroupMetadata,
     ) -> Result<(), KafkaError> {
-        let deadline = Instant::now() + TXN_TIMEOUT;
-        let left = || deadline.saturating_duration_since(Instant::now());
-        let mut attempt = 0;
-        let mut offsets_sent = false;
-        loop {
-            attempt += 1;
-            let t0 = Instant::now();
-            let r = if offsets.count() > 0 && !offsets_sent {
-                self.inner.send_offsets_to_transaction(offsets, group, left())
-            } else {
-                Ok(())
-            };
-            offsets_sent |= r.is_ok();
-            // commit_transaction flushes first, and the rdkafka crate's flush sleeps in 100 ms
-            // steps while the producer's own thread takes the delivery reports: wait for them
-            // here, in short steps, so that flush finds nothing left to do.
-            while self.inner.in_flight_count() > 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            let r = r.and_then(|()| self.inner.commit_transaction(left()));
-            tracing::trace!(took_ms = t0.elapsed().as_millis() as u64, "transaction");
-            let pause = Duration::from_millis(100 * attempt);
-            match r {
-                Err(e)
-                    if TxnClass::of(&e) == TxnClass::Retriable
-                        && attempt < COMMIT_ATTEMPTS
-                        && left() > pause =>
-                {
-                    tracing::warn!(error = %e, attempt, "the commit failed; trying it again");
-                    std::thread::sleep(pause);
-                }
-                other => {
-                    return other.map_err(|e| self.causes.explain("committing the transaction", e))
-                }
-            }
-        }
+        let offsets = offsets.clone();
+        let commit =
+            move |inner: &ThreadedProducer<Watched>| commit_within(inner, &offsets, &group);
+        self.bounded("committing the transaction", TXN_TIMEOUT, commit)
     }
 
     /// Records handed to the producer and not yet acknowledged or failed.
@@ -170,8 +179,50 @@ impl TransactionalProducer {
 
     /// Aborts the open transaction (after an [`TxnClass::Abortable`] error).
     pub fn abort(&self) -> Result<(), KafkaError> {
-        self.inner
-            .abort_transaction(TXN_TIMEOUT)
-            .map_err(|e| KafkaError::new("aborting the transaction", e))
+        let abort = |inner: &ThreadedProducer<Watched>| inner.abort_transaction(TXN_TIMEOUT);
+        self.bounded("aborting the transaction", TXN_TIMEOUT, abort)
+    }
+}
+
+/// [`TransactionalProducer::commit`] on the call's own thread: offsets, then the commit,
+/// within [`TXN_TIMEOUT`] in all, a retriable failure of either tried again while time is left.
+fn commit_within(
+    inner: &ThreadedProducer<Watched>,
+    offsets: &TopicPartitionList,
+    group: &ConsumerGroupMetadata,
+) -> Result<(), RdError> {
+    let deadline = Instant::now() + TXN_TIMEOUT;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let mut attempt = 0;
+    let mut offsets_sent = false;
+    loop {
+        attempt += 1;
+        let t0 = Instant::now();
+        let r = if offsets.count() > 0 && !offsets_sent {
+            inner.send_offsets_to_transaction(offsets, group, left())
+        } else {
+            Ok(())
+        };
+        offsets_sent |= r.is_ok();
+        // commit_transaction flushes first, and the rdkafka crate's flush sleeps in 100 ms
+        // steps while the producer's own thread takes the delivery reports: wait for them
+        // here, in short steps, so that flush finds nothing left to do.
+        while inner.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let r = r.and_then(|()| inner.commit_transaction(left()));
+        tracing::trace!(took_ms = t0.elapsed().as_millis() as u64, "transaction");
+        let pause = Duration::from_millis(100 * attempt);
+        match r {
+            Err(e)
+                if TxnClass::of(&e) == TxnClass::Retriable
+                    && attempt < COMMIT_ATTEMPTS
+                    && left() > pause =>
+            {
+                tracing::warn!(error = %e, attempt, "the commit failed; trying it again");
+                std::thread::sleep(pause);
+            }
+            other => return other,
+        }
     }
 }

@@ -401,7 +401,7 @@ impl Worker {
             return;
         };
         let started = Instant::now();
-        if let Err(e) = self.producer.commit(&offsets, &group) {
+        if let Err(e) = self.producer.commit(&offsets, group) {
             self.fail_on(&e);
             return;
         }
