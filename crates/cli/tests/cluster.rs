@@ -168,6 +168,135 @@ async fn services_use_their_own_users_and_name_what_the_cluster_refuses() {
     let _ = std::fs::remove_dir_all(&s.dir);
 }
 
+/// `tributary <service> --listen <free port>` with `env`, its log in `dir`; the child, its
+/// base URL and its log file.
+fn service(
+    dir: &Path,
+    config: &Path,
+    env: &BTreeMap<String, String>,
+    args: &[&str],
+    name: &str,
+) -> (KillOnDrop, String, PathBuf) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log_path = dir.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .args(["--listen", &addr])
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting the service");
+    (KillOnDrop(child), format!("http://{addr}"), log_path)
+}
+
+/// The `reason` of a processor's or sink's `/health` once it answers 503 with one containing
+/// every word of `words`, within `secs`; panics with the last answer and the log otherwise.
+async fn reason_until(base: &str, log: &Path, secs: u64, words: &[&str]) -> String {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = (0, Value::Null);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{base}/health")).send().await {
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            let reason = body["reason"].as_str().unwrap_or_default().to_owned();
+            if status == 503 && words.iter().all(|w| reason.contains(w)) {
+                return reason;
+            }
+            last = (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+    panic!("no 503 naming {words:?} within {secs} s; last answer {last:?}; log tail {tail:#?}");
+}
+
+/// The processor's and the sink's own sections of the configuration: a group `group`, JSON
+/// results (no registry needed), the sink's warehouse in `dir`.
+fn with_services(s: &Scenario, processor_group: &str, sink_group: &str) -> PathBuf {
+    let out = |w: &str| tributary_core::aggregate_topic(&s.topic, w);
+    let mut toml = std::fs::read_to_string(&s.config).expect("config");
+    for w in ["1m", "5m"] {
+        toml.push_str(&format!(
+            "[[topics]]\nname = \"{}\"\npartitions = 3\nrole = \"output\"\nvalue_format = \"json\"\nrequire_key = false\n",
+            out(w)
+        ));
+    }
+    toml.push_str(&format!(
+        "[processor]\ngroup_id = \"{processor_group}\"\nwindow_ms = 2000\n\
+         [[processor.sources]]\ntopic = \"{}\"\n\
+         [sink]\ngroup_id = \"{sink_group}\"\ndatabase = \"{}\"\ntopics = [\"{}\"]\n",
+        s.topic,
+        s.dir.join("warehouse.duckdb").display(),
+        s.topic,
+    ));
+    let config = s.dir.join(format!("services-{processor_group}.toml"));
+    std::fs::write(&config, toml).expect("config file");
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processor_and_sink_name_what_the_cluster_refuses() {
+    let _one = exclusive().await;
+    let cluster = LocalCluster::shared_or_start();
+    let s = Scenario::new();
+    let suffix = s.topic.trim_start_matches("events.").trim_end_matches(".clicks").to_owned();
+    let config = with_services(
+        &s,
+        &format!("tributary-processor-{suffix}"),
+        &format!("tributary-sink-{suffix}"),
+    );
+    let out = run(&config, &cluster.client_env("admin"), &["topics", "apply"]);
+    assert!(out.status.success(), "topics apply: {}", String::from_utf8_lossy(&out.stderr));
+
+    // A wrong password: the processor stops at startup naming the refused credentials.
+    let mut wrong = cluster.client_env("processor");
+    wrong.insert("TRIBUTARY_KAFKA__SASL_PASSWORD".into(), "not-the-password".into());
+    let (mut proc, _, log) = service(&s.dir, &config, &wrong, &["processor"], "proc-wrong");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = proc.0.try_wait().expect("waiting for the processor") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the processor kept running with a wrong password");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("refused the credentials"), "startup names the cause: {text}");
+
+    // The sink with a wrong password: unhealthy, and health says why.
+    let mut wrong = cluster.client_env("sink");
+    wrong.insert("TRIBUTARY_KAFKA__SASL_PASSWORD".into(), "not-the-password".into());
+    let (_sink, base, log) = service(&s.dir, &config, &wrong, &["sink"], "sink-wrong");
+    let reason = reason_until(&base, &log, 60, &["refused the credentials"]).await;
+    assert!(!reason.contains("127.0.0.1"), "health names no host: {reason}");
+    drop(_sink);
+
+    // The sink as a user without an ACL for its group (the processor's user).
+    let (_sink, base, log) =
+        service(&s.dir, &config, &cluster.client_env("processor"), &["sink"], "sink-denied");
+    reason_until(&base, &log, 60, &["denied", "group"]).await;
+    drop(_sink);
+
+    // The processor as a user without an ACL for its transactional id (the sink's user, in a
+    // group that user may join): unhealthy, and health says why.
+    let config = with_services(
+        &s,
+        &format!("tributary-sink-proc-{suffix}"),
+        &format!("tributary-sink-{suffix}"),
+    );
+    let (_proc, base, log) =
+        service(&s.dir, &config, &cluster.client_env("sink"), &["processor"], "proc-denied");
+    reason_until(&base, &log, 90, &["denied", "transactional id"]).await;
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
 /// Dead letters as the processor writes them (the original record plus `dlq.*` headers), as
 /// the admin user: (reason, key) each, from `source`.
 async fn write_dead_letters(admin: &BTreeMap<String, String>, dlq: &str, source: &str, n: usize) {

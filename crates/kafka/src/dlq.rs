@@ -274,7 +274,7 @@ fn commit_replayed(
     let group = consumer
         .group_metadata()
         .ok_or_else(|| KafkaError::new("reading the group metadata", RdError::Canceled))?;
-    let result = producer.commit(&offsets, &group).and_then(|()| producer.begin());
+    let result = producer.commit(&offsets, group).and_then(|()| producer.begin());
     if result.is_err() {
         let _ = producer.abort();
     }

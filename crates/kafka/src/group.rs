@@ -5,6 +5,7 @@
 //! librdkafka runs rebalance and statistics callbacks inside `poll`, on the polling thread, so
 //! the loop must never hold the handler while it polls.
 
+use crate::cause::{Causes, Refusal};
 use crate::{KafkaConfig, KafkaError};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
@@ -14,7 +15,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How a long-running member joins its group. [`Membership::client_config`] is the one place
@@ -121,11 +122,18 @@ pub trait GroupHandler: Send + Sized + 'static {
     fn finish(&mut self, consumer: &BaseConsumer<GroupContext<Self>>);
 }
 
-/// Whether a member's poll loop is running and has passed lately: what `/health` reports.
+/// Whether a member's poll loop is running and has passed lately, and whether Kafka refuses
+/// it: what `/health` reports.
 #[derive(Debug, Default)]
 pub struct Liveness {
     running: AtomicBool,
     last_loop_ms: AtomicI64,
+    /// Refusals (credentials, TLS, ACLs) reported to the member's clients; a recent one makes
+    /// the member unhealthy and is the reason its health gives.
+    pub causes: Causes,
+    /// Why the member makes no progress although the loop passes (set by the service), for
+    /// example input waiting and nothing committed for a while.
+    stalled: Mutex<Option<String>>,
 }
 
 impl Liveness {
@@ -147,9 +155,22 @@ impl Liveness {
             && now_ms - self.last_loop_ms.load(Ordering::Relaxed) < Self::STALE_MS
     }
 
-    /// [`Liveness::alive_at`] now.
+    /// [`Liveness::alive_at`] now, Kafka refused nothing lately and the member is not stalled
+    /// ([`Liveness::reason`]).
     pub fn alive(&self) -> bool {
-        self.alive_at(Self::now_ms())
+        self.alive_at(Self::now_ms()) && self.reason().is_none()
+    }
+
+    /// Why the member is unhealthy although its loop may pass: Kafka refused it lately, or it
+    /// makes no progress ([`Liveness::set_stalled`]). The `reason` of its health answer.
+    pub fn reason(&self) -> Option<String> {
+        let stalled = || self.stalled.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        self.causes.recent().map(Refusal::describe).or_else(stalled)
+    }
+
+    /// The member makes no progress, for `why`; `None`: it does again.
+    pub fn set_stalled(&self, why: Option<String>) {
+        *self.stalled.lock().unwrap_or_else(PoisonError::into_inner) = why;
     }
 
     /// Running, but the loop has not passed within [`Liveness::STALE_MS`] of `now_ms`: stuck,
@@ -198,11 +219,17 @@ fn poll_loop<H: GroupHandler>(
             break Ok(());
         }
         match consumer.poll(Duration::from_millis(20)) {
-            Some(Ok(msg)) => consumer.context().handler().message(consumer, &msg),
+            Some(Ok(msg)) => {
+                liveness.causes.clear();
+                consumer.context().handler().message(consumer, &msg);
+            }
             Some(Err(RdError::MessageConsumptionFatal(code))) => {
                 tracing::error!(error = %code, "the consumer failed for good");
+                liveness.causes.note(&RdError::MessageConsumptionFatal(code));
                 consumer.context().handler().fail(GroupFailure::ConsumerFatal);
             }
+            // A refusal is logged once by `note`; anything else each time.
+            Some(Err(e)) if liveness.causes.note(&e) => {}
             Some(Err(e)) => tracing::warn!(error = %e, "consumer"),
             None => {}
         }

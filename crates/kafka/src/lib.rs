@@ -10,6 +10,7 @@
 //! [`dlq::header`]. Start reading at [`group`] for the processor's and the sink's loops.
 
 pub mod admin;
+pub mod cause;
 pub mod config;
 pub mod dlq;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod reader;
 pub mod txn;
 
 pub use admin::{apply_topics, describe_topics, ApplyOutcome, TopicState};
+pub use cause::{Causes, Refusal, Watched};
 pub use config::{KafkaConfig, ProducerTuning, QueueBound};
 pub use error::{classify, ErrorClass, KafkaError, TxnClass};
 pub use isr::{MinIsrReader, ShortPartition};

@@ -43,31 +43,19 @@ impl ClientContext for Watchful {
     }
 }
 
-/// Errors that say why brokers do not answer, as opposed to that they do not.
+/// Errors that say why brokers do not answer, as opposed to that they do not: the refusals
+/// of [`crate::cause`] that concern the whole client.
 fn is_cause(code: RDKafkaErrorCode) -> bool {
-    use RDKafkaErrorCode as C;
+    use crate::cause::{Refusal, Resource};
     matches!(
-        code,
-        C::Authentication
-            | C::SaslAuthenticationFailed
-            | C::SSL
-            | C::ClusterAuthorizationFailed
-            | C::UnsupportedSASLMechanism
+        Refusal::of(code),
+        Some(Refusal::Credentials | Refusal::Tls | Refusal::Denied(Resource::Cluster))
     )
 }
 
 /// Errors of a request that got no answer, which a recent [`is_cause`] error explains.
 fn is_no_answer(code: Option<RDKafkaErrorCode>) -> bool {
-    use RDKafkaErrorCode as C;
-    matches!(
-        code,
-        Some(
-            C::BrokerTransportFailure
-                | C::AllBrokersDown
-                | C::OperationTimedOut
-                | C::RequestTimedOut
-        )
-    )
+    crate::cause::is_no_answer(code)
 }
 
 /// Where the broker put a record.

@@ -77,7 +77,7 @@ async fn committed_records_and_offsets_count_and_aborted_ones_do_not() {
         }
         let mut offsets = TopicPartitionList::new();
         offsets.add_partition_offset(&input2, 0, Offset::Offset(42)).expect("offset");
-        producer.commit(&offsets, &group_md).expect("commit");
+        producer.commit(&offsets, group_md).expect("commit");
         producer.begin().expect("begin");
         for v in ["x", "y"] {
             producer.send(record(&topic2, v)).expect("send");
@@ -90,7 +90,8 @@ async fn committed_records_and_offsets_count_and_aborted_ones_do_not() {
         }
         producer.abort().expect("abort");
         producer.begin().expect("begin after the abort");
-        producer.commit(&TopicPartitionList::new(), &group_md).expect("an empty commit");
+        let group_md = consumer.group_metadata().expect("group metadata");
+        producer.commit(&TopicPartitionList::new(), group_md).expect("an empty commit");
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&input2, 0);
         let committed =
@@ -121,7 +122,7 @@ async fn a_second_producer_with_the_same_id_fences_the_first() {
         let _second = TransactionalProducer::start(&kafka, &settings).expect("second");
         let consumer: BaseConsumer = kafka.consumer(Some(&topic)).create().expect("consumer");
         let group_md = consumer.group_metadata().expect("group metadata");
-        first.commit(&TopicPartitionList::new(), &group_md).map_err(|e| e.txn_class())
+        first.commit(&TopicPartitionList::new(), group_md).map_err(|e| e.txn_class())
     })
     .await
     .expect("the producers");

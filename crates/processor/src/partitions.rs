@@ -12,6 +12,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 use tributary_kafka::txn::TXN_TIMEOUT;
 
 impl Worker {
@@ -186,6 +187,7 @@ impl Worker {
             if let Some(src) = self.pipeline.input_index(e.topic()) {
                 self.tasks.remove(&(src, e.partition()));
                 self.origins.remove(&(src, e.partition()));
+                self.moved.remove(&(src, e.partition()));
                 let labels =
                     [("topic", e.topic().to_owned()), ("partition", e.partition().to_string())];
                 metrics::gauge!(m::LAG, &labels).set(0.0);
@@ -231,6 +233,8 @@ impl Worker {
             }
         };
         let now = now_ms();
+        self.waiting = 0;
+        self.stuck_for = Duration::ZERO;
         for e in positions.elements() {
             let Some(src) = self.pipeline.input_index(e.topic()) else { continue };
             let key = (src, e.partition());
@@ -245,6 +249,12 @@ impl Worker {
             };
             let position = task.position().max(consumed);
             let lag = (end - position).max(0);
+            self.waiting += lag;
+            let moved = self.moved.entry(key).or_insert((position, Instant::now()));
+            if lag == 0 || moved.0 != position {
+                *moved = (position, Instant::now());
+            }
+            self.stuck_for = self.stuck_for.max(moved.1.elapsed());
             metrics::gauge!(m::LAG, "topic" => e.topic().to_owned(), "partition" => e.partition().to_string())
                 .set(lag as f64);
             task.set_caught_up(lag == 0, position, now);

@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
-use tributary_kafka::{KafkaConfig, KafkaError};
+use tributary_kafka::{Causes, KafkaConfig, KafkaError};
 
 /// Where a partition without a committed offset starts (`tributary processor --reset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub(crate) fn check_committed(
         }
         let committed = client
             .committed_offsets(tpl, TIMEOUT)
-            .map_err(|e| KafkaError::new("reading the group's committed offsets", e))?;
+            .map_err(|e| Causes::default().explain("reading the group's committed offsets", e))?;
         let missing: Vec<i32> = committed
             .elements()
             .iter()

@@ -15,12 +15,13 @@ use crate::watermark::WatermarkConfig;
 use crate::window::WindowConfig;
 use crate::worker::{ProcessorConsumer, Worker};
 use crate::ProcessorError;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::metadata::Metadata;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tributary_core::{aggregate_topic, Catalog, TopicSpec, ValueFormat};
+use tributary_kafka::cause::{self, Causes, Watched};
 use tributary_kafka::group::{run_members, Liveness, Membership, RebuildReason as _};
 use tributary_kafka::{
     KafkaConfig, KafkaError, ProducerTuning, TransactionalProducer, TxnSettings,
@@ -56,6 +57,8 @@ pub(crate) struct Pipeline {
     /// Where partitions without a committed offset start (`--reset`); `None`: at the oldest
     /// record, once the start check found no results written before.
     pub reset: Option<Reset>,
+    /// Refusals (credentials, TLS, ACLs) reported to the processor's clients: its health's.
+    pub causes: Causes,
 }
 
 impl Pipeline {
@@ -70,7 +73,7 @@ impl Pipeline {
     /// A transactional producer, initialised (which fences the previous producer with this
     /// `transactional.id` and aborts what it left open) and in a transaction.
     pub fn producer(&self) -> Result<TransactionalProducer, KafkaError> {
-        TransactionalProducer::start(&self.kafka, &self.txn)
+        TransactionalProducer::start_watched(&self.kafka, &self.txn, self.causes.clone())
     }
 }
 
@@ -90,6 +93,9 @@ impl tributary_ops::Health for ProcessorHealth {
         let mut f = serde_json::Map::new();
         f.insert("assigned_partitions".into(), self.assigned.load(Ordering::Relaxed).into());
         f.insert("last_commit_ms".into(), self.last_commit_ms.load(Ordering::Relaxed).into());
+        if let Some(reason) = self.liveness.reason() {
+            f.insert("reason".into(), reason.into());
+        }
         f
     }
 
@@ -218,6 +224,8 @@ impl Processor {
         // The counters registered below must reach the exporter, not a no-op recorder.
         m::prometheus();
         check(&config)?;
+        let health = Arc::new(ProcessorHealth::default());
+        let causes = health.liveness.causes.clone();
         let registry = RegistryClient::from_config(&config.registry)
             .map_err(|e| ProcessorError::Config(format!("[processor.registry] {e}")))?;
         let registry = Arc::new(registry);
@@ -232,13 +240,11 @@ impl Processor {
             stop,
         )?;
         // Partition counts as the cluster has them (the key check must agree with the topic).
-        let md_client: BaseConsumer = kafka
+        let md_client: BaseConsumer<Watched> = kafka
             .consumer(None)
-            .create()
+            .create_with_context(Watched { causes: causes.clone() })
             .map_err(|e| KafkaError::new("creating a metadata client", e))?;
-        let md = md_client
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map_err(|e| KafkaError::new("fetching topic metadata", e))?;
+        let md = cause::fetch_metadata(&md_client, Duration::from_secs(10))?;
         let mut inputs = Vec::new();
         for s in &config.sources {
             let spec = catalog.get(&s.topic).ok_or_else(|| {
@@ -284,8 +290,8 @@ impl Processor {
         resume::check_committed(&kafka, &config.group_id, &md, &sources, reset)?;
         let (task, txn) = (task_config(&config), txn_settings(&config));
         let decoder = Decoder::new(registry, runtime);
-        let pipeline = Pipeline { config, kafka, inputs, decoder, task, txn, reset };
-        Ok(Self { pipeline: Arc::new(pipeline), health: Arc::new(ProcessorHealth::default()) })
+        let pipeline = Pipeline { config, kafka, inputs, decoder, task, txn, reset, causes };
+        Ok(Self { pipeline: Arc::new(pipeline), health })
     }
 
     /// What the health endpoint reads.
@@ -306,7 +312,10 @@ impl Processor {
     /// A member of the group: a [`Worker`] with a new transactional producer and consumer.
     fn member(&self, topics: &[&str]) -> Result<ProcessorConsumer, Rebuild> {
         let producer = self.pipeline.producer().map_err(|e| {
-            tracing::warn!(error = %e, "starting the transactional producer");
+            // A refusal (a missing ACL for the transactional id) is logged once, by `note`.
+            if !self.pipeline.causes.note(&e.cause) {
+                tracing::warn!(error = %e, "starting the transactional producer");
+            }
             Rebuild::Producer
         })?;
         let worker = Worker::new(Arc::clone(&self.pipeline), Arc::clone(&self.health), producer);

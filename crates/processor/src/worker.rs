@@ -72,7 +72,25 @@ pub(crate) struct Worker {
     pub(crate) origins: HashMap<(usize, i32), i64>,
     /// Log-end offsets from the last statistics report not applied yet ([`Worker::catch_up`]).
     pub(crate) log_ends: HashMap<(usize, i32), i64>,
+    /// Records waiting in the assigned partitions, at the last [`Worker::catch_up`].
+    pub(crate) waiting: i64,
+    /// Each partition's position at the last [`Worker::catch_up`] and since when it has been
+    /// there with records waiting.
+    pub(crate) moved: HashMap<(usize, i32), (i64, Instant)>,
+    /// The longest a partition has stood still with records waiting, at the last catch-up.
+    pub(crate) stuck_for: Duration,
+    /// The last commit, the member's start, or the last moment no input waited: how long the
+    /// processor has made no progress ([`Worker::check_progress`]).
+    progress_at: Instant,
+    /// Health says stalled.
+    stalled: bool,
 }
+
+/// How long input may wait with no transaction committed before health says the processor is
+/// stalled; after twice as long the member is rebuilt (a new consumer and producer, from the
+/// committed offsets). Every Kafka call of a commit ends within
+/// [`TXN_TIMEOUT`](tributary_kafka::txn::TXN_TIMEOUT), half of this.
+pub(crate) const STALL: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,6 +119,38 @@ impl Worker {
             rewind_backoff: Duration::ZERO,
             origins: HashMap::new(),
             log_ends: HashMap::new(),
+            waiting: 0,
+            moved: HashMap::new(),
+            stuck_for: Duration::ZERO,
+            progress_at: Instant::now(),
+            stalled: false,
+        }
+    }
+
+    /// Health says stalled while input waits and nothing commits, or a partition with records
+    /// waiting stands still, for [`STALL`]; after twice that the member is rebuilt, which
+    /// logs why.
+    fn check_progress(&mut self) {
+        if self.waiting == 0 {
+            self.progress_at = Instant::now();
+        }
+        let quiet = self.progress_at.elapsed().max(self.stuck_for);
+        if quiet < STALL {
+            if self.stalled {
+                self.stalled = false;
+                self.health.liveness.set_stalled(None);
+            }
+            return;
+        }
+        let why =
+            format!("no progress for {} s while {} records wait", quiet.as_secs(), self.waiting);
+        if !self.stalled {
+            tracing::warn!(phase = ?self.phase, "{why}");
+            self.stalled = true;
+        }
+        self.health.liveness.set_stalled(Some(why.clone()));
+        if quiet >= 2 * STALL {
+            self.fail_consumer("the processor is stalled", &why);
         }
     }
 
@@ -351,7 +401,7 @@ impl Worker {
             return;
         };
         let started = Instant::now();
-        if let Err(e) = self.producer.commit(&offsets, &group) {
+        if let Err(e) = self.producer.commit(&offsets, group) {
             self.fail_on(&e);
             return;
         }
@@ -367,6 +417,8 @@ impl Worker {
         metrics::counter!(m::TRANSACTIONS, "outcome" => "committed").increment(1);
         let committed_at = now_ms();
         self.health.last_commit_ms.store(committed_at, Ordering::Relaxed);
+        self.progress_at = Instant::now();
+        self.pipeline.causes.clear();
         let pending = std::mem::take(&mut self.pending);
         for (topic, n) in pending.out {
             metrics::counter!(m::RECORDS_OUT, "topic" => topic).increment(n);
@@ -395,6 +447,7 @@ impl GroupHandler for Worker {
     }
 
     fn tick(&mut self, consumer: &ProcessorConsumer) {
+        self.check_progress();
         if self.phase.lost().is_some() {
             if Instant::now() >= self.rewind_at {
                 self.rewind(consumer);

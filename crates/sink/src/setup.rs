@@ -45,7 +45,11 @@ impl tributary_ops::Health for SinkHealth {
 
     fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
         let last_flush = self.last_flush_ms.load(Ordering::Relaxed);
-        serde_json::Map::from_iter([("last_flush_ms".to_owned(), last_flush.into())])
+        let mut f = serde_json::Map::from_iter([("last_flush_ms".to_owned(), last_flush.into())]);
+        if let Some(reason) = self.liveness.reason() {
+            f.insert("reason".into(), reason.into());
+        }
+        f
     }
 }
 
