@@ -54,11 +54,13 @@ export class Monitoring extends Construct {
   readonly topic: sns.Topic;
   readonly alarms: cloudwatch.Alarm[] = [];
   private readonly prefix: string;
+  private readonly ecsClusterName: string;
 
   constructor(scope: Construct, id: string, props: MonitoringProps) {
     super(scope, id);
     const cfg = props.config;
     this.prefix = cfg.name;
+    this.ecsClusterName = props.ecsClusterName;
 
     this.topic = new sns.Topic(this, 'Alarms', {
       topicName: `${cfg.name}-alarms`,
@@ -193,22 +195,25 @@ export class Monitoring extends Construct {
     });
 
     // --- ECS services: fewer running tasks than they should have ----------------------------
-    for (const { service, minRunning } of props.services) {
-      this.alarm(`RunningTasks-${service.node.id}`, {
-        alarmDescription: `ECS service ${service.serviceName} ran fewer than ${minRunning} task(s) for 5 minutes (runbook: TributaryComponentDown)`,
-        metric: new cloudwatch.Metric({
-          namespace: 'ECS/ContainerInsights',
-          metricName: 'RunningTaskCount',
-          dimensionsMap: { ClusterName: props.ecsClusterName, ServiceName: service.serviceName },
-          statistic: 'Minimum',
-          period: Duration.minutes(1),
-        }),
-        threshold: minRunning,
-        comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-        evaluationPeriods: 5,
-        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
-      });
-    }
+    for (const { service, minRunning } of props.services) this.watchService(service, minRunning);
+  }
+
+  /** Alarms when an ECS service runs fewer than `minRunning` tasks for 5 minutes. */
+  watchService(service: ecs.FargateService, minRunning: number): void {
+    this.alarm(`RunningTasks-${service.node.id}`, {
+      alarmDescription: `ECS service ${service.serviceName} ran fewer than ${minRunning} task(s) for 5 minutes (runbook: TributaryComponentDown)`,
+      metric: new cloudwatch.Metric({
+        namespace: 'ECS/ContainerInsights',
+        metricName: 'RunningTaskCount',
+        dimensionsMap: { ClusterName: this.ecsClusterName, ServiceName: service.serviceName },
+        statistic: 'Minimum',
+        period: Duration.minutes(1),
+      }),
+      threshold: minRunning,
+      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+      evaluationPeriods: 5,
+      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+    });
   }
 
   private alarm(id: string, props: Omit<cloudwatch.AlarmProps, 'alarmName'>): cloudwatch.Alarm {
