@@ -1,7 +1,8 @@
 // CloudWatch alarms for the spec's key alerts, where CloudWatch has the metric, all sent to one
 // encrypted SNS topic. The Prometheus rules of deploy/monitoring stay the complete set (DLQ
-// growth, stalled windows, processor restarts ...): they need the services' /metrics and MSK's
-// open monitoring, which a Prometheus inside the VPC scrapes (docs/aws.md).
+// growth, stalled windows, processor restarts ...): Amazon Managed Service for Prometheus
+// evaluates them on what the collector scrapes and sends its alerts to the same topic
+// (observability.ts, docs/aws.md#metrics-in-the-vpc-prometheus-rules-and-dashboards).
 //
 //   spec alert                      CloudWatch alarm here
 //   consumer lag > 100,000          MSK SumOffsetLag per consumer group and topic > 100,000 for 5 min
@@ -9,7 +10,7 @@
 //   Kafka broker down               a broker that stops reporting metrics (3 min); no active
 //                                   controller; offline partitions; under-replicated partitions
 //   DLQ message count increasing    not here: per-topic MSK metrics cost extra (PER_TOPIC_PER_BROKER);
-//                                   Prometheus rule TributaryDeadLettersIncreasing
+//                                   Prometheus rule TributaryDeadLettersIncreasing on AMP
 //   (component down)                ECS running tasks below the desired count for 5 min; no
 //                                   healthy gateway behind the ALB
 import { Duration } from 'aws-cdk-lib';
