@@ -57,6 +57,10 @@ export interface TributaryConfig {
   readonly archiveExpireDays: number;
   readonly accessLogExpireDays: number;
   readonly alarmEmail?: string;
+  /** The metrics collector's image (AWS Distro for OpenTelemetry, from ECR Public). */
+  readonly collectorImage: string;
+  /** An Amazon Managed Grafana workspace on the AMP workspace (observability.ts). */
+  readonly managedGrafana: boolean;
   /** Keep the ALB from being deleted by accident (turn off before `cdk destroy`). */
   readonly deletionProtection: boolean;
   /**
@@ -104,6 +108,8 @@ export const DEFAULTS: Record<string, string> = {
   archiveExpireDays: '365',
   accessLogExpireDays: '90',
   deletionProtection: 'true',
+  collectorImage: 'public.ecr.aws/aws-observability/aws-otel-collector:v0.43.3',
+  managedGrafana: 'false',
 };
 
 /** The retention periods CloudWatch Logs accepts, in days. */
@@ -198,6 +204,8 @@ export function readConfig(get: (key: string) => unknown, env: NodeJS.ProcessEnv
     archiveExpireDays: int('archiveExpireDays', 2, 36500),
     accessLogExpireDays: int('accessLogExpireDays', 1, 3650),
     alarmEmail: text('alarmEmail'),
+    collectorImage: text('collectorImage') ?? DEFAULTS.collectorImage,
+    managedGrafana: (text('managedGrafana') ?? 'false') === 'true',
     deletionProtection: (text('deletionProtection') ?? 'true') !== 'false',
     githubRepository: text('githubRepository'),
     githubOidcProviderArn: text('githubOidcProviderArn'),

@@ -23,6 +23,7 @@ import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as servicediscovery from 'aws-cdk-lib/aws-servicediscovery';
 import { Construct } from 'constructs';
 import { skipChecks } from './checkov';
 import { TributaryConfig } from './config';
@@ -92,6 +93,13 @@ export class Gateway extends Construct {
 
     this.service = services.service('Gateway', 'gateway', task, props.network.gatewaySg, cfg.gatewayCount, {
       healthCheckGracePeriod: Duration.seconds(60),
+      // gateway.<name>.internal: how the metrics collector finds every task (observability.ts).
+      cloudMapOptions: {
+        name: 'gateway',
+        cloudMapNamespace: services.namespace,
+        dnsRecordType: servicediscovery.DnsRecordType.A,
+        dnsTtl: Duration.seconds(10),
+      },
     });
     const scaling = this.service.autoScaleTaskCount({ minCapacity: cfg.gatewayCount, maxCapacity: cfg.gatewayMaxCount });
     scaling.scaleOnCpuUtilization('Cpu', {

@@ -1,7 +1,8 @@
 // CloudWatch alarms for the spec's key alerts, where CloudWatch has the metric, all sent to one
 // encrypted SNS topic. The Prometheus rules of deploy/monitoring stay the complete set (DLQ
-// growth, stalled windows, processor restarts ...): they need the services' /metrics and MSK's
-// open monitoring, which a Prometheus inside the VPC scrapes (docs/aws.md).
+// growth, stalled windows, processor restarts ...): Amazon Managed Service for Prometheus
+// evaluates them on what the collector scrapes and sends its alerts to the same topic
+// (observability.ts, docs/aws.md#metrics-in-the-vpc-prometheus-rules-and-dashboards).
 //
 //   spec alert                      CloudWatch alarm here
 //   consumer lag > 100,000          MSK SumOffsetLag per consumer group and topic > 100,000 for 5 min
@@ -9,7 +10,7 @@
 //   Kafka broker down               a broker that stops reporting metrics (3 min); no active
 //                                   controller; offline partitions; under-replicated partitions
 //   DLQ message count increasing    not here: per-topic MSK metrics cost extra (PER_TOPIC_PER_BROKER);
-//                                   Prometheus rule TributaryDeadLettersIncreasing
+//                                   Prometheus rule TributaryDeadLettersIncreasing on AMP
 //   (component down)                ECS running tasks below the desired count for 5 min; no
 //                                   healthy gateway behind the ALB
 import { Duration } from 'aws-cdk-lib';
@@ -54,11 +55,13 @@ export class Monitoring extends Construct {
   readonly topic: sns.Topic;
   readonly alarms: cloudwatch.Alarm[] = [];
   private readonly prefix: string;
+  private readonly ecsClusterName: string;
 
   constructor(scope: Construct, id: string, props: MonitoringProps) {
     super(scope, id);
     const cfg = props.config;
     this.prefix = cfg.name;
+    this.ecsClusterName = props.ecsClusterName;
 
     this.topic = new sns.Topic(this, 'Alarms', {
       topicName: `${cfg.name}-alarms`,
@@ -193,22 +196,25 @@ export class Monitoring extends Construct {
     });
 
     // --- ECS services: fewer running tasks than they should have ----------------------------
-    for (const { service, minRunning } of props.services) {
-      this.alarm(`RunningTasks-${service.node.id}`, {
-        alarmDescription: `ECS service ${service.serviceName} ran fewer than ${minRunning} task(s) for 5 minutes (runbook: TributaryComponentDown)`,
-        metric: new cloudwatch.Metric({
-          namespace: 'ECS/ContainerInsights',
-          metricName: 'RunningTaskCount',
-          dimensionsMap: { ClusterName: props.ecsClusterName, ServiceName: service.serviceName },
-          statistic: 'Minimum',
-          period: Duration.minutes(1),
-        }),
-        threshold: minRunning,
-        comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-        evaluationPeriods: 5,
-        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
-      });
-    }
+    for (const { service, minRunning } of props.services) this.watchService(service, minRunning);
+  }
+
+  /** Alarms when an ECS service runs fewer than `minRunning` tasks for 5 minutes. */
+  watchService(service: ecs.FargateService, minRunning: number): void {
+    this.alarm(`RunningTasks-${service.node.id}`, {
+      alarmDescription: `ECS service ${service.serviceName} ran fewer than ${minRunning} task(s) for 5 minutes (runbook: TributaryComponentDown)`,
+      metric: new cloudwatch.Metric({
+        namespace: 'ECS/ContainerInsights',
+        metricName: 'RunningTaskCount',
+        dimensionsMap: { ClusterName: this.ecsClusterName, ServiceName: service.serviceName },
+        statistic: 'Minimum',
+        period: Duration.minutes(1),
+      }),
+      threshold: minRunning,
+      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+      evaluationPeriods: 5,
+      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+    });
   }
 
   private alarm(id: string, props: Omit<cloudwatch.AlarmProps, 'alarmName'>): cloudwatch.Alarm {

@@ -146,6 +146,13 @@ export class Services extends Construct {
       const service = this.service(`Processor${slot}`, `processor-${slot}`, task, net.processorSg, 1, {
         minHealthyPercent: 0,
         maxHealthyPercent: 100,
+        // processor-<slot>.<name>.internal: how the metrics collector finds it (observability.ts).
+        cloudMapOptions: {
+          name: `processor-${slot}`,
+          cloudMapNamespace: this.namespace,
+          dnsRecordType: servicediscovery.DnsRecordType.A,
+          dnsTtl: Duration.seconds(10),
+        },
       });
       // One slot at a time: CloudFormation updates a slot's service only once the previous
       // slot's is stable again, so a deployment pauses one slot's partitions, not all of them.

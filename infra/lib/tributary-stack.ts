@@ -14,6 +14,7 @@ import { Gateway } from './gateway';
 import { Kafka } from './kafka';
 import { Monitoring, WatchedGroup } from './monitoring';
 import { Network } from './network';
+import { Observability } from './observability';
 import { PROCESSOR_GROUP, Services } from './services';
 import { Storage } from './storage';
 
@@ -38,6 +39,7 @@ export class TributaryStack extends Stack {
   readonly connect: Connect;
   readonly gateway: Gateway;
   readonly monitoring: Monitoring;
+  readonly observability: Observability;
   private readonly zones: string[];
 
   constructor(scope: Construct, id: string, props: TributaryStackProps) {
@@ -99,6 +101,16 @@ export class TributaryStack extends Stack {
         snowflakeSinkGroup(),
       ],
     });
+    this.observability = new Observability(this, 'Observability', {
+      config: cfg,
+      network: this.network,
+      services: this.services,
+      bootstrapServers: this.kafka.bootstrapServers,
+      topic: this.monitoring.topic,
+      topicKey: this.storage.platformKey,
+    });
+    // A collector that is down blinds every Prometheus rule: it alarms through CloudWatch.
+    this.monitoring.watchService(this.observability.collector, 1);
   }
 
   /**

@@ -67,11 +67,11 @@ test('Kafka broker down: no active controller, offline partitions, silent broker
 
 test('every ECS service alarms when it runs fewer tasks than it should', () => {
   const running = alarms(s).filter((a) => a.MetricName === 'RunningTaskCount');
-  expect(running).toHaveLength(6);
+  expect(running).toHaveLength(7); // the six of the platform and the metrics collector
   for (const a of running) {
     expect(a).toMatchObject({ Namespace: 'ECS/ContainerInsights', Statistic: 'Minimum', ComparisonOperator: 'LessThanThreshold' });
   }
-  expect(running.map((a) => a.Threshold).sort()).toEqual([1, 1, 1, 2, 2, 2]);
+  expect(running.map((a) => a.Threshold).sort()).toEqual([1, 1, 1, 1, 2, 2, 2]);
   // RunningTaskCount exists only with Container Insights.
   s.template.hasResourceProperties('AWS::ECS::Cluster', {
     ClusterSettings: [{ Name: 'containerInsights', Value: 'enabled' }],
@@ -83,7 +83,7 @@ test('every alarm notifies the encrypted SNS topic, when it fires and when it cl
   const key = logicalId(s, 'AWS::KMS::Key', 'StoragePlatformKey');
   s.template.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: { 'Fn::GetAtt': [key, 'Arn'] } });
   const all = alarms(s);
-  expect(all.length).toBe(29);
+  expect(all.length).toBe(30);
   for (const a of all) {
     expect(a.AlarmActions).toEqual([{ Ref: topic }]);
     expect(a.OKActions).toEqual([{ Ref: topic }]);

@@ -72,9 +72,15 @@ test('each component accepts only its own port, from its own clients', () => {
     ...['Gateway', 'Processor', 'Connect'].map((c) => `${c}<-registry:8081`),
     ...['Gateway', 'Registry', 'Processor', 'Connect', 'Admin'].map((c) => `${c}<-msk:9096`),
     `Connect<-connect:8083`,
+    // The metrics collector (observability.ts): /metrics and MSK's open monitoring, nothing else.
+    `Collector<-gateway:8080`,
+    `Collector<-processor:8082`,
+    `Collector<-msk:11001`,
+    `Collector<-msk:11002`,
   ]);
   const names: Record<string, string> = {};
   for (const n of ['Alb', 'Gateway', 'Registry', 'Processor', 'Connect', 'Admin', 'Msk']) names[sg(s, n)] = n;
+  names[logicalId(s, 'AWS::EC2::SecurityGroup', 'ObservabilityCollectorSg')] = 'Collector';
   const actual = new Set(
     ingressRules(s)
       .filter((r) => r.from)
@@ -85,8 +91,11 @@ test('each component accepts only its own port, from its own clients', () => {
       }),
   );
   expect(actual).toEqual(expected);
-  // MSK: 9096 (SASL/SCRAM over TLS) only; no plaintext 9092, no TLS-only 9094, no IAM 9098.
-  for (const r of ingressRules(s).filter((r) => r.group === sg(s, 'Msk'))) expect(r.port).toBe(9096);
+  // MSK: 9096 (SASL/SCRAM over TLS) for clients, no plaintext 9092, no TLS-only 9094, no IAM
+  // 9098; the open-monitoring exporters for the collector alone.
+  for (const r of ingressRules(s).filter((r) => r.group === sg(s, 'Msk'))) {
+    expect(names[r.from!] === 'Collector' ? [11001, 11002] : [9096]).toContain(r.port);
+  }
 });
 
 test('outbound traffic is limited too: no security group allows all outbound', () => {
@@ -104,7 +113,7 @@ test('outbound traffic is limited too: no security group allows all outbound', (
 
 test('every ECS service runs in the private subnets without a public IP', () => {
   const services = resourcesOf(s, 'AWS::ECS::Service');
-  expect(services.length).toBe(6); // gateway, registry, three processor slots, connect
+  expect(services.length).toBe(7); // gateway, registry, three processor slots, connect, collector
   for (const [, service] of services) {
     const vpc = service.Properties!.NetworkConfiguration.AwsvpcConfiguration;
     expect(vpc.AssignPublicIp).toBe('DISABLED');
