@@ -6,9 +6,6 @@
 #   tributary-kafka:local    deploy/kafka/Dockerfile: Debian's JRE and the Kafka of kafka.sh
 #   tributary-connect:local  deploy/connect/Dockerfile: Connect and the Snowflake sink plugin
 #
-# and, for docker-compose.yml under podman only (deploy/containers/podman.yml), Debian's
-# Prometheus as tributary-prometheus:local, since prom/prometheus cannot be pulled here.
-#
 # No registry can be reached here, so the base image is made with debootstrap (Debian bookworm,
 # minbase) and imported as localhost/debian:bookworm-local; the root file system is cached as a
 # tarball, so a later run (or a machine whose podman storage was wiped) imports it in seconds.
@@ -123,10 +120,7 @@ build() {
   sf="$(snowflake_version)"
   log "building tributary-connect:local (Snowflake connector $sf)"
   "${PODMAN[@]}" build "${BUILD_FLAGS[@]}" --build-arg "SNOWFLAKE_CONNECTOR_VERSION=$sf" -f "$ROOT/deploy/connect/Dockerfile" -t tributary-connect:local "$ROOT/deploy"
-  # Only for docker-compose.yml under podman here (deploy/containers/podman.yml).
-  log "building tributary-prometheus:local"
-  "${PODMAN[@]}" build "${BUILD_FLAGS[@]}" -f "$ROOT/deploy/containers/prometheus.Dockerfile" -t tributary-prometheus:local "$ROOT/deploy/containers"
-  log "built tributary:local, tributary-kafka:local, tributary-connect:local, tributary-prometheus:local"
+  log "built tributary:local, tributary-kafka:local, tributary-connect:local"
 }
 
 cmd="${1:-build}"
