@@ -46,15 +46,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'say "interrupted"; exit 130' INT TERM
 
-# 1. The images (cached layers make a later run quick), bounded by what time is left.
+# 1. The base image, then whether podman can run a container at all here (the only reason to
+# skip), then the images (cached layers make a later run quick), bounded by what time is left.
+if ! "$ROOT/deploy/containers/images.sh" base > /tmp/tributary-smoke-build.log 2>&1; then
+  tail -n 30 /tmp/tributary-smoke-build.log
+  fail "the base image could not be made (log: /tmp/tributary-smoke-build.log)"; summary; exit 1
+fi
+if ! why="$(podman --runtime runc run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
+    localhost/debian:bookworm-local true 2>&1)"; then
+  say "skipped: podman cannot run a container here: $(tail -n 1 <<< "$why")"; summary; exit 0
+fi
 if timeout "$(left)" "$ROOT/deploy/containers/images.sh" build > /tmp/tributary-smoke-build.log 2>&1; then
   pass "images built ($((SECONDS - started)) s)"
 else
   tail -n 30 /tmp/tributary-smoke-build.log
-  if ! podman --runtime runc run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
-      localhost/debian:bookworm-local true >/dev/null 2>&1; then
-    say "skipped: podman cannot run a container here (see the lines above)"; summary; exit 0
-  fi
   fail "images did not build (log: /tmp/tributary-smoke-build.log)"; summary; exit 1
 fi
 
