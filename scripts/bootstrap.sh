@@ -44,7 +44,9 @@ if ! command -v dpkg-query > /dev/null 2>&1 || ! command -v apt-get > /dev/null 
 fi
 
 # Debian packages that have no command of their own to look for, all asked in one dpkg-query.
-packages=(build-essential pkg-config libssl-dev zlib1g-dev ca-certificates python3-venv python3-pip)
+# debian-archive-keyring: debootstrap checks the Debian archive with it (Ubuntu lacks it).
+packages=(build-essential pkg-config libssl-dev zlib1g-dev ca-certificates python3-venv python3-pip
+  debian-archive-keyring)
 installed=$'\n'"$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${packages[@]}" 2> /dev/null \
   | awk '$2 ~ /^ii/ {print $1}' || true)"$'\n'
 missing=()
