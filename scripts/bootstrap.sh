@@ -6,9 +6,11 @@
 #     bundled sources), unzip (scripts/duckdb.sh takes the prebuilt DuckDB out of its jar), Java 17+ and Maven for the Kafka broker resolved from Maven Central, curl,
 #     Prometheus with promtool (started by `make up`, needed by the monitoring tests), Python with
 #     venv, jq and openssl (the interoperability and Kafka Connect tests), Node.js 20+ with npm
-#     (the AWS infrastructure tests);
+#     (the AWS infrastructure tests), podman, runc and debootstrap (the container images and the
+#     compose stack, tests/containers);
 #   - the Python virtualenv of the interoperability and monitoring tests,
-#     ~/.cache/tributary/venv, from tests/interop/requirements.txt (rebuilt when that changes).
+#     ~/.cache/tributary/venv, from tests/interop/requirements.txt (rebuilt when that changes),
+#     with podman-compose from deploy/containers/requirements.txt.
 #
 # `make lint` needs cargo-deny too; scripts/cargo-deny.sh installs it when lint first runs (a
 # 25-minute build on 2 cores that `make up` and `make test` do not need).
@@ -42,7 +44,9 @@ if ! command -v dpkg-query > /dev/null 2>&1 || ! command -v apt-get > /dev/null 
 fi
 
 # Debian packages that have no command of their own to look for, all asked in one dpkg-query.
-packages=(build-essential pkg-config libssl-dev zlib1g-dev ca-certificates python3-venv python3-pip)
+# debian-archive-keyring: debootstrap checks the Debian archive with it (Ubuntu lacks it).
+packages=(build-essential pkg-config libssl-dev zlib1g-dev ca-certificates python3-venv python3-pip
+  debian-archive-keyring)
 installed=$'\n'"$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${packages[@]}" 2> /dev/null \
   | awk '$2 ~ /^ii/ {print $1}' || true)"$'\n'
 missing=()
@@ -62,6 +66,9 @@ need_command prometheus prometheus
 need_command promtool prometheus
 need_command node nodejs
 need_command npm npm
+need_command podman podman
+need_command runc runc
+need_command debootstrap debootstrap
 # Each package once, in order.
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk 'NF && !seen[$0]++')
 
@@ -170,4 +177,11 @@ if ! cmp -s "$requirements" "$venv/.requirements" 2> /dev/null || [ ! -x "$venv/
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
   cp "$requirements" "$venv/.requirements"
+fi
+# podman-compose for docker-compose.yml under podman (deploy/containers/compose.sh).
+containers_requirements="$ROOT/deploy/containers/requirements.txt"
+if ! cmp -s "$containers_requirements" "$venv/.requirements-containers" 2> /dev/null || [ ! -x "$venv/bin/podman-compose" ]; then
+  say "installing podman-compose into $venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$containers_requirements"
+  cp "$containers_requirements" "$venv/.requirements-containers"
 fi

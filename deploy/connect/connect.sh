@@ -9,6 +9,7 @@
 #   connect.sh install          resolve the Connect jars and the Snowflake plugin (idempotent)
 #   connect.sh start            install if needed, write the local worker config, start, wait
 #                               until the REST API answers
+#   connect.sh run              the same in the foreground, warnings on stdout (containers)
 #   connect.sh stop             SIGTERM, then SIGKILL after a grace period
 #   connect.sh status           exit 0 and say so when the REST API answers, 3 when it does not
 #   connect.sh wait [SECS]      wait until the REST API answers
@@ -244,6 +245,24 @@ start() {
   wait_ready 180
 }
 
+# In the foreground, against what `install` put in the cache (a container has no Maven): the
+# entry point of the Connect service in docker-compose.yml.
+run() {
+  if [ ! -f "$HOME_DIR/.complete" ] || [ ! -f "$PLUGIN_PATH/.complete" ]; then
+    install
+  fi
+  if port_open "$PORT"; then
+    log "port $PORT is already in use by another process; set CONNECT_PORT or stop it"
+    exit 1
+  fi
+  write_config
+  log "running Kafka Connect $VERSION with Snowflake connector $SF_VERSION on $URL against $BOOTSTRAP (state in $STATE)"
+  exec java -Xms128m -Xmx"$HEAP" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true -Dkafka.logs.dir="$STATE/logs" \
+    -Dlog4j2.configurationFile="$HOME_DIR/config/log4j2.properties" "${JVM_OPTS[@]}" \
+    -cp "$LIBS/*" org.apache.kafka.connect.cli.ConnectDistributed "$STATE/connect-distributed.properties"
+}
+
 wait_ready() {
   local deadline=$((SECONDS + ${1:-180}))
   # /connectors answers 200 only once the worker has joined its group and read the config topic.
@@ -283,6 +302,7 @@ cmd="${1:-}"
 case "$cmd" in
   install) install ;;
   start) start ;;
+  run) run ;;
   stop) stop ;;
   status) status ;;
   wait) wait_ready "${1:-180}" ;;
@@ -290,5 +310,5 @@ case "$cmd" in
   env)
     printf 'CONNECT_VERSION=%s\nSNOWFLAKE_CONNECTOR_VERSION=%s\nCONNECT_HOME=%s\nCONNECT_PLUGIN_PATH=%s\nKAFKA_BOOTSTRAP=%s\nCONNECT_URL=%s\nCONNECT_STATE_DIR=%s\n' \
       "$VERSION" "$SF_VERSION" "$HOME_DIR" "$PLUGIN_PATH" "$BOOTSTRAP" "$URL" "$STATE" ;;
-  *) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
+  *) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
 esac

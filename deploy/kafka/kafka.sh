@@ -6,6 +6,7 @@
 #
 #   kafka.sh install            resolve the Kafka jars and write the tool wrappers (idempotent)
 #   kafka.sh start              install if needed, format storage once, start, wait until ready
+#   kafka.sh run                the same in the foreground, logging to stdout (containers)
 #   kafka.sh stop               SIGTERM, then SIGKILL after a grace period
 #   kafka.sh kill               SIGKILL at once (fault tests)
 #   kafka.sh status             exit 0 and say so when the broker answers, 3 when it does not
@@ -152,13 +153,10 @@ log.segment.bytes=268435456
 EOF
 }
 
-start() {
+# Writes the configuration, formats the storage once and fills BROKER with the broker's command
+# line (with the metrics agent when KAFKA_METRICS_PORT is set), for start and run.
+prepare() {
   install
-  if pid_alive; then
-    log "already running (pid $(cat "$STATE/kafka.pid")) on 127.0.0.1:$PORT"
-    wait_ready 60
-    return 0
-  fi
   if port_open "$PORT"; then
     log "port $PORT is already in use by another process; set KAFKA_PORT or stop it"
     exit 1
@@ -182,15 +180,32 @@ start() {
     fi
     agent=("-javaagent:$JMX_EXPORTER_JAR=127.0.0.1:$METRICS_PORT:$HERE/jmx-exporter.yml")
   fi
+  BROKER=(java -Xms256m -Xmx"$HEAP" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+    -Djava.awt.headless=true -Dkafka.logs.dir="$STATE/logs" "${agent[@]}"
+    -Dlog4j2.configurationFile="$HOME_DIR/config/log4j2.properties"
+    -cp "$LIBS/*" kafka.Kafka "$STATE/server.properties")
   log "starting Apache Kafka $VERSION on 127.0.0.1:$PORT (state in $STATE)${METRICS_PORT:+, metrics on http://127.0.0.1:$METRICS_PORT/metrics}"
+}
+
+start() {
+  install
+  if pid_alive; then
+    log "already running (pid $(cat "$STATE/kafka.pid")) on 127.0.0.1:$PORT"
+    wait_ready 60
+    return 0
+  fi
+  prepare
   # setsid: the broker outlives the shell that started it (make up returns while it runs).
-  setsid nohup java -Xms256m -Xmx"$HEAP" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-    -Djava.awt.headless=true -Dkafka.logs.dir="$STATE/logs" "${agent[@]}" \
-    -Dlog4j2.configurationFile="$HOME_DIR/config/log4j2.properties" \
-    -cp "$LIBS/*" kafka.Kafka "$STATE/server.properties" \
-    > "$STATE/logs/kafka.out" 2>&1 < /dev/null &
+  setsid nohup "${BROKER[@]}" > "$STATE/logs/kafka.out" 2>&1 < /dev/null &
   echo $! > "$STATE/kafka.pid"
   wait_ready 120
+}
+
+# In the foreground (warnings on standard output, server.log in the state directory): the
+# Kafka image's entry point.
+run() {
+  prepare
+  exec "${BROKER[@]}"
 }
 
 wait_ready() {
@@ -242,6 +257,7 @@ cmd="${1:-}"
 case "$cmd" in
   install) install ;;
   start) start ;;
+  run) run ;;
   stop) stop ;;
   kill) kill9 ;;
   status) status ;;
@@ -257,5 +273,5 @@ case "$cmd" in
   env)
     printf 'KAFKA_VERSION=%s\nKAFKA_HOME=%s\nKAFKA_PORT=%s\nKAFKA_CONTROLLER_PORT=%s\nKAFKA_STATE_DIR=%s\nKAFKA_METRICS_PORT=%s\n' \
       "$VERSION" "$HOME_DIR" "$PORT" "$CONTROLLER_PORT" "$STATE" "$METRICS_PORT" ;;
-  *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
+  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
 esac
