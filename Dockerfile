@@ -41,10 +41,10 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=6 \
 ENTRYPOINT ["tributary"]
 CMD ["gateway"]
 
-# The binary `make` built (deploy/containers/images.sh strips its line tables), as the only file of
-# the build context.
+# The binary `make` built (deploy/containers/images.sh strips its line tables) and the prebuilt
+# DuckDB library it links, which it finds next to itself: the folder bin/ of the build context.
 FROM runtime AS prebuilt
-COPY tributary /usr/local/bin/tributary
+COPY bin/ /usr/local/bin/
 
 FROM ${RUST_IMAGE} AS builder
 # librdkafka is compiled from source by the rdkafka crate: it needs a C toolchain, pkg-config and
@@ -57,10 +57,11 @@ WORKDIR /src
 # the image's own stable toolchain builds without downloading another one.
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
-# The target directory is a cache mount, so the binary is copied out in the same step.
+# The target directory is a cache mount, so the binary is copied out in the same step. DuckDB is
+# compiled into the binary from the duckdb crate's bundled sources (no library to ship beside it).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p tributary-cli \
+    cargo build --release --locked -p tributary-cli --features tributary-sink/bundled-duckdb \
  && strip --strip-debug -o /usr/local/bin/tributary target/release/tributary
 
 # The default target: the binary compiled above.

@@ -110,8 +110,14 @@ build() {
   local ctx
   ctx="$(mktemp -d)"
   trap 'rm -rf "$ctx"' RETURN
-  # Without its line tables (1.6 GB of the 1.7 GB `make` builds); the release build strips too.
-  strip --strip-debug -o "$ctx/tributary" "$BINARY" 2>/dev/null || cp "$BINARY" "$ctx/tributary"
+  # Without its line tables; the release build strips too. Beside it, the prebuilt DuckDB
+  # library it was linked with (scripts/duckdb.sh), which it looks for next to itself first;
+  # none when DuckDB was compiled in.
+  mkdir "$ctx/bin"
+  strip --strip-debug -o "$ctx/bin/tributary" "$BINARY" 2>/dev/null || cp "$BINARY" "$ctx/bin/tributary"
+  ldd "$BINARY" | awk '/libduckdb/ && $3 ~ /^\// {print $3}' | while read -r lib; do
+    cp "$lib" "$ctx/bin/"
+  done
   log "building tributary:local (the binary at $BINARY)"
   "${PODMAN[@]}" build "${BUILD_FLAGS[@]}" --target prebuilt -f "$ROOT/Dockerfile" -t tributary:local "$ctx"
   log "building tributary-kafka:local"

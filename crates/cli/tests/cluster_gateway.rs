@@ -18,7 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 
 /// Leader kills in scenario 1 (`TRIBUTARY_TEST_LEADER_KILLS`), within [`KILL_BUDGET`].
 const DEFAULT_KILLS: u32 = 10;
-const KILL_BUDGET: Duration = Duration::from_secs(240);
+const KILL_BUDGET: Duration = Duration::from_secs(200);
 
 /// Waits (120 s at most) until every partition has all its replicas in sync, so that the
 /// next kill takes one replica of three, not the last in-sync one.
