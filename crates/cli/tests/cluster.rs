@@ -193,6 +193,24 @@ fn service(
     (KillOnDrop(child), format!("http://{addr}"), log_path)
 }
 
+/// Waits (90 s at most) for a service started by [`service`] to exit, and requires it to fail
+/// with a log naming every one of `words`.
+fn exits_naming((mut child, _, log): (KillOnDrop, String, PathBuf), words: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("waiting for the service") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{} kept running", log.display());
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "{text}");
+    for word in words {
+        assert!(text.contains(word), "startup names the cause ({word}): {text}");
+    }
+}
+
 /// The `reason` of a processor's or sink's `/health` once it answers 503 with one containing
 /// every word of `words`, within `secs`; panics with the last answer and the log otherwise.
 async fn reason_until(base: &str, log: &Path, secs: u64, words: &[&str]) -> String {
@@ -257,18 +275,18 @@ async fn processor_and_sink_name_what_the_cluster_refuses() {
     // A wrong password: the processor stops at startup naming the refused credentials.
     let mut wrong = cluster.client_env("processor");
     wrong.insert("TRIBUTARY_KAFKA__SASL_PASSWORD".into(), "not-the-password".into());
-    let (mut proc, _, log) = service(&s.dir, &config, &wrong, &["processor"], "proc-wrong");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = proc.0.try_wait().expect("waiting for the processor") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the processor kept running with a wrong password");
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!status.success(), "{text}");
-    assert!(text.contains("refused the credentials"), "startup names the cause: {text}");
+    let started = service(&s.dir, &config, &wrong, &["processor"], "proc-wrong");
+    exits_naming(started, &["refused the credentials"]);
+
+    // The registry: with a wrong password, and as a user without an ACL for `_schemas` (the
+    // gateway's), it stops at startup naming the cause.
+    let mut wrong = cluster.client_env("registry");
+    wrong.insert("TRIBUTARY_KAFKA__SASL_PASSWORD".into(), "not-the-password".into());
+    let started = service(&s.dir, &config, &wrong, &["registry"], "registry-wrong");
+    exits_naming(started, &["refused the credentials"]);
+    let gateway_user = cluster.client_env("gateway");
+    let started = service(&s.dir, &config, &gateway_user, &["registry"], "registry-denied");
+    exits_naming(started, &["denied access to a topic"]);
 
     // The sink with a wrong password: unhealthy, and health says why.
     let mut wrong = cluster.client_env("sink");

@@ -13,15 +13,18 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::watch;
-use tributary_kafka::{KafkaConfig, KafkaError, ProducerTuning};
+use tributary_kafka::{KafkaConfig, KafkaError, ProducerTuning, Refusal, Watched};
 
 /// The `_schemas` topic and the state read from it.
 pub struct Store {
     topic: String,
-    kafka: KafkaConfig,
+    /// Asks for the end of the topic on every write. One client for the life of the store:
+    /// a new one per write would pay a connection, TLS and SASL handshake each time, seconds on
+    /// a busy SASL_SSL cluster, beyond a client's timeout.
+    ends: Arc<Mutex<BaseConsumer>>,
     producer: FutureProducer,
     state: Arc<RwLock<State>>,
     /// Next offset the reader will apply: everything below it is in `state`.
@@ -36,7 +39,12 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A failed topic operation; a refused one (a missing ACL) says so.
 fn topic_error(what: String, code: RDKafkaErrorCode) -> KafkaError {
+    let what = match Refusal::of(code) {
+        Some(refusal) => format!("{what}: {}", refusal.describe()),
+        None => what,
+    };
     KafkaError::new(what, RdError::AdminOp(code))
 }
 
@@ -77,9 +85,13 @@ impl Store {
                 .spawn(move || read_loop(&consumer, &topic, &state, &applied_tx, &stop))
                 .map_err(|_| KafkaError::new("starting the registry reader", RdError::Canceled))?;
         }
+        let ends: BaseConsumer = kafka
+            .consumer(None)
+            .create()
+            .map_err(|e| KafkaError::new("creating a metadata client", e))?;
         let store = Self {
             topic: topic.to_owned(),
-            kafka: kafka.clone(),
+            ends: Arc::new(Mutex::new(ends)),
             producer,
             state,
             applied,
@@ -97,14 +109,12 @@ impl Store {
 
     /// Waits until every record written to the topic before this call has been applied.
     pub async fn sync(&self) -> Result<(), KafkaError> {
-        let kafka = self.kafka.clone();
+        let ends = Arc::clone(&self.ends);
         let topic = self.topic.clone();
         let timeout = self.timeout;
         let end = tokio::task::spawn_blocking(move || {
-            let c: BaseConsumer = kafka
-                .consumer(None)
-                .create()
-                .map_err(|e| KafkaError::new("creating a metadata client", e))?;
+            // Writes hold the registry's write lock already; this one only guards the client.
+            let c = ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             // Right after a broker (re)start the partition may have no leader for a moment:
             // retry within the timeout rather than fail the caller.
             let deadline = std::time::Instant::now() + timeout;
@@ -191,6 +201,18 @@ async fn ensure_topic(
     replication_factor: Option<i16>,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
+    // Reach the cluster first: librdkafka reports refused credentials and failed TLS only
+    // beside the request that then times out; the probe takes them from its queue and names
+    // them (an admin request would just say OperationTimedOut).
+    let probe: BaseConsumer<Watched> = kafka
+        .consumer(None)
+        .create_with_context(Watched::default())
+        .map_err(|e| KafkaError::new("creating a metadata client", e))?;
+    tokio::task::spawn_blocking(move || {
+        tributary_kafka::cause::fetch_metadata(&probe, timeout).map(|_| ())
+    })
+    .await
+    .map_err(|_| KafkaError::new("reaching kafka", RdError::Canceled))??;
     let admin: AdminClient<DefaultClientContext> =
         kafka.base().create().map_err(|e| KafkaError::new("creating the admin client", e))?;
     // -1: the cluster's default.replication.factor (CreateTopics v4+).
