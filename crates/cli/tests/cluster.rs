@@ -269,6 +269,12 @@ async fn processor_and_sink_name_what_the_cluster_refuses() {
         &format!("tributary-processor-{suffix}"),
         &format!("tributary-sink-{suffix}"),
     );
+    // `topics apply` with a wrong password stops naming the refused credentials.
+    let mut wrong = cluster.client_env("admin");
+    wrong.insert("TRIBUTARY_KAFKA__SASL_PASSWORD".into(), "not-the-password".into());
+    let out = run(&config, &wrong, &["topics", "apply"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("refused the credentials"), "{text}");
     let out = run(&config, &cluster.client_env("admin"), &["topics", "apply"]);
     assert!(out.status.success(), "topics apply: {}", String::from_utf8_lossy(&out.stderr));
 

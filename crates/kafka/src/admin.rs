@@ -111,6 +111,8 @@ pub async fn apply_topics(
 ) -> Result<Vec<ApplyOutcome>, KafkaError> {
     let specs: Vec<&TopicSpec> = catalog.iter().collect();
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    // A refused login or TLS handshake named, not a metadata timeout.
+    crate::cause::reach(config, timeout).await?;
     let existing = current_partition_counts(config, &names, timeout).await?;
     let created = create_missing_topics(config, &specs, &existing, timeout).await?;
     // Look again, so a topic created concurrently with other settings is still reported.

@@ -196,6 +196,22 @@ pub fn fetch_metadata(
     })
 }
 
+/// Asks the cluster for its metadata once, within `timeout`, before work whose own requests
+/// would only time out when Kafka refuses the client (an admin client's: its errors reach no
+/// callback): the error names the refusal. For startup and one-shot commands.
+pub async fn reach(
+    config: &crate::config::KafkaConfig,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let probe: BaseConsumer<Watched> = config
+        .consumer(None)
+        .create_with_context(Watched::default())
+        .map_err(|e| KafkaError::new("creating a metadata client", e))?;
+    tokio::task::spawn_blocking(move || fetch_metadata(&probe, timeout).map(|_| ()))
+        .await
+        .map_err(|_| KafkaError::new("reaching kafka", RdError::Canceled))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::watch;
-use tributary_kafka::{KafkaConfig, KafkaError, ProducerTuning, Refusal, Watched};
+use tributary_kafka::{KafkaConfig, KafkaError, ProducerTuning, Refusal};
 
 /// The `_schemas` topic and the state read from it.
 pub struct Store {
@@ -201,18 +201,9 @@ async fn ensure_topic(
     replication_factor: Option<i16>,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
-    // Reach the cluster first: librdkafka reports refused credentials and failed TLS only
-    // beside the request that then times out; the probe takes them from its queue and names
-    // them (an admin request would just say OperationTimedOut).
-    let probe: BaseConsumer<Watched> = kafka
-        .consumer(None)
-        .create_with_context(Watched::default())
-        .map_err(|e| KafkaError::new("creating a metadata client", e))?;
-    tokio::task::spawn_blocking(move || {
-        tributary_kafka::cause::fetch_metadata(&probe, timeout).map(|_| ())
-    })
-    .await
-    .map_err(|_| KafkaError::new("reaching kafka", RdError::Canceled))??;
+    // Reach the cluster first, so that a refused login or TLS handshake is named (an admin
+    // request would just say OperationTimedOut).
+    tributary_kafka::cause::reach(kafka, timeout).await?;
     let admin: AdminClient<DefaultClientContext> =
         kafka.base().create().map_err(|e| KafkaError::new("creating the admin client", e))?;
     // -1: the cluster's default.replication.factor (CreateTopics v4+).
