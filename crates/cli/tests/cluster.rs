@@ -5,34 +5,16 @@
 //! CA file).
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tributary_test_support::cluster::client_config;
 use tributary_test_support::platform::exclusive;
 use tributary_test_support::{free_port, random_suffix, KillOnDrop, LocalCluster};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
-
-/// librdkafka settings from a user's `TRIBUTARY_KAFKA__*` settings.
-fn client(env: &BTreeMap<String, String>) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    for (name, key) in [
-        ("BOOTSTRAP_SERVERS", "bootstrap.servers"),
-        ("SECURITY_PROTOCOL", "security.protocol"),
-        ("SASL_MECHANISM", "sasl.mechanism"),
-        ("SASL_USERNAME", "sasl.username"),
-        ("SASL_PASSWORD", "sasl.password"),
-        ("SSL_CA_LOCATION", "ssl.ca.location"),
-    ] {
-        if let Some(v) = env.get(&format!("TRIBUTARY_KAFKA__{name}")) {
-            c.set(key, v);
-        }
-    }
-    c
-}
 
 /// `tributary <args>` with `env`, its output.
 fn run(config: &Path, env: &BTreeMap<String, String>, args: &[&str]) -> std::process::Output {
@@ -115,7 +97,7 @@ async fn services_use_their_own_users_and_name_what_the_cluster_refuses() {
     // The catalog, applied as the admin user, takes the cluster's replication factor.
     let out = run(&s.config, &admin, &["topics", "apply"]);
     assert!(out.status.success(), "topics apply: {}", String::from_utf8_lossy(&out.stderr));
-    let consumer: BaseConsumer = client(&admin).create().expect("admin client");
+    let consumer: BaseConsumer = client_config(&admin).create().expect("admin client");
     let md = consumer
         .fetch_metadata(Some(&s.topic), Duration::from_secs(20))
         .expect("metadata of the new topic");
@@ -326,7 +308,7 @@ async fn processor_and_sink_name_what_the_cluster_refuses() {
 async fn write_dead_letters(admin: &BTreeMap<String, String>, dlq: &str, source: &str, n: usize) {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = client(admin).create().expect("admin producer");
+    let producer: FutureProducer = client_config(admin).create().expect("admin producer");
     for i in 0..n {
         let reason = if i % 2 == 0 { "late" } else { "undecodable" };
         let offset = i.to_string();
@@ -352,7 +334,7 @@ fn committed_records(
     expected: usize,
 ) -> usize {
     use rdkafka::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = client(env)
+    let consumer: BaseConsumer = client_config(env)
         .set("group.id", "tributary-reader")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")

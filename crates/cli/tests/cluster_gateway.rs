@@ -65,12 +65,9 @@ async fn killing_the_leader_again_and_again_stores_every_acknowledged_event_once
     // Every node running again (start-node blocks until its port answers).
     tokio::task::block_in_place(|| drop(faults));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let t0 = load.t0;
-    let answers = load.stop().await;
-    let exact = p.check_exact(&answers, &base, t0).await;
+    let exact = p.finish(load, &base).await;
     eprintln!("{done} leader kills: {exact:?}, took {:?}", started.elapsed());
     assert!(done >= kills.min(3), "only {done} kills of {kills} fit in {KILL_BUDGET:?}");
-    assert!(exact.acknowledged > 100, "the load kept writing: {exact:?}");
 }
 
 /// One event of this file's own, written like the load's (same time, same users) so that

@@ -111,11 +111,8 @@ async fn killing_the_transaction_coordinator_mid_commit_loses_and_doubles_nothin
     .await;
     drop(faults);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let t0 = load.t0;
-    let answers = load.stop().await;
-    let exact = p.check_exact(&answers, &base, t0).await;
+    let exact = p.finish(load, &base).await;
     eprintln!("coordinator {node} killed mid-commit: {exact:?}, took {:?}", started.elapsed());
-    assert!(exact.acknowledged > 100, "the load kept writing: {exact:?}");
 }
 
 /// Issue 10, scenario 4: processor instance 0 frozen with SIGSTOP past its session timeout
@@ -156,11 +153,8 @@ async fn a_frozen_processor_resumed_after_its_partitions_moved_is_fenced() {
     signal(zombie.0.id(), "CONT");
     // The zombie wakes up with an open transaction and results to write: they are fenced.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let t0 = load.t0;
-    let answers = load.stop().await;
-    let exact = p.check_exact(&answers, &base, t0).await;
+    let exact = p.finish(load, &base).await;
     eprintln!("zombie processor fenced: {exact:?}, took {:?}", started.elapsed());
-    assert!(exact.acknowledged > 100, "the load kept writing: {exact:?}");
     drop(zombie);
 }
 

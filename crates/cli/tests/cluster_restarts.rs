@@ -42,11 +42,8 @@ async fn a_rolling_restart_of_every_broker_loses_and_doubles_nothing() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     drop(faults);
-    let t0 = load.t0;
-    let answers = load.stop().await;
-    let exact = p.check_exact(&answers, &base, t0).await;
+    let exact = p.finish(load, &base).await;
     eprintln!("rolling restart: {exact:?}, took {:?}", started.elapsed());
-    assert!(exact.acknowledged > 100, "the load kept writing: {exact:?}");
 }
 
 /// Issue 10, scenario 7: the sink stopped with SIGTERM and started again mid-load, and the
@@ -79,16 +76,13 @@ async fn the_sink_and_the_registry_restart_mid_load_without_loss_or_doubles() {
 
     let avro = avro.stop().await;
     p.check_stored_once(&p.avro_topic, &avro);
-    let t0 = load.t0;
-    let answers = load.stop().await;
-    let exact = p.check_exact(&answers, &base, t0).await;
+    let exact = p.finish(load, &base).await;
     eprintln!(
         "sink and registry restarts: {exact:?}, {} Avro events, took {:?}",
         avro.len(),
         started.elapsed()
     );
     assert!(avro.len() > 50, "the Avro load kept writing");
-    assert!(exact.acknowledged > 100, "the load kept writing: {exact:?}");
     let waited: u32 = avro.iter().map(|a| a.unavailable).sum();
     assert_eq!(waited + exact.unavailable, 0, "no write waited for the registry");
 }

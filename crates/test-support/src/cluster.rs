@@ -7,6 +7,25 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// librdkafka settings from a user's `TRIBUTARY_KAFKA__*` settings (those of
+/// [`LocalCluster::client_env`]): the same client the services configure.
+pub fn client_config(env: &BTreeMap<String, String>) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    for (name, key) in [
+        ("BOOTSTRAP_SERVERS", "bootstrap.servers"),
+        ("SECURITY_PROTOCOL", "security.protocol"),
+        ("SASL_MECHANISM", "sasl.mechanism"),
+        ("SASL_USERNAME", "sasl.username"),
+        ("SASL_PASSWORD", "sasl.password"),
+        ("SSL_CA_LOCATION", "ssl.ca.location"),
+    ] {
+        if let Some(v) = env.get(&format!("TRIBUTARY_KAFKA__{name}")) {
+            c.set(key, v);
+        }
+    }
+    c
+}
+
 /// A running three-node cluster.
 pub struct LocalCluster {
     /// Node 1's client port; nodes 2 and 3 use the next two.

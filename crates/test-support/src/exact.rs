@@ -19,6 +19,16 @@ pub struct Exact {
 }
 
 impl Platform {
+    /// Stops `load`, runs [`Platform::check_exact`] through `base`, and requires the load to
+    /// have kept writing through the scenario (more than 100 events acknowledged).
+    pub async fn finish(&self, load: crate::load::Load, base: &str) -> Exact {
+        let t0 = load.t0;
+        let answers = load.stop().await;
+        let exact = self.check_exact(&answers, base, t0).await;
+        assert!(exact.acknowledged > 100, "the load kept writing: {exact:?}");
+        exact
+    }
+
     /// Closes the windows of the load's pane (events later than it on every partition,
     /// written through `base`), then checks, within bounded waits:
     /// - every acknowledged event is in the source topic once, where its answer said; no

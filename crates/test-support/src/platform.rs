@@ -174,20 +174,7 @@ impl Platform {
 
     /// A client of the cluster as the admin user (who may read everything).
     pub fn admin_client(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        for (name, key) in [
-            ("BOOTSTRAP_SERVERS", "bootstrap.servers"),
-            ("SECURITY_PROTOCOL", "security.protocol"),
-            ("SASL_MECHANISM", "sasl.mechanism"),
-            ("SASL_USERNAME", "sasl.username"),
-            ("SASL_PASSWORD", "sasl.password"),
-            ("SSL_CA_LOCATION", "ssl.ca.location"),
-        ] {
-            if let Some(v) = self.env("admin").get(&format!("TRIBUTARY_KAFKA__{name}")) {
-                c.set(key, v);
-            }
-        }
-        c
+        crate::cluster::client_config(&self.env("admin"))
     }
 
     /// The node (1-3) leading `partition` of `topic`, asked of the cluster.
