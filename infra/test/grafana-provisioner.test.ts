@@ -351,6 +351,19 @@ test('delete removes the dashboard, then the data source, the empty folder and t
   expect(grafana.responses.at(-1)).toMatchObject({ Status: 'SUCCESS', PhysicalResourceId: 'g-0123456789/setup' });
 });
 
+test('delete removes the dashboard even when its service account was removed by hand', async () => {
+  await handler(event('Create', setupProps()), context());
+  await handler(event('Create', dashboardProps()), context());
+  mockAws.accounts = [];
+  await handler(event('Delete', dashboardProps(), 'g-0123456789/dashboards/trib-api'), context());
+  expect(grafana.responses.at(-1)).toMatchObject({ Status: 'SUCCESS' });
+  expect(grafana.dashboards.size).toBe(0);
+  // The setup's Delete, which runs next, then removes the service account made for this.
+  await handler(event('Delete', setupProps(), 'g-0123456789/setup'), context());
+  expect(mockAws.accounts).toEqual([]);
+  expect(mockAws.tokens.size).toBe(0);
+});
+
 test('delete keeps a folder holding dashboards the stack did not make, and says so', async () => {
   await handler(event('Create', setupProps()), context());
   expect(grafana.folders.has('tributary')).toBe(true);

@@ -128,7 +128,9 @@ async function remove(event, p) {
   try {
     if (p.Kind === 'Dashboard') {
       const uid = id.slice(id.lastIndexOf('/') + 1);
-      await withToken(aws, p, false, (g) => g('DELETE', `/api/dashboards/uid/${encodeURIComponent(uid)}`, undefined, [404]));
+      // The service account is made again if it was removed by hand: the setup's Delete, which
+      // comes after every dashboard's, removes it.
+      await withToken(aws, p, true, (g) => g('DELETE', `/api/dashboards/uid/${encodeURIComponent(uid)}`, undefined, [404]));
       return done;
     }
     const account = await findServiceAccount(aws, p);
