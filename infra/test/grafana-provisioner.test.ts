@@ -344,7 +344,7 @@ test('delete removes the dashboard, then the data source, the empty folder and t
   mockAws.calls = [];
   await handler(event('Delete', setupProps(), 'g-0123456789/setup'), context());
   expect(trail()).toEqual(['DELETE /api/datasources/uid/prometheus', 'GET /api/search?folderUIDs=tributary&type=dash-db', 'DELETE /api/folders/tributary']);
-  expect(names()).toEqual(['ListWorkspaceServiceAccounts', 'ListWorkspaceServiceAccounts', 'CreateWorkspaceServiceAccountToken',
+  expect(names()).toEqual(['ListWorkspaceServiceAccounts', 'CreateWorkspaceServiceAccountToken',
     'DeleteWorkspaceServiceAccountToken', 'DeleteWorkspaceServiceAccount']);
   expect(mockAws.accounts).toEqual([]);
   expect([grafana.dataSources.size, grafana.folders.size]).toEqual([0, 0]);
@@ -362,6 +362,15 @@ test('delete removes the dashboard even when its service account was removed by 
   await handler(event('Delete', setupProps(), 'g-0123456789/setup'), context());
   expect(mockAws.accounts).toEqual([]);
   expect(mockAws.tokens.size).toBe(0);
+});
+
+test('the setup\'s delete removes the data source and the folder even when the service account was removed by hand', async () => {
+  await handler(event('Create', setupProps()), context());
+  mockAws.accounts = [];
+  await handler(event('Delete', setupProps(), 'g-0123456789/setup'), context());
+  expect(grafana.responses.at(-1)).toMatchObject({ Status: 'SUCCESS', PhysicalResourceId: 'g-0123456789/setup' });
+  expect([grafana.dataSources.size, grafana.folders.size]).toEqual([0, 0]);
+  expect(mockAws.accounts).toEqual([]);
 });
 
 test('delete keeps a folder holding dashboards the stack did not make, and says so', async () => {

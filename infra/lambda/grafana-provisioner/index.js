@@ -133,14 +133,14 @@ async function remove(event, p) {
       await withToken(aws, p, true, (g) => g('DELETE', `/api/dashboards/uid/${encodeURIComponent(uid)}`, undefined, [404]));
       return done;
     }
-    const account = await findServiceAccount(aws, p);
-    if (!account) return { ...done, Reason: 'no service account: nothing left to delete' };
     let kept = '';
-    await withToken(aws, p, false, async (g) => {
+    // As for a dashboard, a service account removed by hand is made again, and removed below.
+    const account = await withToken(aws, p, true, async (g, made) => {
       await g('DELETE', `/api/datasources/uid/${encodeURIComponent(p.DataSourceUid)}`, undefined, [404]);
       const inside = await g('GET', `/api/search?folderUIDs=${encodeURIComponent(p.FolderUid)}&type=dash-db`, undefined, [404]);
       if (inside && inside.length > 0) kept = `folder ${p.FolderUid} kept: it holds ${inside.length} dashboard(s) not made by the stack`;
       else await g('DELETE', `/api/folders/${encodeURIComponent(p.FolderUid)}`, undefined, [404]);
+      return made;
     });
     await aws.send('DeleteWorkspaceServiceAccount', { workspaceId: p.WorkspaceId, serviceAccountId: account.id });
     if (kept) console.log(kept);
@@ -164,8 +164,8 @@ async function findServiceAccount(aws, p) {
 }
 
 /**
- * Runs `fn(g)` with `g(method, path, body, tolerated)` calling Grafana with a fresh token of the
- * service account (created first if `create` and missing), deleting the token afterwards.
+ * Runs `fn(g, account)` with `g(method, path, body, tolerated)` calling Grafana with a fresh token
+ * of the service account (created first if `create` and missing), deleting the token afterwards.
  */
 async function withToken(aws, p, create, fn) {
   let account = await findServiceAccount(aws, p);
@@ -181,7 +181,7 @@ async function withToken(aws, p, create, fn) {
   });
   const token = created.serviceAccountToken;
   try {
-    return await fn(grafanaCaller(p.GrafanaUrl, token.key));
+    return await fn(grafanaCaller(p.GrafanaUrl, token.key), account);
   } finally {
     await aws.send('DeleteWorkspaceServiceAccountToken', { workspaceId: p.WorkspaceId, serviceAccountId: account.id, tokenId: token.id })
       .catch((err) => console.log(`deleting token ${token.id} failed (it expires in ${TOKEN_SECONDS} s): ${err.message}`));
