@@ -229,9 +229,9 @@ class Generator:
             self.pool.get_nowait().close()
 
 
-def pct(values: list, p: float) -> float:
+def pct(values: list, p: float) -> float | None:
     if not values:
-        return float("nan")
+        return None
     s = sorted(values)
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
 

@@ -153,8 +153,9 @@ frames = by["WS session"]["total_content_length"] if "WS session" in by else 0
 writes = sum(by[n]["num_requests"] for n in ("POST single", "POST batch") if n in by)
 write_fail = sum(by[n]["num_failures"] for n in ("POST single", "POST batch") if n in by)
 fails = sum(e["num_failures"] for e in entries)
+http = sum(by[n]["num_requests"] for n in ("POST single", "POST batch", "GET latest") if n in by)
 print()
-print(f"CHECK writes={writes} write_failures={write_fail} failures={fails} events_acknowledged={events} frames={frames}")
+print(f"CHECK http={http} writes={writes} write_failures={write_fail} failures={fails} events_acknowledged={events} frames={frames}")
 EOF
 )"
 CHECK="$(grep '^CHECK ' <<<"$TABLE")"
@@ -195,6 +196,7 @@ mkdir -p "$RESULTS_DIR"
   echo
   echo "$TABLE"
   echo
+  echo "- HTTP requests: $(field http) answered, $(awk -v n="$(field http)" -v w="$WALL" 'BEGIN { printf "%.0f", n / w }')/s over the run, of $(awk -v u=$((USERS - BENCH_LOCUST_STREAMS)) -v r="$BENCH_LOCUST_RPS_PER_USER" 'BEGIN { printf "%.0f", u * r }')/s offered once all users run (a Locust user is a closed loop: when an answer takes longer than its pace, it falls behind)"
   echo "- writes: $(field writes) requests, $(field write_failures) failed; $(field events_acknowledged) events acknowledged ($(awk -v e="$(field events_acknowledged)" -v w="$RUN_SECS" 'BEGIN { printf "%.0f", e / w }')/s over the run)"
   echo "- stream frames read: $(field frames) (\"WS session\": one row per session, ended or cut by the end of the run)"
   echo "- $VERDICT"
