@@ -113,7 +113,8 @@ rc=0
   --loglevel WARNING "${EXTRA[@]}" > "$WORK/locust.txt" 2>&1 || rc=$?
 t1=$(date +%s.%N)
 WALL="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
-read -r L_USER L_SYS L_WALL L_MAXRSS < "$WORK/time.txt" || true
+# the last line: GNU time puts "Command exited with non-zero status N" before it
+read -r L_USER L_SYS _ L_MAXRSS < <(tail -n 1 "$WORK/time.txt") || true
 LOCUST_CPU="$(awk -v u="$L_USER" -v s="$L_SYS" -v w="$WALL" 'BEGIN { printf "%.1f s (%.0f%% of one core over %.0f s)", u + s, 100 * (u + s) / w, w }')"
 
 # ---- the report ---------------------------------------------------------------------------------

@@ -149,6 +149,8 @@ class StreamUser(User):
             if first.get("type") != "subscribed":
                 raise StreamError(f"first frame {first.get('type')}: {first.get('error')}")
         except Exception as e:  # noqa: BLE001 - every way of not opening is a failure to report
+            if isinstance(e, websocket.WebSocketBadStatusException):
+                e = StreamError(f"handshake answered {e.status_code}")  # its text has a date: one row per second
             fire("WS subscribe", started, (time.perf_counter() - t0) * 1000, exc=e)
             time.sleep(1)
             return
