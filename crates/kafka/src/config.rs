@@ -208,6 +208,10 @@ impl KafkaConfig {
             // When that queue is full librdkafka waits this long before fetching again, 1 s
             // by default: a reader that fell behind for a moment would then stall for a second.
             .set("fetch.queue.backoff.ms", "5")
+            // librdkafka's default lets that queue hold 64 MiB of fetched records, which a
+            // reader behind a backlog always fills: 8 MiB keeps tens of thousands of records
+            // ahead (a fetch round trip's worth at hundreds of thousands a second).
+            .set("queued.max.messages.kbytes", "8192")
             // librdkafka wants a group id even for assign(); readers never join or commit it.
             .set("group.id", group_id.unwrap_or("tributary-reader"));
         for (k, v) in &self.extra {
@@ -268,6 +272,13 @@ mod tests {
         assert_eq!(get(&c, "enable.auto.commit"), Some("false"));
         assert_eq!(get(&c, "isolation.level"), Some("read_committed"));
         assert_eq!(get(&c, "group.id"), Some("g"));
+        assert_eq!(get(&c, "queued.max.messages.kbytes"), Some("8192"), "bounded prefetch");
+        let mut cfg = KafkaConfig::default();
+        cfg.extra.insert(
+            "queued.max.messages.kbytes".into(),
+            ExtraValue::new("queued.max.messages.kbytes", "65536"),
+        );
+        assert_eq!(get(&cfg.consumer(None), "queued.max.messages.kbytes"), Some("65536"));
     }
 
     #[test]

@@ -50,26 +50,52 @@ impl Decoder {
         }
     }
 
+    /// Like [`Decoder::decode_with_id`], appending the value's JSON text to `out` instead of
+    /// returning it (see [`crate::json_text`]; on an error `out` may hold part of it).
+    pub fn decode_to_text(
+        &self,
+        bytes: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<u32>, DecodeError> {
+        if let Some(framed @ [0, ..]) = bytes {
+            let (id, body) = crate::unframe(framed).map_err(|e| DecodeError::Bad(e.to_string()))?;
+            let schema = self.schema(id)?;
+            if schema.proto().is_none() {
+                if let Some(avro) = schema.avro() {
+                    return crate::json_text::decode_to_json_text(avro, body, out)
+                        .map(|()| Some(id))
+                        .map_err(|e| DecodeError::Bad(format!("schema id {id}: {e}")));
+                }
+            }
+        }
+        let (id, value) = self.decode_with_id(bytes)?;
+        serde_json::to_writer(out, &value).map_err(|e| DecodeError::Bad(e.to_string()))?;
+        Ok(id)
+    }
+
+    /// The schema `id` from the registry (once: the client keeps it).
+    fn schema(&self, id: u32) -> Result<Arc<crate::ParsedSchema>, DecodeError> {
+        if let Some(s) = self.client.cached(id) {
+            return Ok(s);
+        }
+        match self.runtime.block_on(self.client.schema(id)) {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => {
+                Err(DecodeError::Bad(format!("schema id {id} is not in the schema registry")))
+            }
+            // The schema itself cannot be used: no reader of this record can do better.
+            Err(e @ ClientError::Invalid(_)) => {
+                Err(DecodeError::Bad(format!("schema id {id}: {e}")))
+            }
+            // Unreachable, or refusing us (authentication, for example): not the record's
+            // fault, so it must not become a dead letter.
+            Err(e) => Err(DecodeError::Unavailable(e.to_string())),
+        }
+    }
+
     fn decode_framed(&self, bytes: &[u8]) -> Result<(u32, Value), DecodeError> {
         let (id, body) = crate::unframe(bytes).map_err(|e| DecodeError::Bad(e.to_string()))?;
-        let schema = match self.client.cached(id) {
-            Some(s) => s,
-            None => match self.runtime.block_on(self.client.schema(id)) {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    return Err(DecodeError::Bad(format!(
-                        "schema id {id} is not in the schema registry"
-                    )))
-                }
-                // The schema itself cannot be used: no reader of this record can do better.
-                Err(e @ ClientError::Invalid(_)) => {
-                    return Err(DecodeError::Bad(format!("schema id {id}: {e}")))
-                }
-                // Unreachable, or refusing us (authentication, for example): not the record's
-                // fault, so it must not become a dead letter.
-                Err(e) => return Err(DecodeError::Unavailable(e.to_string())),
-            },
-        };
+        let schema = self.schema(id)?;
         let decoded = match (schema.proto(), schema.avro()) {
             (Some(proto), _) => proto.decode_to_json(body).map_err(|e| e.to_string()),
             (None, Some(avro)) => crate::codec::decode_to_json(avro, body),

@@ -14,6 +14,7 @@ pub mod codec;
 pub mod compat;
 pub mod decode;
 pub mod framing;
+pub mod json_text;
 pub mod protobuf;
 
 pub use compat::{InvalidSchema, Level, ParsedSchema, SchemaType};

@@ -35,6 +35,15 @@ pub struct SinkConfig {
     /// Threads DuckDB may use for writes and queries (its `threads` setting); 0 means one per
     /// core, DuckDB's own default.
     pub warehouse_threads: usize,
+    /// Most memory DuckDB may hold for the warehouse (its `memory_limit`, e.g. `"128MB"`,
+    /// `"2GB"`); past it, cached blocks are dropped and large queries spill to
+    /// `<database>.tmp`. DuckDB's own default is 80% of the machine's memory.
+    pub warehouse_memory_limit: String,
+    /// How much write-ahead log DuckDB collects before it checkpoints the rows into the
+    /// database file, compressed (its `checkpoint_threshold`). Each checkpoint compresses the
+    /// table's last, partly filled row group again, so a small threshold costs CPU on every
+    /// flush; a larger one makes a restart after a crash replay more log.
+    pub warehouse_checkpoint_threshold: String,
     /// Most rows a query on `POST /api/v1/sql` answers with; a longer result is cut there and
     /// flagged `"truncated": true`.
     pub sql_max_rows: usize,
@@ -61,6 +70,8 @@ impl Default for SinkConfig {
             dlq_topic: "events.dlq".to_owned(),
             registry: RegistryClientConfig::with_timeout_ms(10_000),
             warehouse_threads: 0,
+            warehouse_memory_limit: "128MB".to_owned(),
+            warehouse_checkpoint_threshold: "256MB".to_owned(),
             sql_max_rows: 10_000,
             sql_timeout_ms: 30_000,
             sql_token: None,

@@ -8,7 +8,7 @@
 
 use crate::config::SinkConfig;
 use crate::metrics as m;
-use crate::rows::{self, Fill, Trigger};
+use crate::rows::{self, Fill, RowText, Trigger};
 use crate::setup::{now_ms, Route};
 use crate::warehouse::{Batch, Warehouse};
 use crate::writer::Writer;
@@ -79,6 +79,8 @@ pub(crate) struct Loader {
     /// Why the member must be rebuilt; once set, nothing more is buffered or flushed.
     pub(crate) failed: Option<Rebuild>,
     pub(crate) writer: Writer,
+    /// The JSON text of the row being buffered.
+    pub(crate) text: RowText,
 }
 
 impl Loader {
@@ -98,29 +100,35 @@ impl Loader {
         let Some(src) = self.route_index(msg.topic()) else { return };
         let routes = Arc::clone(&self.routes);
         let route = &routes[src];
-        let decoded = self.decoder.decode_with_id(msg.payload());
-        let (schema_id, content) = match decoded {
-            Ok(v) => v,
+        let decoded = self.decoder.decode_to_text(msg.payload(), self.text.content_mut());
+        // Writing JSON text into memory fails only for a value JSON cannot hold.
+        let storable = |e: serde_json::Error| format!("not storable as JSON: {e}");
+        let written = match decoded {
+            Ok(schema_id) => self.text.set_metadata(msg, schema_id).map_err(storable),
             Err(DecodeError::Unavailable(e)) => {
                 tracing::warn!(error = %e, "schema registry unavailable");
                 self.failed = Some(Rebuild::RegistryUnavailable);
                 return;
             }
             // Stored as they are: a dead letter's bytes are whatever failed elsewhere.
-            Err(DecodeError::Bad(_)) if route.dead_letters => {
-                (None, rows::undecoded(msg.payload()))
-            }
-            Err(DecodeError::Bad(message)) => {
-                self.dead_letter(msg, &message);
-                self.batch
-                    .offsets
-                    .insert((Arc::clone(&route.topic), msg.partition()), msg.offset() + 1);
-                return;
-            }
+            Err(DecodeError::Bad(_)) if route.dead_letters => self
+                .text
+                .set_content(&rows::undecoded(msg.payload()))
+                .and_then(|()| self.text.set_metadata(msg, None))
+                .map_err(storable),
+            Err(DecodeError::Bad(message)) => Err(message),
         };
-        let row = rows::row(msg, schema_id, &content);
-        self.bytes += row.metadata.len() + row.content.len();
-        self.batch.rows.entry(Arc::clone(&route.table)).or_default().push(row);
+        if let Err(message) = written {
+            self.dead_letter(msg, &message);
+            self.batch
+                .offsets
+                .insert((Arc::clone(&route.topic), msg.partition()), msg.offset() + 1);
+            return;
+        }
+        let (metadata, content) = self.text.texts();
+        self.bytes += metadata.len() + content.len();
+        let rows = self.batch.rows.entry(Arc::clone(&route.table)).or_default();
+        rows.push(metadata, content);
         self.batch.offsets.insert((Arc::clone(&route.topic), msg.partition()), msg.offset() + 1);
         self.oldest.get_or_insert_with(Instant::now);
     }

@@ -1,14 +1,47 @@
 //! Record → warehouse row, and when the buffer is flushed. Pure: no Kafka, no DuckDB, no clock.
 
 use crate::config::SinkConfig;
-use crate::warehouse::Row;
 use base64::Engine as _;
 use rdkafka::message::{Headers, Message, Timestamp};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
-/// The row of record `msg` whose decoded value is `content`.
-pub fn row<M: Message>(msg: &M, schema_id: Option<u32>, content: &Value) -> Row {
-    Row { metadata: metadata(msg, schema_id).to_string(), content: content.to_string() }
+/// The JSON text of one row, written into buffers that are reused from record to record.
+#[derive(Debug, Default)]
+pub struct RowText {
+    metadata: Vec<u8>,
+    content: Vec<u8>,
+}
+
+impl RowText {
+    /// The emptied `RECORD_CONTENT` buffer, for a decoder to write the value's JSON text into.
+    pub fn content_mut(&mut self) -> &mut Vec<u8> {
+        self.content.clear();
+        &mut self.content
+    }
+
+    /// Sets `RECORD_CONTENT` to `content`.
+    pub fn set_content(&mut self, content: &Value) -> Result<(), serde_json::Error> {
+        serde_json::to_writer(self.content_mut(), content)
+    }
+
+    /// Sets `RECORD_METADATA` to that of record `msg`.
+    pub fn set_metadata<M: Message>(
+        &mut self,
+        msg: &M,
+        schema_id: Option<u32>,
+    ) -> Result<(), serde_json::Error> {
+        self.metadata.clear();
+        serde_json::to_writer(&mut self.metadata, &Metadata::of(msg, schema_id))
+    }
+
+    /// `RECORD_METADATA` and `RECORD_CONTENT` (JSON text is UTF-8: checked once here).
+    pub fn texts(&self) -> (&str, &str) {
+        let text = |b| std::str::from_utf8(b).unwrap_or_default();
+        (text(&self.metadata), text(&self.content))
+    }
 }
 
 /// The content of a dead letter that cannot be decoded: stored as it is, base64 — a dead
@@ -18,37 +51,47 @@ pub fn undecoded(payload: Option<&[u8]>) -> Value {
     json!({ "undecoded_base64": b64 })
 }
 
-/// Record metadata as the Snowflake connector writes it.
-pub fn metadata<M: Message>(msg: &M, schema_id: Option<u32>) -> Value {
-    let mut md = Map::new();
-    md.insert("topic".into(), json!(msg.topic()));
-    md.insert("partition".into(), json!(msg.partition()));
-    md.insert("offset".into(), json!(msg.offset()));
-    match msg.timestamp() {
-        Timestamp::CreateTime(t) => {
-            md.insert("CreateTime".into(), json!(t));
+/// Record metadata as the Snowflake connector writes it. The fields are in the order of their
+/// names, as a JSON object's keys always were here.
+#[derive(Debug, Serialize)]
+struct Metadata<'a> {
+    #[serde(rename = "CreateTime", skip_serializing_if = "Option::is_none")]
+    create_time: Option<i64>,
+    #[serde(rename = "LogAppendTime", skip_serializing_if = "Option::is_none")]
+    log_append_time: Option<i64>,
+    /// A header name that repeats keeps its last value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<BTreeMap<&'a str, Option<Cow<'a, str>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<Cow<'a, str>>,
+    offset: i64,
+    partition: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema_id: Option<u32>,
+    topic: &'a str,
+}
+
+impl<'a> Metadata<'a> {
+    fn of<M: Message>(msg: &'a M, schema_id: Option<u32>) -> Self {
+        let (create_time, log_append_time) = match msg.timestamp() {
+            Timestamp::CreateTime(t) => (Some(t), None),
+            Timestamp::LogAppendTime(t) => (None, Some(t)),
+            Timestamp::NotAvailable => (None, None),
+        };
+        let headers = msg
+            .headers()
+            .map(|h| h.iter().map(|x| (x.key, x.value.map(String::from_utf8_lossy))).collect());
+        Self {
+            create_time,
+            log_append_time,
+            headers,
+            key: msg.key().map(String::from_utf8_lossy),
+            offset: msg.offset(),
+            partition: msg.partition(),
+            schema_id,
+            topic: msg.topic(),
         }
-        Timestamp::LogAppendTime(t) => {
-            md.insert("LogAppendTime".into(), json!(t));
-        }
-        Timestamp::NotAvailable => {}
     }
-    if let Some(k) = msg.key() {
-        md.insert("key".into(), json!(String::from_utf8_lossy(k)));
-    }
-    if let Some(id) = schema_id {
-        md.insert("schema_id".into(), json!(id));
-    }
-    if let Some(h) = msg.headers() {
-        let headers: Map<String, Value> = h
-            .iter()
-            .map(|x| {
-                (x.key.to_owned(), json!(x.value.map(|v| String::from_utf8_lossy(v).into_owned())))
-            })
-            .collect();
-        md.insert("headers".into(), Value::Object(headers));
-    }
-    Value::Object(md)
 }
 
 /// Why a flush happened: the `trigger` label of `sink_flushes_total`.
@@ -115,6 +158,12 @@ mod tests {
         )
     }
 
+    fn metadata(m: &OwnedMessage, schema_id: Option<u32>) -> Value {
+        let mut text = RowText::default();
+        text.set_metadata(m, schema_id).expect("written");
+        serde_json::from_str(text.texts().0).expect("json")
+    }
+
     #[test]
     fn metadata_is_the_connectors() {
         let h = OwnedHeaders::new()
@@ -142,11 +191,20 @@ mod tests {
 
     #[test]
     fn a_row_is_metadata_and_content_as_json_text() {
-        let m = msg(Timestamp::NotAvailable, None);
-        let r = row(&m, None, &json!({"a": 1}));
-        assert_eq!(r.content, r#"{"a":1}"#);
-        let md: Value = serde_json::from_str(&r.metadata).expect("json");
-        assert_eq!(md["offset"], 17);
+        let m = msg(Timestamp::CreateTime(5), None);
+        let mut text = RowText::default();
+        text.set_content(&json!({"b": [1, "x"], "a": {"c": null}})).expect("written");
+        text.set_metadata(&m, None).expect("written");
+        assert_eq!(text.texts().1, r#"{"a":{"c":null},"b":[1,"x"]}"#);
+        assert_eq!(
+            text.texts().0,
+            r#"{"CreateTime":5,"key":"user-1","offset":17,"partition":4,"topic":"events.clickstream"}"#,
+            "keys in name order, as before"
+        );
+        // The buffers are reused: a second row replaces the first.
+        text.set_content(&json!({"a": 1})).expect("written");
+        assert_eq!(text.texts().1, r#"{"a":1}"#);
+        assert_eq!(metadata(&m, Some(2))["schema_id"], 2);
         assert_eq!(undecoded(Some(b"\xff\x00")), json!({"undecoded_base64": "/wA="}));
         assert_eq!(undecoded(None), json!({"undecoded_base64": ""}));
     }

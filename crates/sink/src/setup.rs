@@ -5,7 +5,8 @@
 use crate::config::SinkConfig;
 use crate::loader::{Loader, Rebuild, SinkConsumer};
 use crate::metrics as m;
-use crate::warehouse::{Batch, TableKind, Warehouse};
+use crate::rows::RowText;
+use crate::warehouse::{Batch, TableKind, Tuning, Warehouse};
 use crate::writer::Writer;
 use crate::SinkError;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -109,7 +110,12 @@ impl Sink {
             ));
         }
         let path = config.database_path();
-        let warehouse = Warehouse::open(&path, config.warehouse_threads).map_err(|e| {
+        let tuning = Tuning {
+            threads: config.warehouse_threads,
+            memory_limit: config.warehouse_memory_limit.clone(),
+            checkpoint_threshold: config.warehouse_checkpoint_threshold.clone(),
+        };
+        let warehouse = Warehouse::open(&path, &tuning).map_err(|e| {
             SinkError::Warehouse(format!("opening the warehouse {}: {e}", path.display()))
         })?;
         let mut routes = Vec::new();
@@ -184,6 +190,7 @@ impl Sink {
             oldest: None,
             failed: None,
             writer: Writer::start(Arc::clone(&self.warehouse), Arc::clone(&self.health)),
+            text: RowText::default(),
         };
         let membership = Membership {
             group_id: &self.config.group_id,

@@ -184,11 +184,13 @@ mod tests {
                 .as_nanos()
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut wh = Warehouse::open(&dir.join("w.duckdb"), 1).expect("open");
+        let mut wh =
+            Warehouse::open(&dir.join("w.duckdb"), &crate::warehouse::Tuning::single_thread())
+                .expect("open");
         wh.ensure_table("T", TableKind::Other).expect("table");
-        let batch =
+        let mut batch =
             Batch { rows: HashMap::new(), offsets: HashMap::from([(("topic".into(), 0), 42)]) };
-        wh.write(&batch).expect("write");
+        wh.write(&mut batch).expect("write");
         (dir, wh)
     }
 
@@ -242,9 +244,9 @@ mod tests {
         assert!(query(&conn, "WITH x AS (SELECT 2) FROM x", 10).is_ok());
         assert!(query(&conn, "SELECT '{\"a\":1}'::JSON->>'a'", 10).is_ok(), "JSON is loaded");
         let mut wh = wh;
-        let batch =
+        let mut batch =
             Batch { rows: HashMap::new(), offsets: HashMap::from([(("topic".into(), 0), 43)]) };
-        wh.write(&batch).expect("the writer still writes");
+        wh.write(&mut batch).expect("the writer still writes");
         assert_eq!(offsets(&conn)[0][2].as_deref(), Some("43"));
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -10,29 +10,60 @@
 //!   `event_id`, the first by Kafka partition and offset. The raw table keeps what Kafka holds
 //!   (a retry that two gateways both wrote is there twice); the view shows each event once.
 
+use duckdb::arrow::array::{ArrayBuilder as _, ArrayRef, RecordBatch, StringBuilder};
+use duckdb::arrow::datatypes::{DataType, Field, Schema};
 use duckdb::{params, Connection};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// One row for a `raw` table.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub metadata: String,
-    pub content: String,
+/// The rows of one `raw` table, column by column: each value is written into its column's
+/// buffer as it comes, with no allocation of its own, and the columns go to DuckDB whole.
+#[derive(Debug, Default)]
+pub struct Rows {
+    metadata: StringBuilder,
+    content: StringBuilder,
+}
+
+impl Rows {
+    /// Appends one row.
+    pub fn push(&mut self, metadata: &str, content: &str) {
+        self.metadata.append_value(metadata);
+        self.content.append_value(content);
+    }
+
+    pub fn len(&self) -> usize {
+        self.metadata.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rows as an Arrow record batch (metadata, content), leaving this empty.
+    fn take(&mut self) -> Result<RecordBatch, duckdb::Error> {
+        let schema = Schema::new(vec![
+            Field::new("RECORD_METADATA", DataType::Utf8, false),
+            Field::new("RECORD_CONTENT", DataType::Utf8, false),
+        ]);
+        let columns: Vec<ArrayRef> =
+            vec![Arc::new(self.metadata.finish()), Arc::new(self.content.finish())];
+        RecordBatch::try_new(Arc::new(schema), columns)
+            .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))
+    }
 }
 
 /// Rows per table and the next offset per (topic, partition), written together.
 #[derive(Debug, Default)]
 pub struct Batch {
     /// Keyed by the shared names of the sink's topics, so buffering a record allocates no key.
-    pub rows: HashMap<Arc<str>, Vec<Row>>,
+    pub rows: HashMap<Arc<str>, Rows>,
     pub offsets: HashMap<(Arc<str>, i32), i64>,
 }
 
 impl Batch {
     pub fn row_count(&self) -> usize {
-        self.rows.values().map(Vec::len).sum()
+        self.rows.values().map(Rows::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -56,6 +87,24 @@ fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// How DuckDB runs the warehouse: its `threads`, `memory_limit` and `checkpoint_threshold`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuning {
+    /// 0: DuckDB's default, one per core.
+    pub threads: usize,
+    /// Empty: DuckDB's default.
+    pub memory_limit: String,
+    /// Empty: DuckDB's default.
+    pub checkpoint_threshold: String,
+}
+
+impl Tuning {
+    /// One thread and DuckDB's defaults otherwise (for tests).
+    pub fn single_thread() -> Self {
+        Self { threads: 1, memory_limit: String::new(), checkpoint_threshold: String::new() }
+    }
+}
+
 /// The warehouse.
 pub struct Warehouse {
     conn: Connection,
@@ -68,15 +117,21 @@ impl std::fmt::Debug for Warehouse {
 }
 
 impl Warehouse {
-    /// Opens (creating when missing) the database at `path` for writing, with DuckDB using
-    /// `threads` threads (0: its default, one per core).
-    pub fn open(path: &Path, threads: usize) -> Result<Self, duckdb::Error> {
+    /// Opens (creating when missing) the database at `path` for writing, DuckDB tuned by
+    /// `tuning`.
+    pub fn open(path: &Path, tuning: &Tuning) -> Result<Self, duckdb::Error> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
         let mut config = duckdb::Config::default();
-        if threads > 0 {
-            config = config.threads(i64::try_from(threads).unwrap_or(i64::MAX))?;
+        if tuning.threads > 0 {
+            config = config.threads(i64::try_from(tuning.threads).unwrap_or(i64::MAX))?;
+        }
+        if !tuning.memory_limit.is_empty() {
+            config = config.max_memory(&tuning.memory_limit)?;
+        }
+        if !tuning.checkpoint_threshold.is_empty() {
+            config = config.with("checkpoint_threshold", &tuning.checkpoint_threshold)?;
         }
         // Settings are fixed here, for the writer and every reader of the instance alike.
         let conn = Connection::open_with_flags(path, crate::sql::locked_down(config)?)?;
@@ -149,14 +204,12 @@ impl Warehouse {
         rows.collect()
     }
 
-    /// Writes the rows and the offsets in one transaction.
-    pub fn write(&mut self, batch: &Batch) -> Result<(), duckdb::Error> {
+    /// Writes the rows and the offsets in one transaction. The rows are taken from the batch.
+    pub fn write(&mut self, batch: &mut Batch) -> Result<(), duckdb::Error> {
         let tx = self.conn.transaction()?;
-        for (table, rows) in &batch.rows {
+        for (table, rows) in &mut batch.rows {
             let mut app = tx.appender_to_db(table, "raw")?;
-            for r in rows {
-                app.append_row(params![r.metadata, r.content])?;
-            }
+            app.append_record_batch(rows.take()?)?;
             app.flush()?;
         }
         {
@@ -181,23 +234,25 @@ mod tests {
     fn the_dedup_view_keeps_the_first_row_of_each_event_id_and_raw_keeps_all() {
         let dir = std::env::temp_dir().join(format!("tributary-dedup-view-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut w = Warehouse::open(&dir.join("w.duckdb"), 1).expect("warehouse");
+        let mut w =
+            Warehouse::open(&dir.join("w.duckdb"), &Tuning::single_thread()).expect("warehouse");
         w.ensure_table("EVENTS", TableKind::Events).expect("table");
-        let row = |partition: i32, offset: i64, content: serde_json::Value| Row {
-            metadata: json!({"topic": "t", "partition": partition, "offset": offset}).to_string(),
-            content: content.to_string(),
+        let mut rows = Rows::default();
+        let mut row = |partition: i32, offset: i64, content: serde_json::Value| {
+            let metadata = json!({"topic": "t", "partition": partition, "offset": offset});
+            rows.push(&metadata.to_string(), &content.to_string());
         };
-        let rows = vec![
-            row(1, 7, json!({"event_id": "a", "via": "retry"})),
-            row(1, 3, json!({"event_id": "a", "via": "first"})),
-            row(0, 9, json!({"event_id": "b"})),
-            row(2, 0, json!({"not": "an event"})),
-            row(2, 1, json!({"not": "an event"})),
-        ];
+        row(1, 7, json!({"event_id": "a", "via": "retry"}));
+        row(1, 3, json!({"event_id": "a", "via": "first"}));
+        row(0, 9, json!({"event_id": "b"}));
+        row(2, 0, json!({"not": "an event"}));
+        row(2, 1, json!({"not": "an event"}));
         let mut batch = Batch::default();
         batch.rows.insert("EVENTS".into(), rows);
         batch.offsets.insert(("t".into(), 1), 8);
-        w.write(&batch).expect("written");
+        assert_eq!(batch.row_count(), 5);
+        w.write(&mut batch).expect("written");
+        assert_eq!(batch.row_count(), 0, "the rows were taken");
         let conn = w.reader().expect("reader");
         let count =
             |sql: &str| crate::sql::query(&conn, sql, 10).expect("query").rows[0][0].clone();

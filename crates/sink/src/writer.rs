@@ -33,19 +33,22 @@ fn write_batches(
     inbox: Receiver<(Batch, Trigger)>,
     outbox: mpsc::Sender<Result<Offsets, String>>,
 ) {
-    for (batch, trigger) in inbox {
+    for (mut batch, trigger) in inbox {
         let started = Instant::now();
+        let rows: Vec<(Arc<str>, usize)> =
+            batch.rows.iter().map(|(t, r)| (Arc::clone(t), r.len())).collect();
         let result =
-            warehouse.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write(&batch);
+            warehouse.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write(&mut batch);
         let failed = result.is_err();
         let sent = outbox.send(match result {
             Ok(()) => {
                 metrics::histogram!(m::FLUSH_DURATION).record(started.elapsed().as_secs_f64());
-                metrics::histogram!(m::FLUSH_ROWS).record(batch.row_count() as f64);
+                let count: usize = rows.iter().map(|(_, n)| n).sum();
+                metrics::histogram!(m::FLUSH_ROWS).record(count as f64);
                 metrics::counter!(m::FLUSHES, "trigger" => trigger.label()).increment(1);
-                for (table, r) in &batch.rows {
+                for (table, n) in &rows {
                     metrics::counter!(m::ROWS_WRITTEN, "table" => table.to_string())
-                        .increment(r.len() as u64);
+                        .increment(*n as u64);
                 }
                 health.last_flush_ms.store(crate::setup::now_ms(), Ordering::Relaxed);
                 Ok(batch.offsets)

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use tributary_core::Event;
 use tributary_schema::codec::{decode_to_json, encode_record};
 use tributary_schema::framing::{decode_message_indexes, encode_message_indexes};
+use tributary_schema::json_text::decode_to_json_text;
 use tributary_schema::protobuf::ProtoSchema;
 use tributary_schema::{frame, unframe, Level, ParsedSchema, SchemaType};
 
@@ -145,7 +146,18 @@ pub fn framing(input: &[u8]) -> Result<(), String> {
 /// encodes (as the gateway does) to bytes that decode to the same JSON.
 pub fn avro_value(input: &[u8]) -> Result<(), String> {
     for (i, schema) in avro_schemas().iter().enumerate() {
-        let Ok(json) = decode_to_json(schema, input) else { continue };
+        let mut text = Vec::new();
+        let written = decode_to_json_text(schema, input, &mut text);
+        let Ok(json) = decode_to_json(schema, input) else {
+            if written.is_ok() {
+                return Err(format!("only the text decoding took {input:?}"));
+            }
+            continue;
+        };
+        let same = written.ok().and_then(|()| serde_json::from_slice::<Value>(&text).ok());
+        if same.as_ref() != Some(&json) {
+            return Err(format!("{json} was written as {:?}", String::from_utf8_lossy(&text)));
+        }
         if i == 0 {
             let Value::Object(fields) = &json else {
                 return Err(format!("an event record decoded to {json}"));
