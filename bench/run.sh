@@ -222,6 +222,7 @@ socket_errors() { # of a BENCH_RESULT line
 # ---- setup --------------------------------------------------------------------------------------
 
 TOTAL_WRK=$(( WARMUP + DURATION * ($(wc -w <<<"$CONNECTIONS") + $(wc -w <<<"$BATCH_SIZES") * $(wc -w <<<"$BATCH_CONNECTIONS")) ))
+[ "$REFERENCE" != 1 ] || TOTAL_WRK=$(( TOTAL_WRK + WARMUP + DURATION * $(wc -w <<<"$CONNECTIONS") ))
 log "about ${TOTAL_WRK} s of HTTP load, then 2 x $PERF_RECORDS records with kafka-producer-perf-test (at most ${PERF_TIMEOUT} s each)"
 
 if port_open "$BOOTSTRAP"; then
@@ -390,7 +391,7 @@ if [ "$REFERENCE" = 1 ]; then
   done
   sleep 2  # both workers up
   REFERENCE_URL="http://$REFERENCE_LISTEN/api/v1/events/$TOPIC"
-  REFERENCE_NOTE="uvicorn $("$VENV/bin/python" -c 'import uvicorn; print(uvicorn.__version__)'), FastAPI $("$VENV/bin/python" -c 'import fastapi; print(fastapi.__version__)'), confluent-kafka $("$VENV/bin/python" -c 'import confluent_kafka; print(confluent_kafka.version()[0], "(librdkafka", confluent_kafka.libversion()[0] ")")'), $("$VENV/bin/python" --version)"
+  REFERENCE_NOTE="uvicorn $("$VENV/bin/python" -c 'import uvicorn; print(uvicorn.__version__)'), FastAPI $("$VENV/bin/python" -c 'import fastapi; print(fastapi.__version__)'), confluent-kafka $("$VENV/bin/python" -c 'import confluent_kafka as k; print(k.__version__ + " (librdkafka " + k.libversion()[0] + ")")'), $("$VENV/bin/python" --version)"
   if [ "$WARMUP" -gt 0 ]; then
     log "reference warm-up: ${WARMUP} s"
     run_child "$WORK/reference-warmup.txt" timeout --kill-after=10 $((WARMUP + 60)) wrk -t"$THREADS" -c"$(awk '{print $1}' <<<"$CONNECTIONS")" \
@@ -553,6 +554,16 @@ $PERF_ROWS
 \`\`\`
 $PERF_RAW\`\`\`
 
+### 4. Gateway process
+
+| when | VmRSS MiB | VmHWM (peak) MiB |
+|---|---:|---:|
+| healthy, before any load | $RSS_IDLE | $HWM_IDLE |
+| after the single-event runs | $RSS_SINGLE | $HWM_SINGLE |
+| after the batch runs | $RSS_BATCH | $HWM_BATCH |
+
+The dedupe window held $DEDUPE_ENTRIES event ids at the end (at most 1,000,000 by default).
+
 ### 5. The spec's own design: FastAPI + confluent-kafka, same load
 
 bench/reference/app.py: the spec's single-event route (Pydantic validation, confluent-kafka with
@@ -564,16 +575,6 @@ $REFERENCE_NOTE.
 | connections | requests/s | p50 ms | p90 ms | p99 ms | max ms | requests | statuses | socket errors | CPU (of one core) | CPU µs per 201 |
 |---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|
 $REFERENCE_ROWS
-### 4. Gateway process
-
-| when | VmRSS MiB | VmHWM (peak) MiB |
-|---|---:|---:|
-| healthy, before any load | $RSS_IDLE | $HWM_IDLE |
-| after the single-event runs | $RSS_SINGLE | $HWM_SINGLE |
-| after the batch runs | $RSS_BATCH | $HWM_BATCH |
-
-The dedupe window held $DEDUPE_ENTRIES event ids at the end (at most 1,000,000 by default).
-
 ### Checks
 
 - events the clients saw acknowledged (warm-up included): $EXPECTED_EVENTS; the gateway's metrics

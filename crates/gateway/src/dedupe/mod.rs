@@ -24,9 +24,10 @@ use tokio::sync::watch;
 use tributary_kafka::Delivered;
 
 const SHARDS: usize = 64;
-/// Times are kept as wrapping `u32` milliseconds: ages are exact below 2^31 ms (24.8 days). A
-/// shard untouched for that long forgets everything, which is past any window (see
-/// [`Dedupe::new`]).
+/// Times are kept as wrapping `u32` milliseconds, exact for ages below 2^32 ms (49.7 days). A
+/// shard untouched for 2^31 ms (24.8 days) forgets everything, which is past any window (at
+/// most 24 days, [`crate::config::MAX_DEDUPE_WINDOW_SECS`]); one touched more often expires
+/// its records before their age can wrap.
 const AGE_LIMIT_MS: u64 = 1 << 31;
 
 /// Outcome of a write as waiters see it: where it landed, or that it failed.
@@ -115,7 +116,8 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
 }
 
 impl Dedupe {
-    /// A window of `window` (at most 24 days; longer is cut to that) remembering at most
+    /// A window of `window` (at most 24 days; the configuration refuses more, and longer is
+    /// cut to that here) remembering at most
     /// `max_entries` written ids.
     pub fn new(window: Duration, max_entries: usize) -> Self {
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
@@ -123,7 +125,7 @@ impl Dedupe {
             inner: Arc::new(Window {
                 shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
                 base: Instant::now(),
-                window_ms: window_ms.min(AGE_LIMIT_MS / 2),
+                window_ms: window_ms.min(crate::config::MAX_DEDUPE_WINDOW_SECS * 1000),
                 max_per_shard: max_entries.div_ceil(SHARDS).max(1),
             }),
         }
