@@ -50,8 +50,9 @@ kafka-down: ## Stop only the local Kafka broker
 kafka-status: ## Is the local broker running?
 	@deploy/kafka/kafka.sh status
 
-bench: build ## Run the benchmarks behind docs/performance.md
-	@TRIBUTARY_BIN=$(BIN) bench/run.sh
+bench: build ## Run the benchmarks behind docs/performance.md (bench/run.sh, then the Locust load test)
+	@rc=0; TRIBUTARY_BIN=$(BIN) bench/run.sh || rc=$$?; \
+	  TRIBUTARY_BIN=$(BIN) bench/locust.sh || rc=$$?; exit $$rc
 
 docs: build ## Regenerate docs/openapi.json from the code
 	$(BIN) openapi > docs/openapi.json

@@ -4,7 +4,9 @@
 #   1. npm ci                  the pinned toolchain from package-lock.json (npm's cache: ~/.npm)
 #   2. tsc --noEmit            type-checks bin/, lib/ and test/
 #   3. jest                    the assertions of test/*.test.ts, counted one by one
-#   4. cdk synth               both stacks, with a dummy account, region and certificate
+#   4. cdk synth               both stacks, with a dummy account, region and certificate; then the
+#                              platform again with -c managedGrafana=true, which only adds resources
+#                              (the Grafana workspace and its provisioning), linted too
 #   5. cfn-lint                the synthesized templates (warnings count as failures)
 #   6. checkov                 the same templates; accepted findings are skipped on the resource
 #                              itself, with a reason (lib/checkov.ts), and listed below
@@ -84,8 +86,9 @@ fi
 
 # 4. Synth both stacks.
 stage "cdk synth" npx cdk synth --quiet --no-notices --no-version-reporting --no-lookups -o "$OUT" "${CONTEXT[@]}"
+stage "cdk synth (managedGrafana=true)" npx cdk synth Tributary --quiet --no-notices --no-version-reporting --no-lookups -o "$OUT-grafana" "${CONTEXT[@]}" -c managedGrafana=true
 templates=()
-for t in "$OUT"/*.template.json; do [ -f "$t" ] && templates+=("$t"); done
+for t in "$OUT"/*.template.json "$OUT-grafana"/Tributary.template.json; do [ -f "$t" ] && templates+=("$t"); done
 if [ "${#templates[@]}" -eq 0 ]; then
   ko "cfn-lint (not run: no template)"; ko "checkov (not run: no template)"; finish
 fi
@@ -104,12 +107,14 @@ stage "cfn-lint" "$VENV/bin/cfn-lint" "${templates[@]}"
 
 # The accepted checkov findings, with their reasons, as the templates record them.
 node -e '
+  const lines = new Set();
   for (const file of process.argv.slice(1)) {
     const resources = JSON.parse(require("fs").readFileSync(file, "utf8")).Resources || {};
     for (const [id, r] of Object.entries(resources)) {
-      for (const s of ((r.Metadata || {}).checkov || {}).skip || []) console.log(`infra: checkov skips ${s.id} on ${id}: ${s.comment}`);
+      for (const s of ((r.Metadata || {}).checkov || {}).skip || []) lines.add(`infra: checkov skips ${s.id} on ${id}: ${s.comment}`);
     }
-  }' "${templates[@]}"
+  }
+  for (const line of lines) console.log(line);' "${templates[@]}"
 check_args=()
 for t in "${templates[@]}"; do check_args+=(-f "$t"); done
 stage "checkov" "$VENV/bin/checkov" --framework cloudformation --skip-download --compact --quiet "${check_args[@]}"

@@ -1,7 +1,8 @@
 // The Prometheus side of production monitoring: an Amazon Managed Service for Prometheus (AMP)
 // workspace, the rule groups of deploy/monitoring/rules loaded into it, its alert manager sending
 // to the stack's SNS topic, a collector that scrapes every service and broker inside the VPC, and
-// (with -c managedGrafana=true) an Amazon Managed Grafana workspace reading it.
+// (with -c managedGrafana=true) an Amazon Managed Grafana workspace reading it, with the data source
+// and the four dashboards provisioned (grafana.ts).
 //
 //   gateway tasks  ─ gateway.<name>.internal:8080/metrics ─┐
 //   processor-N    ─ processor-N.<name>.internal:8082 ─────┤  ADOT collector ──aps:RemoteWrite──▶ AMP
@@ -27,6 +28,7 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 import { TributaryConfig } from './config';
+import { GrafanaDashboards } from './grafana';
 import { GATEWAY_PORT, Network, PROCESSOR_PORT } from './network';
 import { awsLogs, Services } from './services';
 
@@ -35,6 +37,11 @@ export const MSK_JMX_EXPORTER_PORT = 11001;
 export const MSK_NODE_EXPORTER_PORT = 11002;
 /** The ADOT collector's health_check extension. */
 const COLLECTOR_HEALTH_PORT = 13133;
+/** How often the collector scrapes: also the Grafana data source's `timeInterval`. */
+export const SCRAPE_INTERVAL = '30s';
+
+/** The Managed Grafana version the workspace runs. */
+export const GRAFANA_VERSION = '10.4';
 
 /** deploy/monitoring/rules, read at synth: the rule groups AMP evaluates are these files. */
 export const RULES_DIR = path.join(__dirname, '..', '..', 'deploy', 'monitoring', 'rules');
@@ -63,6 +70,7 @@ export class Observability extends Construct {
   readonly collector: ecs.FargateService;
   readonly collectorSg: ec2.SecurityGroup;
   readonly grafana?: grafana.CfnWorkspace;
+  readonly dashboards?: GrafanaDashboards;
 
   constructor(scope: Construct, id: string, props: ObservabilityProps) {
     super(scope, id);
@@ -195,6 +203,16 @@ export class Observability extends Construct {
         permissionType: 'CUSTOMER_MANAGED',
         roleArn: role.roleArn,
         dataSources: ['PROMETHEUS'],
+        // The dashboards are Grafana 10's (schemaVersion 39); service accounts need 9 or later.
+        grafanaVersion: GRAFANA_VERSION,
+      });
+      // The data source and the four dashboards, from the same files as the local Grafana's.
+      this.dashboards = new GrafanaDashboards(this, 'GrafanaDashboards', {
+        workspace: this.grafana,
+        prometheus: this.workspace,
+        name: cfg.name,
+        scrapeInterval: SCRAPE_INTERVAL,
+        logGroup: props.services.logGroup('grafana-provisioner'),
       });
     }
   }
@@ -274,7 +292,7 @@ export function adotConfig(t: AdotTargets): Record<string, unknown> {
     receivers: {
       prometheus: {
         config: {
-          global: { scrape_interval: '30s', scrape_timeout: '10s' },
+          global: { scrape_interval: SCRAPE_INTERVAL, scrape_timeout: '10s' },
           scrape_configs: [
             { job_name: 'gateway', dns_sd_configs: dns(t.gateway, GATEWAY_PORT) },
             { job_name: 'processor', dns_sd_configs: dns(t.processors, PROCESSOR_PORT) },
