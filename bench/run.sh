@@ -8,6 +8,8 @@
 #      on a throwaway 24-partition topic, with 300-byte random records and with ~300-byte JSON
 #      clickstream records
 #   4. the gateway's memory (VmRSS / VmHWM) before and after the load, and its CPU per run
+#   5. the spec's own design (bench/reference: FastAPI + confluent-kafka, 2 uvicorn workers) with
+#      the same wrk load as 1: requests/s, latency and CPU per request, beside the gateway's
 #
 # It starts what it needs: the broker (deploy/kafka/kafka.sh start; a broker already answering is
 # used as is, and one this script started is stopped at the end), the catalog topics (tributary
@@ -32,6 +34,8 @@
 #   BENCH_PERF_TIMEOUT       seconds before a perf-test run is killed (default 600)
 #   BENCH_RESULTS_DIR        where the .md file goes       (default bench/results)
 #   BENCH_KEEP_KAFKA         1: leave a broker this script started running
+#   BENCH_REFERENCE          0: skip the FastAPI reference (5)          (default 1)
+#   BENCH_REFERENCE_LISTEN   address of the reference service (default 127.0.0.1:18090)
 #   KAFKA_PORT               broker port, as for deploy/kafka/kafka.sh (default 9092)
 set -euo pipefail
 
@@ -55,6 +59,8 @@ WRK_TIMEOUT="${BENCH_WRK_TIMEOUT:-10s}"
 PERF_RECORDS="${BENCH_PERF_RECORDS:-1000000}"
 PERF_TIMEOUT="${BENCH_PERF_TIMEOUT:-600}"
 RESULTS_DIR="${BENCH_RESULTS_DIR:-$HERE/results}"
+REFERENCE="${BENCH_REFERENCE:-1}"
+REFERENCE_LISTEN="${BENCH_REFERENCE_LISTEN:-127.0.0.1:18090}"
 PERF_PARTITIONS=24
 # The gateway's producer settings (crates/kafka/src/config.rs), given to the Java producer.
 PERF_PROPS="acks=all enable.idempotence=true compression.type=snappy linger.ms=10 max.in.flight.requests.per.connection=5"
@@ -116,6 +122,17 @@ stop_gateway() {
   GATEWAY_PID=""
 }
 
+REFERENCE_PID=""
+stop_reference() {
+  [ -n "$REFERENCE_PID" ] || return 0
+  kill -TERM "$REFERENCE_PID" 2>/dev/null || true
+  local deadline=$((SECONDS + 20))
+  while kill -0 "$REFERENCE_PID" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  kill -KILL "$REFERENCE_PID" 2>/dev/null || true
+  wait "$REFERENCE_PID" 2>/dev/null || true
+  REFERENCE_PID=""
+}
+
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -124,6 +141,7 @@ cleanup() {
     wait "$CHILD" 2>/dev/null || true
   fi
   stop_gateway
+  stop_reference
   if [ "$PERF_TOPIC_CREATED" = 1 ]; then
     timeout 120 "$KAFKA" tool kafka-topics --bootstrap-server "$BOOTSTRAP" --delete --topic "$PERF_TOPIC" >/dev/null 2>&1 \
       && log "deleted topic $PERF_TOPIC" || log "warning: could not delete topic $PERF_TOPIC"
@@ -194,6 +212,9 @@ run_wrk() {
   [ -n "$WRK_RPS" ] || WRK_RPS="$(field rps "$RESULT")"
 }
 
+# CPU microseconds per acknowledged request: per_request CPU_SECONDS OK_COUNT
+per_request() { awk -v s="$1" -v n="$2" 'BEGIN { if (n > 0) printf "%.1f", s * 1e6 / n; else print "n/a" }'; }
+
 socket_errors() { # of a BENCH_RESULT line
   echo $(( $(field err_connect "$1") + $(field err_read "$1") + $(field err_write "$1") + $(field err_timeout "$1") ))
 }
@@ -201,6 +222,7 @@ socket_errors() { # of a BENCH_RESULT line
 # ---- setup --------------------------------------------------------------------------------------
 
 TOTAL_WRK=$(( WARMUP + DURATION * ($(wc -w <<<"$CONNECTIONS") + $(wc -w <<<"$BATCH_SIZES") * $(wc -w <<<"$BATCH_CONNECTIONS")) ))
+[ "$REFERENCE" != 1 ] || TOTAL_WRK=$(( TOTAL_WRK + WARMUP + DURATION * $(wc -w <<<"$CONNECTIONS") ))
 log "about ${TOTAL_WRK} s of HTTP load, then 2 x $PERF_RECORDS records with kafka-producer-perf-test (at most ${PERF_TIMEOUT} s each)"
 
 if port_open "$BOOTSTRAP"; then
@@ -280,7 +302,7 @@ for c in $CONNECTIONS; do
   [ "$(field duplicates "$r")" = 0 ] || invalid "single, $c connections: $(field duplicates "$r") duplicate (200) answers"
   [ "$errs" = 0 ] || invalid "single, $c connections: $errs socket errors"
   [ "$(field ok "$r")" = "$(field requests "$r")" ] || invalid "single, $c connections: $(field ok "$r") of $(field requests "$r") answers were 201"
-  SINGLE_ROWS+="| $c | $(num "$WRK_RPS") | $(ms "$(field p50_us "$r")") | $(ms "$(field p90_us "$r")") | $(ms "$(field p99_us "$r")") | $(ms "$(field max_us "$r")") | $(field requests "$r") | $(field statuses "$r") | $(field non2xx "$r") | $errs | $(awk -v s="$RUN_CPU" -v d="$DURATION" 'BEGIN { printf "%.0f", 100 * s / d }')% |"$'\n'
+  SINGLE_ROWS+="| $c | $(num "$WRK_RPS") | $(ms "$(field p50_us "$r")") | $(ms "$(field p90_us "$r")") | $(ms "$(field p99_us "$r")") | $(ms "$(field max_us "$r")") | $(field requests "$r") | $(field statuses "$r") | $(field non2xx "$r") | $errs | $(awk -v s="$RUN_CPU" -v d="$DURATION" 'BEGIN { printf "%.0f", 100 * s / d }')% | $(per_request "$RUN_CPU" "$(field ok "$r")") |"$'\n'
 done
 RSS_SINGLE="$(mem_mib VmRSS)"; HWM_SINGLE="$(mem_mib VmHWM)"
 
@@ -330,6 +352,74 @@ fi
 # the text log has ANSI colours even in a file: strip them before looking for levels
 log_problems() { sed 's/\x1b\[[0-9;]*m//g' "$GATEWAY_LOG" | grep -E '^[^ ]+[[:space:]]+(WARN|ERROR)[[:space:]]' || true; }
 WARNINGS="$(log_problems | wc -l)"
+
+# ---- 5. the spec's own design: FastAPI + confluent-kafka (bench/reference) ----------------------
+
+# user + system CPU seconds of a process and its children still running (uvicorn's workers)
+tree_cpu_secs() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    [ -r "/proc/$p/stat" ] || continue
+    total="$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", t + ($12 + $13) / hz }' "/proc/$p/stat")"
+  done
+  echo "$total"
+}
+tree_rss_mib() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    [ -r "/proc/$p/status" ] || continue
+    total="$(awk -v t="$total" '$1 == "VmRSS:" { printf "%.1f", t + $2 / 1024 }' "/proc/$p/status")"
+  done
+  echo "$total"
+}
+
+REFERENCE_ROWS=""
+REFERENCE_NOTE="not run (BENCH_REFERENCE=0)"
+if [ "$REFERENCE" = 1 ]; then
+  port_open "$REFERENCE_LISTEN" && die "$REFERENCE_LISTEN is already in use; stop what listens there or set BENCH_REFERENCE_LISTEN"
+  VENV="$("$HERE/reference/setup.sh")" || die "could not set up the reference's venv (bench/reference/setup.sh)"
+  REFERENCE_LOG="$CACHE/state/logs/bench-reference.log"
+  (cd "$HERE/reference" && KAFKA_BOOTSTRAP="$BOOTSTRAP" exec "$VENV/bin/uvicorn" app:app \
+    --host "${REFERENCE_LISTEN%:*}" --port "${REFERENCE_LISTEN##*:}" --workers 2 --log-level warning) \
+    > "$REFERENCE_LOG" 2>&1 < /dev/null &
+  REFERENCE_PID=$!
+  deadline=$((SECONDS + 60))
+  until port_open "$REFERENCE_LISTEN"; do
+    kill -0 "$REFERENCE_PID" 2>/dev/null || die "the reference service exited; see $REFERENCE_LOG"
+    [ $SECONDS -lt $deadline ] || die "the reference service is not listening after 60 s; see $REFERENCE_LOG"
+    sleep 0.2
+  done
+  sleep 2  # both workers up
+  REFERENCE_URL="http://$REFERENCE_LISTEN/api/v1/events/$TOPIC"
+  REFERENCE_NOTE="uvicorn $("$VENV/bin/python" -c 'import uvicorn; print(uvicorn.__version__)'), FastAPI $("$VENV/bin/python" -c 'import fastapi; print(fastapi.__version__)'), confluent-kafka $("$VENV/bin/python" -c 'import confluent_kafka as k; print(k.__version__ + " (librdkafka " + k.libversion()[0] + ")")'), $("$VENV/bin/python" --version)"
+  if [ "$WARMUP" -gt 0 ]; then
+    log "reference warm-up: ${WARMUP} s"
+    run_child "$WORK/reference-warmup.txt" timeout --kill-after=10 $((WARMUP + 60)) wrk -t"$THREADS" -c"$(awk '{print $1}' <<<"$CONNECTIONS")" \
+      -d"${WARMUP}s" --timeout "$WRK_TIMEOUT" -s "$HERE/post_event.lua" "$REFERENCE_URL" -- "${NONCE}rw" "$KEYS" || true
+  fi
+  i=0
+  for c in $CONNECTIONS; do
+    i=$((i + 1))
+    log "reference (FastAPI + confluent-kafka): $c connections, ${DURATION} s"
+    cpu0="$(tree_cpu_secs "$REFERENCE_PID")"
+    run_child "$WORK/reference-c$c.txt" timeout --kill-after=10 $((DURATION + 60)) wrk -t"$THREADS" -c"$c" -d"${DURATION}s" \
+      --timeout "$WRK_TIMEOUT" --latency -s "$HERE/post_event.lua" "$REFERENCE_URL" -- "${NONCE}r$i" "$KEYS" || true
+    ref_cpu="$(awk -v a="$cpu0" -v b="$(tree_cpu_secs "$REFERENCE_PID")" 'BEGIN { printf "%.2f", b - a }')"
+    r="$(grep '^BENCH_RESULT ' "$WORK/reference-c$c.txt" | tail -n 1 || true)"
+    if [ -z "$r" ]; then
+      invalid "reference, $c connections: wrk printed no result"
+      REFERENCE_ROWS+="| $c | failed | | | | | | | | | |"$'\n'
+      continue
+    fi
+    errs="$(socket_errors "$r")"
+    [ "$(field non2xx "$r")" = 0 ] || invalid "reference, $c connections: $(field non2xx "$r") non-2xx answers ($(field statuses "$r"))"
+    [ "$errs" = 0 ] || invalid "reference, $c connections: $errs socket errors"
+    REFERENCE_ROWS+="| $c | $(num "$(field rps "$r")") | $(ms "$(field p50_us "$r")") | $(ms "$(field p90_us "$r")") | $(ms "$(field p99_us "$r")") | $(ms "$(field max_us "$r")") | $(field requests "$r") | $(field statuses "$r") | $errs | $(awk -v s="$ref_cpu" -v d="$DURATION" 'BEGIN { printf "%.0f", 100 * s / d }')% | $(per_request "$ref_cpu" "$(field ok "$r")") |"$'\n'
+  done
+  REFERENCE_RSS="$(tree_rss_mib "$REFERENCE_PID")"
+  REFERENCE_NOTE="$REFERENCE_NOTE; resident after the runs: $REFERENCE_RSS MiB (uvicorn and its 2 workers)"
+  stop_reference
+fi
 
 # ---- 3. the reference: kafka-producer-perf-test -------------------------------------------------
 
@@ -438,8 +528,8 @@ request is one ~300-byte clickstream event with a unique event_id and a user_id 
 loop: each connection sends its next request when the previous answer arrives, so latency is
 measured at the throughput the gateway sustains.
 
-| connections | requests/s | p50 ms | p90 ms | p99 ms | max ms | requests | statuses | non-2xx | socket errors | gateway CPU (of one core) |
-|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|
+| connections | requests/s | p50 ms | p90 ms | p99 ms | max ms | requests | statuses | non-2xx | socket errors | gateway CPU (of one core) | gateway CPU µs per 201 |
+|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|
 $SINGLE_ROWS
 ### 2. Batches: \`POST /api/v1/events/$TOPIC/batch\`
 
@@ -474,6 +564,17 @@ $PERF_RAW\`\`\`
 
 The dedupe window held $DEDUPE_ENTRIES event ids at the end (at most 1,000,000 by default).
 
+### 5. The spec's own design: FastAPI + confluent-kafka, same load
+
+bench/reference/app.py: the spec's single-event route (Pydantic validation, confluent-kafka with
+the gateway's producer settings, 201 once Kafka acknowledged), 2 uvicorn workers, nothing else
+(no dedupe window, catalog, schemas, auth or metrics). Same wrk script, connections and
+durations as table 1, the same topic. CPU is that of uvicorn and its workers.
+$REFERENCE_NOTE.
+
+| connections | requests/s | p50 ms | p90 ms | p99 ms | max ms | requests | statuses | socket errors | CPU (of one core) | CPU µs per 201 |
+|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|
+$REFERENCE_ROWS
 ### Checks
 
 - events the clients saw acknowledged (warm-up included): $EXPECTED_EVENTS; the gateway's metrics
@@ -490,7 +591,7 @@ EOF
   echo
   echo "<details><summary>Raw wrk output</summary>"
   echo
-  for f in "$WORK"/single-*.txt "$WORK"/batch-*.txt; do
+  for f in "$WORK"/single-*.txt "$WORK"/batch-*.txt "$WORK"/reference-c*.txt; do
     [ -f "$f" ] || continue
     printf '%s\n\n```\n%s\n```\n\n' "$(basename "$f" .txt)" "$(cat "$f")"
   done

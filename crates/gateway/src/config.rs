@@ -31,7 +31,7 @@ pub struct GatewayConfig {
     /// `Retry-After` sent with 503 answers, in seconds.
     pub retry_after_secs: u64,
     /// How long an `event_id` is remembered per topic so a retry returns the original
-    /// partition and offset instead of writing again, in seconds.
+    /// partition and offset instead of writing again, in seconds; at most 24 days.
     pub dedupe_window_secs: u64,
     /// Most `event_id`s remembered at once; the oldest are forgotten first.
     pub dedupe_max_entries: usize,
@@ -173,6 +173,9 @@ impl Default for RateLimitConfig {
     }
 }
 
+/// Longest dedupe window: its times are 32-bit milliseconds (see `dedupe`).
+pub const MAX_DEDUPE_WINDOW_SECS: u64 = 24 * 86_400;
+
 impl GatewayConfig {
     /// Settings that cannot work together, named.
     pub fn validate(&self) -> Result<(), String> {
@@ -181,6 +184,13 @@ impl GatewayConfig {
                 "[gateway] delivery_timeout_ms ({}) must be greater than produce_timeout_ms ({}): \
                  a record must outlive the answer to its request, so a retry finds its outcome",
                 self.delivery_timeout_ms, self.produce_timeout_ms
+            ));
+        }
+        if self.dedupe_window_secs > MAX_DEDUPE_WINDOW_SECS {
+            return Err(format!(
+                "[gateway] dedupe_window_secs ({}) must be at most {MAX_DEDUPE_WINDOW_SECS} (24 days): \
+                 the window keeps its times in 32-bit milliseconds",
+                self.dedupe_window_secs
             ));
         }
         Ok(())
@@ -236,6 +246,15 @@ impl Default for GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dedupe_window_is_at_most_24_days() {
+        let ok = GatewayConfig { dedupe_window_secs: 24 * 86_400, ..GatewayConfig::default() };
+        assert!(ok.validate().is_ok());
+        let bad = GatewayConfig { dedupe_window_secs: 25 * 86_400, ..GatewayConfig::default() };
+        let err = bad.validate().expect_err("over 24 days");
+        assert!(err.contains("dedupe_window_secs (2160000)"), "{err}");
+    }
 
     #[test]
     fn the_delivery_timeout_must_outlast_the_write_deadline() {

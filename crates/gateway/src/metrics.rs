@@ -126,10 +126,7 @@ impl TopicMetrics {
 /// Times every request into `api_request_duration_seconds`, labelled by the route template
 /// (never the raw URI, which would make label sets unbounded).
 pub async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     // Only standard methods become label values: anything else would grow the label set.
     let method: &'static str = match *req.method() {
         axum::http::Method::GET => "GET",
@@ -143,8 +140,27 @@ pub async fn track(req: Request, next: Next) -> Response {
     };
     let start = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    let h: Histogram = metrics::histogram!(API_REQUEST_DURATION, "route" => route, "method" => method, "status" => status);
-    h.record(start.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    durations(route, method, resp.status().as_u16()).record(start.elapsed().as_secs_f64());
     resp
+}
+
+/// A histogram handle per route, method and status, cached per worker thread: the recorder's
+/// lookup (label strings built and hashed, a shared map) is paid once per thread and label set,
+/// not on every request. The sets are few: route templates times methods times statuses.
+fn durations(route: &str, method: &'static str, status: u16) -> Histogram {
+    thread_local! {
+        static CACHE: std::cell::RefCell<Vec<(String, &'static str, u16, Histogram)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    CACHE.with_borrow_mut(|cache| {
+        if let Some((.., h)) =
+            cache.iter().find(|(r, m, s, _)| *s == status && *m == method && r == route)
+        {
+            return h.clone();
+        }
+        let h = metrics::histogram!(API_REQUEST_DURATION, "route" => route.to_owned(), "method" => method, "status" => status.to_string());
+        cache.push((route.to_owned(), method, status, h.clone()));
+        h
+    })
 }

@@ -2,14 +2,21 @@
 //! offset back and writes nothing new.
 //!
 //! Entries are sharded so concurrent requests rarely share a lock, bounded in time (the
-//! window) and in count (oldest forgotten first). A duplicate that arrives while the original
-//! is still being written waits for the original's outcome instead of writing again.
+//! window, counted from the write's acknowledgement) and in count (oldest forgotten first). A
+//! duplicate that arrives while the original is still being written waits for the original's
+//! outcome instead of writing again.
 //!
-//! An entry is keyed by a 128-bit hash of topic and event id rather than the strings, which
-//! keeps a remembered id near 100 bytes; two different ids collide with probability 2^-128.
+//! An entry is keyed by a 128-bit hash of topic and event id rather than the strings; two
+//! different ids collide with probability 2^-128. Written ids are kept as 40-byte records in a
+//! ring per shard with an open-addressing index (see [`done`]), about 48 bytes an id; ids still
+//! being written (a few thousand at most: one per record in librdkafka's hands) sit in a small
+//! map beside it with the channel their duplicates wait on.
 
+mod done;
+
+use done::{Done, Record};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,21 +24,21 @@ use tokio::sync::watch;
 use tributary_kafka::Delivered;
 
 const SHARDS: usize = 64;
+/// Times are kept as wrapping `u32` milliseconds, exact for ages below 2^32 ms (49.7 days). A
+/// shard untouched for 2^31 ms (24.8 days) forgets everything, which is past any window (at
+/// most 24 days, [`crate::config::MAX_DEDUPE_WINDOW_SECS`]); one touched more often expires
+/// its records before their age can wrap.
+const AGE_LIMIT_MS: u64 = 1 << 31;
 
 /// Outcome of a write as waiters see it: where it landed, or that it failed.
 pub type Outcome = Option<Result<Delivered, ()>>;
 
-enum Entry {
-    Pending { fingerprint: u64, rx: watch::Receiver<Outcome>, at: Instant },
-    Done { fingerprint: u64, delivered: Delivered, at: Instant },
-}
-
-impl Entry {
-    fn at(&self) -> Instant {
-        match self {
-            Self::Pending { at, .. } | Self::Done { at, .. } => *at,
-        }
-    }
+/// An id being written: its content fingerprint, the channel its outcome is sent on, and when
+/// the write began (so a late guard never touches a newer write of the same id).
+struct Pending {
+    fingerprint: u64,
+    rx: watch::Receiver<Outcome>,
+    at: Instant,
 }
 
 /// 128-bit hash of topic and event id.
@@ -57,8 +64,10 @@ impl Hasher for KeyHasher {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Key, Entry, BuildHasherDefault<KeyHasher>>,
-    order: VecDeque<(Key, Instant)>,
+    pending: HashMap<Key, Pending, BuildHasherDefault<KeyHasher>>,
+    done: Done,
+    /// When the shard was last expired, in milliseconds since the window's base.
+    seen_ms: u64,
 }
 
 /// What to do with an event, given what the window remembers.
@@ -77,7 +86,7 @@ pub enum Begin {
 /// without an outcome (the request was cancelled before its record reached librdkafka), it
 /// forgets the id, so nothing waits forever and a retry writes.
 pub struct Guard {
-    shards: Arc<[Mutex<Shard>]>,
+    window: Arc<Window>,
     tx: watch::Sender<Outcome>,
     key: Key,
     shard: usize,
@@ -86,11 +95,17 @@ pub struct Guard {
     done: bool,
 }
 
+/// The shards and the clock they share with their guards.
+struct Window {
+    shards: Box<[Mutex<Shard>]>,
+    base: Instant,
+    window_ms: u64,
+    max_per_shard: usize,
+}
+
 /// The window itself; cheap to share behind an `Arc`.
 pub struct Dedupe {
-    shards: Arc<[Mutex<Shard>]>,
-    window: Duration,
-    max_per_shard: usize,
+    inner: Arc<Window>,
 }
 
 /// A hash of the canonical event bytes: equal content, equal fingerprint.
@@ -101,11 +116,18 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
 }
 
 impl Dedupe {
+    /// A window of `window` (at most 24 days; the configuration refuses more, and longer is
+    /// cut to that here) remembering at most
+    /// `max_entries` written ids.
     pub fn new(window: Duration, max_entries: usize) -> Self {
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect::<Vec<_>>().into(),
-            window,
-            max_per_shard: max_entries.div_ceil(SHARDS).max(1),
+            inner: Arc::new(Window {
+                shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+                base: Instant::now(),
+                window_ms: window_ms.min(crate::config::MAX_DEDUPE_WINDOW_SECS * 1000),
+                max_per_shard: max_entries.div_ceil(SHARDS).max(1),
+            }),
         }
     }
 
@@ -123,92 +145,99 @@ impl Dedupe {
         ((key >> 64) as usize) % SHARDS
     }
 
-    fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, Shard> {
-        lock(&self.shards[i])
-    }
-
     /// Where `event_id` was written on `topic`, if it was, with the same content; reserves
     /// nothing (a cheap check before work that [`Self::begin`] would make unnecessary).
     pub fn written(&self, topic: &str, event_id: &str, fingerprint: u64) -> Option<Delivered> {
+        let w = &self.inner;
         let key = Self::key(topic, event_id);
-        let s = self.lock(Self::shard_of(key));
-        match s.map.get(&key) {
-            Some(Entry::Done { fingerprint: f, delivered, at })
-                if *f == fingerprint && at.elapsed() <= self.window =>
-            {
-                Some(*delivered)
-            }
-            _ => None,
-        }
+        let s = lock(&w.shards[Self::shard_of(key)]);
+        // Read under the lock: the ring's times never run ahead of a clock read after them.
+        let now = w.now_ms();
+        let r = s.done.get(key)?;
+        let fresh = u64::from((now as u32).wrapping_sub(r.at_ms)) <= w.window_ms
+            && now.saturating_sub(s.seen_ms) < AGE_LIMIT_MS;
+        (r.fingerprint == fingerprint && fresh).then(|| r.delivered())
     }
 
     /// Looks `event_id` up on `topic` and, when it is new, reserves it.
     pub fn begin(&self, topic: &str, event_id: &str, fingerprint: u64) -> Begin {
+        let w = &self.inner;
         let key = Self::key(topic, event_id);
         let shard = Self::shard_of(key);
-        let now = Instant::now();
-        let mut s = self.lock(shard);
-        self.expire(&mut s, now);
-        match s.map.get(&key) {
-            Some(Entry::Done { fingerprint: f, delivered, .. }) => {
-                return if *f == fingerprint {
-                    Begin::Duplicate(*delivered)
-                } else {
-                    Begin::Conflict
-                };
-            }
-            Some(Entry::Pending { fingerprint: f, rx, .. }) => {
-                return if *f == fingerprint {
-                    Begin::InFlight(rx.clone())
-                } else {
-                    Begin::Conflict
-                };
-            }
-            None => {}
+        let mut s = lock(&w.shards[shard]);
+        let now = w.now_ms();
+        w.expire(&mut s, now);
+        if let Some(r) = s.done.get(key) {
+            return if r.fingerprint == fingerprint {
+                Begin::Duplicate(r.delivered())
+            } else {
+                Begin::Conflict
+            };
+        }
+        if let Some(p) = s.pending.get(&key) {
+            return if p.fingerprint == fingerprint {
+                Begin::InFlight(p.rx.clone())
+            } else {
+                Begin::Conflict
+            };
         }
         let (tx, rx) = watch::channel(None);
-        s.map.insert(key, Entry::Pending { fingerprint, rx, at: now });
-        s.order.push_back((key, now));
+        let at = Instant::now();
+        s.pending.insert(key, Pending { fingerprint, rx, at });
         Begin::New(Guard {
-            shards: Arc::clone(&self.shards),
+            window: Arc::clone(&self.inner),
             tx,
             key,
             shard,
-            at: now,
+            at,
             fingerprint,
             done: false,
         })
     }
 
-    /// Forgets entries older than the window, and the oldest while the shard is full, leaving
-    /// room for one more.
-    fn expire(&self, s: &mut Shard, now: Instant) {
-        while let Some(&(key, at)) = s.order.front() {
-            let expired = now.duration_since(at) > self.window;
-            if !expired && s.order.len() < self.max_per_shard {
-                break;
-            }
-            // A write still in flight keeps its slot (and everything behind it) until it is
-            // settled: it takes at most the produce timeout, far less than any sane window.
-            if s.map.get(&key).is_some_and(|e| e.at() == at && matches!(e, Entry::Pending { .. })) {
-                break;
-            }
-            s.order.pop_front();
-            // Only remove the entry this slot belongs to, not a newer one under the same key.
-            if s.map.get(&key).is_some_and(|e| e.at() == at) {
-                s.map.remove(&key);
-            }
-        }
-    }
-
-    /// Number of remembered event ids.
+    /// Number of remembered event ids (written, and being written).
     pub fn len(&self) -> usize {
-        (0..SHARDS).map(|i| self.lock(i).map.len()).sum()
+        self.inner
+            .shards
+            .iter()
+            .map(|m| {
+                let s = lock(m);
+                s.done.len() + s.pending.len()
+            })
+            .sum()
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes the window holds for written ids (its rings and indexes, allocated capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.inner.shards.iter().map(|m| lock(m).done.heap_bytes()).sum()
+    }
+}
+
+impl Window {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Forgets written ids older than the window, and the oldest while the shard is full,
+    /// leaving room for one more. Ids being written are not counted: they are bounded by what
+    /// the producer holds, and kept until their outcome is known.
+    fn expire(&self, s: &mut Shard, now: u64) {
+        if now.saturating_sub(s.seen_ms) >= AGE_LIMIT_MS {
+            s.done.clear();
+        }
+        s.seen_ms = now;
+        while let Some(r) = s.done.oldest() {
+            let age = u64::from((now as u32).wrapping_sub(r.at_ms));
+            if age <= self.window_ms && s.done.len() < self.max_per_shard {
+                break;
+            }
+            s.done.pop_oldest();
+        }
     }
 }
 
@@ -226,18 +255,16 @@ impl Guard {
     }
 
     fn settle(&self, outcome: Result<Delivered, ()>) {
-        let mut s = lock(&self.shards[self.shard]);
-        let ours = s.map.get(&self.key).is_some_and(|e| e.at() == self.at);
+        let w = &self.window;
+        let mut s = lock(&w.shards[self.shard]);
+        let now = w.now_ms();
+        let ours = s.pending.get(&self.key).is_some_and(|p| p.at == self.at);
         if ours {
-            match outcome {
-                Ok(delivered) => {
-                    let entry =
-                        Entry::Done { fingerprint: self.fingerprint, delivered, at: self.at };
-                    s.map.insert(self.key, entry);
-                }
-                Err(()) => {
-                    s.map.remove(&self.key);
-                }
+            s.pending.remove(&self.key);
+            if let Ok(delivered) = outcome {
+                w.expire(&mut s, now);
+                let record = Record::new(self.key, self.fingerprint, delivered, now as u32);
+                s.done.push(record, w.max_per_shard);
             }
         }
         drop(s);

@@ -1,0 +1,44 @@
+//! What the dedupe window costs per remembered id: fills a window with distinct ids the way
+//! the gateway does (reserve, then settle with a position) and prints the heap the window holds
+//! and the growth of this process's resident memory (VmRSS).
+//!
+//! ```sh
+//! cargo run --release -p tributary-gateway --example dedupe_memory -- [ids (1000000)]
+//! ```
+//!
+//! docs/performance.md ("A leaner gateway") has the numbers.
+
+use std::time::Duration;
+use tributary_gateway::dedupe::{Begin, Dedupe};
+use tributary_kafka::Delivered;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let before = rss_kib();
+    let window = Dedupe::new(Duration::from_secs(600), n);
+    for i in 0..n {
+        let id = format!("b-bench-1-{i}");
+        if let Begin::New(guard) = window.begin("events.clickstream", &id, i as u64) {
+            guard.complete(Ok(Delivered { partition: (i % 24) as i32, offset: i as i64 }));
+        }
+    }
+    let grown = rss_kib().saturating_sub(before) * 1024;
+    let ids = window.len();
+    let heap = window.heap_bytes();
+    println!(
+        "ids={ids} heap_bytes={heap} heap_bytes_per_id={:.1} rss_growth_bytes={grown} rss_bytes_per_id={:.1}",
+        heap as f64 / ids.max(1) as f64,
+        grown as f64 / ids.max(1) as f64
+    );
+}
