@@ -35,7 +35,7 @@ pub struct SinkConfig {
     /// Threads DuckDB may use for writes and queries (its `threads` setting); 0 means one per
     /// core, DuckDB's own default.
     pub warehouse_threads: usize,
-    /// Most memory DuckDB may hold for the warehouse (its `memory_limit`, e.g. `"128MB"`,
+    /// Most memory DuckDB may hold for the warehouse (its `memory_limit`, e.g. `"64MB"`,
     /// `"2GB"`); past it, cached blocks are dropped and large queries spill to
     /// `<database>.tmp`. DuckDB's own default is 80% of the machine's memory.
     pub warehouse_memory_limit: String,
@@ -70,7 +70,7 @@ impl Default for SinkConfig {
             dlq_topic: "events.dlq".to_owned(),
             registry: RegistryClientConfig::with_timeout_ms(10_000),
             warehouse_threads: 0,
-            warehouse_memory_limit: "128MB".to_owned(),
+            warehouse_memory_limit: "64MB".to_owned(),
             warehouse_checkpoint_threshold: "256MB".to_owned(),
             sql_max_rows: 10_000,
             sql_timeout_ms: 30_000,
