@@ -155,17 +155,23 @@ fn convert(schema: &Schema, v: &Json, path: &str) -> Result<Avro, EncodeError> {
     }
 }
 
+/// The Avro value of a datum written with `writer`, refused before it is decoded when it
+/// nests, claims lengths or multiplies values beyond [`crate::avro_bounds`].
+pub(crate) fn read_datum(writer: &Schema, mut body: &[u8]) -> Result<Avro, String> {
+    crate::avro_bounds::check(writer, body)
+        .map_err(|e| format!("not an Avro value of its schema: {e}"))?;
+    apache_avro::reader::datum::GenericDatumReader::builder(writer)
+        .build()
+        .and_then(|r| r.read_value(&mut body))
+        .map_err(|e| format!("not an Avro value of its schema: {e}"))
+}
+
 /// Decodes an Avro datum written with `writer` into JSON. String fields holding a JSON object
 /// (the event schema's `payload` and `metadata`) are shown as that object. A datum that nests,
 /// claims lengths or multiplies values beyond [`crate::avro_bounds`] is refused before it is
 /// decoded.
-pub fn decode_to_json(writer: &Schema, mut body: &[u8]) -> Result<Json, String> {
-    crate::avro_bounds::check(writer, body)
-        .map_err(|e| format!("not an Avro value of its schema: {e}"))?;
-    let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
-        .build()
-        .and_then(|r| r.read_value(&mut body))
-        .map_err(|e| format!("not an Avro value of its schema: {e}"))?;
+pub fn decode_to_json(writer: &Schema, body: &[u8]) -> Result<Json, String> {
+    let value = read_datum(writer, body)?;
     let json = Json::try_from(value).map_err(|e| e.to_string())?;
     Ok(match json {
         Json::Object(mut o) => {

@@ -14,18 +14,8 @@ use std::io::Write as _;
 
 /// Decodes an Avro datum written with `writer` and appends its JSON text to `out`. On an error
 /// `out` may hold part of the text.
-pub fn decode_to_json_text(
-    writer: &Schema,
-    mut body: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
-    crate::avro_bounds::check(writer, body)
-        .map_err(|e| format!("not an Avro value of its schema: {e}"))?;
-    let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
-        .build()
-        .and_then(|r| r.read_value(&mut body))
-        .map_err(|e| format!("not an Avro value of its schema: {e}"))?;
-    write(&value, out, true)
+pub fn decode_to_json_text(writer: &Schema, body: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    write(&crate::codec::read_datum(writer, body)?, out, true)
 }
 
 /// Whether `s` is the text of a JSON object, as the event schema keeps `payload` and
