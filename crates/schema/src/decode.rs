@@ -57,20 +57,19 @@ impl Decoder {
         bytes: Option<&[u8]>,
         out: &mut Vec<u8>,
     ) -> Result<Option<u32>, DecodeError> {
-        if let Some(framed @ [0, ..]) = bytes {
-            let (id, body) = crate::unframe(framed).map_err(|e| DecodeError::Bad(e.to_string()))?;
-            let schema = self.schema(id)?;
-            if schema.proto().is_none() {
-                if let Some(avro) = schema.avro() {
-                    return crate::json_text::decode_to_json_text(avro, body, out)
-                        .map(|()| Some(id))
-                        .map_err(|e| DecodeError::Bad(format!("schema id {id}: {e}")));
-                }
-            }
-        }
-        let (id, value) = self.decode_with_id(bytes)?;
-        serde_json::to_writer(out, &value).map_err(|e| DecodeError::Bad(e.to_string()))?;
-        Ok(id)
+        let Some(framed @ [0, ..]) = bytes else {
+            let (id, value) = self.decode_with_id(bytes)?;
+            serde_json::to_writer(out, &value).map_err(|e| DecodeError::Bad(e.to_string()))?;
+            return Ok(id);
+        };
+        let (id, body) = crate::unframe(framed).map_err(|e| DecodeError::Bad(e.to_string()))?;
+        let schema = self.schema(id)?;
+        let written = match (schema.proto(), schema.avro()) {
+            (None, Some(avro)) => crate::json_text::decode_to_json_text(avro, body, out),
+            _ => decode_body(id, &schema, body)
+                .and_then(|v| serde_json::to_writer(out, &v).map_err(|e| e.to_string())),
+        };
+        written.map(|()| Some(id)).map_err(|e| DecodeError::Bad(format!("schema id {id}: {e}")))
     }
 
     /// The schema `id` from the registry (once: the client keeps it).
@@ -96,11 +95,17 @@ impl Decoder {
     fn decode_framed(&self, bytes: &[u8]) -> Result<(u32, Value), DecodeError> {
         let (id, body) = crate::unframe(bytes).map_err(|e| DecodeError::Bad(e.to_string()))?;
         let schema = self.schema(id)?;
-        let decoded = match (schema.proto(), schema.avro()) {
-            (Some(proto), _) => proto.decode_to_json(body).map_err(|e| e.to_string()),
-            (None, Some(avro)) => crate::codec::decode_to_json(avro, body),
-            (None, None) => Err(format!("schema {id} is neither Avro nor Protobuf")),
-        };
-        decoded.map(|v| (id, v)).map_err(|e| DecodeError::Bad(format!("schema id {id}: {e}")))
+        decode_body(id, &schema, body)
+            .map(|v| (id, v))
+            .map_err(|e| DecodeError::Bad(format!("schema id {id}: {e}")))
+    }
+}
+
+/// The JSON of `body`, a value written with schema `id`.
+fn decode_body(id: u32, schema: &crate::ParsedSchema, body: &[u8]) -> Result<Value, String> {
+    match (schema.proto(), schema.avro()) {
+        (Some(proto), _) => proto.decode_to_json(body).map_err(|e| e.to_string()),
+        (None, Some(avro)) => crate::codec::decode_to_json(avro, body),
+        (None, None) => Err(format!("schema {id} is neither Avro nor Protobuf")),
     }
 }
