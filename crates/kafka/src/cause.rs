@@ -176,25 +176,39 @@ impl ConsumerContext for Watched {}
 
 /// Cluster metadata from a consumer without a group, within `timeout`; an error names a
 /// refusal reported meanwhile. Such a consumer's errors wait in its queue (they do not reach
-/// the error callback): they are taken from there, without waiting, before the error is
-/// explained.
+/// the error callback), and may land there a moment after the request failed: after a failure
+/// they are taken from there for up to [`REFUSAL_GRACE`]. A request that got no answer is
+/// asked again while `timeout` lasts (one broker of several may be the one refusing).
 pub fn fetch_metadata(
     consumer: &BaseConsumer<Watched>,
     timeout: Duration,
 ) -> Result<Metadata, KafkaError> {
-    consumer.fetch_metadata(None, timeout).map_err(|e| {
-        for _ in 0..1_000 {
-            match consumer.poll(Duration::ZERO) {
-                Some(Err(err)) => {
-                    consumer.context().causes.note(&err);
-                }
-                Some(Ok(_)) => {}
-                None => break,
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let err = match consumer.fetch_metadata(None, left.max(Duration::from_millis(100))) {
+            Ok(md) => return Ok(md),
+            Err(e) => e,
+        };
+        let causes = &consumer.context().causes;
+        let grace = Instant::now() + REFUSAL_GRACE;
+        while causes.recent().is_none() && Instant::now() < grace {
+            if let Some(Err(e)) = consumer.poll(Duration::from_millis(50)) {
+                causes.note(&e);
             }
         }
-        consumer.context().causes.explain("fetching topic metadata", e)
-    })
+        let retry = causes.recent().is_none()
+            && is_no_answer(err.rdkafka_error_code())
+            && Instant::now() + Duration::from_millis(200) < deadline;
+        if !retry {
+            return Err(causes.explain("fetching topic metadata", err));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
+
+/// How long a failed metadata request waits for the refusal that explains it.
+pub const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
 /// Asks the cluster for its metadata once, within `timeout`, before work whose own requests
 /// would only time out when Kafka refuses the client (an admin client's: its errors reach no
