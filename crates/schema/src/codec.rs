@@ -16,53 +16,98 @@ pub struct EncodeError {
     pub message: String,
 }
 
-fn err(field: &str, message: impl Into<String>) -> EncodeError {
-    EncodeError { field: field.to_owned(), message: message.into() }
-}
-
 /// Encodes `fields` as a datum of the record `schema` (no framing). Fields the schema has and
 /// `fields` lacks take the schema's default, or null in a union with null; a JSON object or
 /// array given for a string field is written as its JSON text (the event schema keeps
 /// `payload` and `metadata` that way).
 pub fn encode_record(schema: &Schema, fields: &Map<String, Json>) -> Result<Vec<u8>, EncodeError> {
-    let value = record(schema, fields, "")?;
-    apache_avro::writer::datum::GenericDatumWriter::builder(schema)
-        .build()
-        .and_then(|w| w.write_value_to_vec(value))
-        .map_err(|e| err("$", format!("does not match the schema: {e}")))
+    let mut out = Vec::with_capacity(256);
+    encode_record_into(schema, fields, &mut out)?;
+    Ok(out)
 }
 
-fn record(schema: &Schema, fields: &Map<String, Json>, path: &str) -> Result<Avro, EncodeError> {
-    let Schema::Record(r) = schema else {
-        return Err(err(
-            if path.is_empty() { "$" } else { path },
-            "the topic's schema is not a record",
-        ));
-    };
-    let mut out = Vec::with_capacity(r.fields.len());
-    for f in &r.fields {
-        let name = if path.is_empty() { f.name.clone() } else { format!("{path}.{}", f.name) };
-        let v = match fields.get(&f.name) {
-            Some(v) if !v.is_null() => convert(&f.schema, v, &name)?,
-            given => match (&f.default, given) {
-                (Some(d), None) => convert_default(&f.schema, d, &name)?,
-                _ => convert(&f.schema, &Json::Null, &name)
-                    .map_err(|_| err(&name, "is required by the topic's schema"))?,
-            },
-        };
-        out.push((f.name.clone(), v));
+/// [`encode_record`], appending the datum to `out` (after a frame header, say). The bytes are
+/// written as the schema is walked, with no intermediate Avro value; on an error `out` holds
+/// part of a datum and is to be dropped.
+pub fn encode_record_into(
+    schema: &Schema,
+    fields: &Map<String, Json>,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    write_record(schema, fields, &At::Root, out)
+}
+
+/// Where a value sits in the record, spelled out only when an error names it: `a.b`, `a[2]`.
+enum At<'a> {
+    Root,
+    Field(&'a At<'a>, &'a str),
+    Index(&'a At<'a>, usize),
+}
+
+impl At<'_> {
+    fn render(&self, out: &mut String) {
+        match self {
+            At::Root => {}
+            At::Field(At::Root, name) => out.push_str(name),
+            At::Field(parent, name) => {
+                parent.render(out);
+                out.push('.');
+                out.push_str(name);
+            }
+            At::Index(parent, i) => {
+                parent.render(out);
+                out.push_str(&format!("[{i}]"));
+            }
+        }
     }
-    Ok(Avro::Record(out))
+
+    fn err(&self, message: impl Into<String>) -> EncodeError {
+        let mut field = String::new();
+        self.render(&mut field);
+        if field.is_empty() {
+            field.push('$');
+        }
+        EncodeError { field, message: message.into() }
+    }
+}
+
+fn write_record(
+    schema: &Schema,
+    fields: &Map<String, Json>,
+    at: &At<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let Schema::Record(r) = schema else {
+        return Err(at.err("the topic's schema is not a record"));
+    };
+    for f in &r.fields {
+        let here = At::Field(at, &f.name);
+        match fields.get(&f.name) {
+            Some(v) if !v.is_null() => write(&f.schema, v, &here, out)?,
+            given => match (&f.default, given) {
+                (Some(d), None) => write_default(&f.schema, d, &here, out)?,
+                _ => write(&f.schema, &Json::Null, &here, out)
+                    .map_err(|_| here.err("is required by the topic's schema"))?,
+            },
+        }
+    }
+    Ok(())
 }
 
 /// A field default: for a union, it belongs to the first branch (Avro's rule).
-fn convert_default(schema: &Schema, d: &Json, path: &str) -> Result<Avro, EncodeError> {
+fn write_default(
+    schema: &Schema,
+    d: &Json,
+    at: &At<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     match schema {
         Schema::Union(u) => {
-            let first = u.variants().first().ok_or_else(|| err(path, "empty union"))?;
-            Ok(Avro::Union(0, Box::new(convert(first, d, path)?)))
+            let first = u.variants().first().ok_or_else(|| at.err("empty union"))?;
+            write_long(out, 0);
+            write(first, d, at, out)
         }
-        other => convert(other, d, path),
+        other => write(other, d, at, out),
     }
 }
 
@@ -77,82 +122,104 @@ fn kind(v: &Json) -> &'static str {
     }
 }
 
-fn convert(schema: &Schema, v: &Json, path: &str) -> Result<Avro, EncodeError> {
-    let mismatch = |want: &str| {
-        err(path, format!("expected {want} for the topic's schema, found {}", kind(v)))
-    };
+/// Avro's `long` (and `int`): zig-zag, then 7 bits a byte, low bits first.
+fn write_long(out: &mut Vec<u8>, n: i64) {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// Avro's `bytes` and `string`: the length, then the bytes.
+fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    write_long(out, b.len() as i64);
+    out.extend_from_slice(b);
+}
+
+fn write(schema: &Schema, v: &Json, at: &At<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let mismatch =
+        |want: &str| at.err(format!("expected {want} for the topic's schema, found {}", kind(v)));
     match schema {
-        Schema::Null => v.is_null().then_some(Avro::Null).ok_or_else(|| mismatch("null")),
-        Schema::Boolean => v.as_bool().map(Avro::Boolean).ok_or_else(|| mismatch("a boolean")),
-        Schema::Int | Schema::Date | Schema::TimeMillis => v
-            .as_i64()
-            .and_then(|n| i32::try_from(n).ok())
-            .map(|n| match schema {
-                Schema::Date => Avro::Date(n),
-                Schema::TimeMillis => Avro::TimeMillis(n),
-                _ => Avro::Int(n),
-            })
-            .ok_or_else(|| mismatch("a 32-bit integer")),
-        Schema::Long | Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimeMicros => v
-            .as_i64()
-            .map(|n| match schema {
-                Schema::TimestampMillis => Avro::TimestampMillis(n),
-                Schema::TimestampMicros => Avro::TimestampMicros(n),
-                Schema::TimeMicros => Avro::TimeMicros(n),
-                _ => Avro::Long(n),
-            })
-            .ok_or_else(|| mismatch("an integer")),
-        Schema::Float => {
-            v.as_f64().map(|f| Avro::Float(f as f32)).ok_or_else(|| mismatch("a number"))
+        Schema::Null if v.is_null() => {}
+        Schema::Null => return Err(mismatch("null")),
+        Schema::Boolean => out.push(u8::from(v.as_bool().ok_or_else(|| mismatch("a boolean"))?)),
+        Schema::Int | Schema::Date | Schema::TimeMillis => {
+            let n = v.as_i64().and_then(|n| i32::try_from(n).ok());
+            write_long(out, n.ok_or_else(|| mismatch("a 32-bit integer"))?.into());
         }
-        Schema::Double => v.as_f64().map(Avro::Double).ok_or_else(|| mismatch("a number")),
+        Schema::Long | Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimeMicros => {
+            write_long(out, v.as_i64().ok_or_else(|| mismatch("an integer"))?);
+        }
+        Schema::Float => {
+            let f = v.as_f64().ok_or_else(|| mismatch("a number"))? as f32;
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        Schema::Double => {
+            out.extend_from_slice(&v.as_f64().ok_or_else(|| mismatch("a number"))?.to_le_bytes());
+        }
         Schema::String => match v {
-            Json::String(s) => Ok(Avro::String(s.clone())),
-            Json::Object(_) | Json::Array(_) => Ok(Avro::String(v.to_string())),
-            _ => Err(mismatch("a string")),
+            Json::String(s) => write_bytes(out, s.as_bytes()),
+            Json::Object(_) | Json::Array(_) => write_bytes(out, v.to_string().as_bytes()),
+            _ => return Err(mismatch("a string")),
         },
-        Schema::Bytes => v
-            .as_str()
-            .map(|s| Avro::Bytes(s.as_bytes().to_vec()))
-            .ok_or_else(|| mismatch("a string")),
+        Schema::Bytes => {
+            write_bytes(out, v.as_str().ok_or_else(|| mismatch("a string"))?.as_bytes())
+        }
         Schema::Enum(e) => match v.as_str().and_then(|s| e.symbols.iter().position(|x| x == s)) {
-            Some(i) => Ok(Avro::Enum(i as u32, e.symbols[i].clone())),
-            None => Err(err(path, format!("expected one of {}", e.symbols.join(", ")))),
+            Some(i) => write_long(out, i as i64),
+            None => return Err(at.err(format!("expected one of {}", e.symbols.join(", ")))),
         },
-        Schema::Array(a) => match v {
-            Json::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, x)| convert(&a.items, x, &format!("{path}[{i}]")))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Avro::Array),
-            _ => Err(mismatch("an array")),
-        },
-        Schema::Map(m) => match v {
-            Json::Object(o) => o
-                .iter()
-                .map(|(k, x)| Ok((k.clone(), convert(&m.types, x, &format!("{path}.{k}"))?)))
-                .collect::<Result<std::collections::HashMap<_, _>, EncodeError>>()
-                .map(Avro::Map),
-            _ => Err(mismatch("an object")),
-        },
-        Schema::Record(_) => match v {
-            Json::Object(o) => record(schema, o, path),
-            _ => Err(mismatch("an object")),
-        },
-        Schema::Union(u) => {
-            for (i, branch) in u.variants().iter().enumerate() {
-                if let Ok(x) = convert(branch, v, path) {
-                    return Ok(Avro::Union(i as u32, Box::new(x)));
+        Schema::Array(a) => {
+            let Json::Array(items) = v else { return Err(mismatch("an array")) };
+            if !items.is_empty() {
+                write_long(out, items.len() as i64);
+                for (i, x) in items.iter().enumerate() {
+                    write(&a.items, x, &At::Index(at, i), out)?;
                 }
             }
-            if v.is_null() {
-                return Err(err(path, "is required by the topic's schema"));
-            }
-            Err(err(path, format!("{} fits no branch of the topic's schema's union", kind(v))))
+            out.push(0);
         }
-        other => Err(err(path, format!("the gateway cannot fill a field of Avro type {other:?}"))),
+        Schema::Map(m) => {
+            let Json::Object(o) = v else { return Err(mismatch("an object")) };
+            if !o.is_empty() {
+                write_long(out, o.len() as i64);
+                for (k, x) in o {
+                    write_bytes(out, k.as_bytes());
+                    write(&m.types, x, &At::Field(at, k), out)?;
+                }
+            }
+            out.push(0);
+        }
+        Schema::Record(_) => match v {
+            Json::Object(o) => write_record(schema, o, at, out)?,
+            _ => return Err(mismatch("an object")),
+        },
+        Schema::Union(u) => {
+            let mark = out.len();
+            for (i, branch) in u.variants().iter().enumerate() {
+                // Only null fits null, and null fits nothing else (a union holds no union):
+                // skipping those branches spares building an error for each.
+                if matches!(branch, Schema::Null) != v.is_null() {
+                    continue;
+                }
+                write_long(out, i as i64);
+                if write(branch, v, at, out).is_ok() {
+                    return Ok(());
+                }
+                out.truncate(mark);
+            }
+            if v.is_null() {
+                return Err(at.err("is required by the topic's schema"));
+            }
+            return Err(at.err(format!("{} fits no branch of the topic's schema's union", kind(v))));
+        }
+        other => {
+            return Err(at.err(format!("the gateway cannot fill a field of Avro type {other:?}")))
+        }
     }
+    Ok(())
 }
 
 /// The Avro value of a datum written with `writer`, refused before it is decoded when it
@@ -239,6 +306,73 @@ mod tests {
             let e = encode_record(&schema, &fields(event.clone())).expect_err("does not fit");
             assert_eq!(e.field, field, "{event}");
             assert!(e.message.contains(needle), "{event}: {e}");
+        }
+    }
+
+    /// The bytes written as the schema is walked are the bytes apache-avro writes for the same
+    /// value resolved against the schema.
+    #[test]
+    fn datums_match_apache_avro_byte_for_byte() {
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[
+            {"name":"b","type":"boolean"},
+            {"name":"i","type":"int"},
+            {"name":"l","type":"long"},
+            {"name":"f","type":"float"},
+            {"name":"d","type":"double"},
+            {"name":"s","type":"string"},
+            {"name":"e","type":{"type":"enum","name":"E","symbols":["x","y","z"]}},
+            {"name":"a","type":{"type":"array","items":"long"}},
+            {"name":"m","type":{"type":"map","values":"string"}},
+            {"name":"u","type":["null","string","long"]},
+            {"name":"n","type":{"type":"record","name":"N","fields":[
+                {"name":"t","type":{"type":"long","logicalType":"timestamp-millis"}},
+                {"name":"o","type":["null","int"],"default":null}]}},
+            {"name":"dflt","type":"string","default":"eu"}]}"#,
+        )
+        .expect("schema");
+        let values = [
+            json!({"b": true, "i": 0, "l": 0, "f": 0.0, "d": 0.0, "s": "", "e": "x", "a": [],
+                   "m": {}, "u": null, "n": {"t": 0}}),
+            json!({"b": false, "i": -1, "l": i64::MAX, "f": 1.5, "d": -2.25, "s": "héllo", "e": "z",
+                   "a": [1, -64, 64, 8_191, -8_192, i64::MIN], "m": {"k": "v"}, "u": "text",
+                   "n": {"t": 1_764_504_000_123i64, "o": 7}, "dflt": "us"}),
+            json!({"b": true, "i": i32::MIN, "l": -300, "f": -3.0e10, "d": 1e300, "s": "x".repeat(200),
+                   "e": "y", "a": [0], "m": {"only": ""}, "u": 42, "n": {"t": -1, "o": null}}),
+        ];
+        for value in values {
+            let ours = encode_record(&schema, &fields(value.clone())).expect("encodes");
+            let theirs = Avro::try_from(value.clone())
+                .and_then(|v| v.resolve(&schema))
+                .and_then(|v| {
+                    apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+                        .build()
+                        .and_then(|w| w.write_value_to_vec(v))
+                })
+                .expect("apache-avro encodes");
+            assert_eq!(ours, theirs, "{value}");
+        }
+    }
+
+    #[test]
+    fn nested_fields_are_named_by_path() {
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[
+            {"name":"items","type":{"type":"array","items":{"type":"record","name":"I","fields":[
+                {"name":"qty","type":"int"}]}}},
+            {"name":"tags","type":{"type":"map","values":"long"}}]}"#,
+        )
+        .expect("schema");
+        let cases = [
+            (json!({"items": [{"qty": 1}, {"qty": "two"}], "tags": {}}), "items[1].qty", "32-bit"),
+            (json!({"items": [{"qty": 1}, {}], "tags": {}}), "items[1].qty", "required"),
+            (json!({"items": [], "tags": {"a": 1, "b": 2.5}}), "tags.b", "integer"),
+            (json!({"items": [{"qty": 3_000_000_000i64}], "tags": {}}), "items[0].qty", "32-bit"),
+        ];
+        for (value, field, needle) in cases {
+            let e = encode_record(&schema, &fields(value.clone())).expect_err("does not fit");
+            assert_eq!(e.field, field, "{value}");
+            assert!(e.message.contains(needle), "{value}: {e}");
         }
     }
 

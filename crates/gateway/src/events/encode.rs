@@ -84,15 +84,16 @@ fn encode_framed(
     let invalid = |e: tributary_schema::codec::EncodeError| {
         ApiError::Validation(tributary_core::FieldError { field: e.field, message: e.message })
     };
-    let (body, content_type) = if let Some(proto) = schema.schema.proto() {
-        (proto.encode(&fields).map_err(invalid)?, PROTOBUF_CONTENT_TYPE)
+    if let Some(proto) = schema.schema.proto() {
+        let body = proto.encode(&fields).map_err(invalid)?;
+        Ok((tributary_schema::frame(schema.id, &body), PROTOBUF_CONTENT_TYPE.as_bytes()))
     } else if let Some(avro) = schema.schema.avro() {
-        (tributary_schema::codec::encode_record(avro, &fields).map_err(invalid)?, AVRO_CONTENT_TYPE)
+        // The datum is written straight after the frame header: no copy of the body.
+        let mut value = tributary_schema::frame(schema.id, &[]);
+        value.reserve(256);
+        tributary_schema::codec::encode_record_into(avro, &fields, &mut value).map_err(invalid)?;
+        Ok((value, AVRO_CONTENT_TYPE.as_bytes()))
     } else {
-        return Err(ApiError::Internal(format!(
-            "schema {} is neither Avro nor Protobuf",
-            schema.id
-        )));
-    };
-    Ok((tributary_schema::frame(schema.id, &body), content_type.as_bytes()))
+        Err(ApiError::Internal(format!("schema {} is neither Avro nor Protobuf", schema.id)))
+    }
 }
