@@ -129,6 +129,27 @@ impl Event {
         }
     }
 
+    /// The event's fields as JSON values, taking ownership of them: what a registry-encoded
+    /// topic is filled from. The same fields as its canonical JSON, except the timestamp, which
+    /// is epoch milliseconds (the event schemas keep time that way); absent ids are left out.
+    pub fn into_fields(self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("event_id".into(), Value::String(self.event_id));
+        m.insert("timestamp".into(), Value::from(self.timestamp.timestamp_millis()));
+        m.insert("event_type".into(), Value::String(self.event_type));
+        if let Some(u) = self.user_id {
+            m.insert("user_id".into(), Value::String(u));
+        }
+        if let Some(d) = self.device_id {
+            m.insert("device_id".into(), Value::String(d));
+        }
+        m.insert("payload".into(), Value::Object(self.payload));
+        if let Some(md) = self.metadata {
+            m.insert("metadata".into(), Value::Object(md));
+        }
+        m
+    }
+
     /// The event's timestamp as epoch milliseconds.
     pub fn timestamp_millis(&self) -> i64 {
         self.timestamp.timestamp_millis()
@@ -331,6 +352,24 @@ mod tests {
             let again = Event::from_json(serde_json::from_slice(&event.to_json_bytes()).expect("json"))
                 .expect("canonical form is valid");
             proptest::prop_assert_eq!(again, event);
+        }
+    }
+
+    #[test]
+    fn into_fields_is_the_canonical_json_with_time_in_milliseconds() {
+        for v in [
+            json!({"event_id": "e", "timestamp": "2026-11-30T12:00:00.123+01:00", "event_type": "t",
+                   "user_id": "u", "device_id": "d", "payload": {"a": [1, {"b": null}]},
+                   "metadata": {"m": 1}}),
+            json!({"event_id": "e", "timestamp": 5, "event_type": "t", "payload": {}}),
+        ] {
+            let event = Event::from_json(v).expect("valid");
+            let Value::Object(mut expected) = serde_json::to_value(&event).expect("serializes")
+            else {
+                panic!("not an object")
+            };
+            expected.insert("timestamp".into(), Value::from(event.timestamp_millis()));
+            assert_eq!(event.into_fields(), expected);
         }
     }
 }

@@ -110,9 +110,48 @@ pub struct Dedupe {
 
 /// A hash of the canonical event bytes: equal content, equal fingerprint.
 pub fn fingerprint(bytes: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
+    let mut f = Fingerprint::default();
+    f.add(bytes);
+    f.finish()
+}
+
+/// [`fingerprint`] of an event's canonical JSON, hashed as it is serialized (no buffer): for
+/// topics whose values are not that JSON.
+pub fn fingerprint_event(event: &tributary_core::Event) -> u64 {
+    let mut f = Fingerprint::default();
+    // Writing into the hasher cannot fail, nor can serializing an event.
+    let _ = serde_json::to_writer(&mut f, event);
+    f.finish()
+}
+
+/// Hashes bytes as they come, then their count.
+#[derive(Default)]
+struct Fingerprint {
+    h: DefaultHasher,
+    len: u64,
+}
+
+impl Fingerprint {
+    fn add(&mut self, bytes: &[u8]) {
+        self.h.write(bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    fn finish(mut self) -> u64 {
+        self.h.write_u64(self.len);
+        self.h.finish()
+    }
+}
+
+impl std::io::Write for Fingerprint {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.add(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Dedupe {
@@ -285,6 +324,22 @@ mod tests {
     use super::*;
 
     const D: Delivered = Delivered { partition: 3, offset: 42 };
+
+    /// A JSON topic hashes the bytes it writes, the others hash while serializing: the same
+    /// event has the same fingerprint either way, so a retry is a duplicate on both.
+    #[test]
+    fn an_event_hashed_while_serialized_has_the_fingerprint_of_its_bytes() {
+        let long = "x".repeat(5_000);
+        for v in [
+            serde_json::json!({"event_id": "e", "timestamp": 1, "event_type": "t", "payload": {}}),
+            serde_json::json!({"event_id": "e", "timestamp": 1, "event_type": "t", "user_id": "u",
+                               "payload": {"long": long, "n": [1, 2.5, null]}, "metadata": {"k": "v"}}),
+        ] {
+            let event = tributary_core::Event::from_json(v).expect("valid");
+            assert_eq!(fingerprint_event(&event), fingerprint(&event.to_json_bytes()));
+        }
+        assert_ne!(fingerprint(b"ab"), fingerprint(b"ba"));
+    }
 
     #[test]
     fn second_time_is_a_duplicate_with_the_original_position() {

@@ -1,10 +1,10 @@
 //! Checking an event and encoding it for its topic: the step before any write.
 
-use crate::dedupe::fingerprint;
+use crate::dedupe::{fingerprint, fingerprint_event};
 use crate::error::ApiError;
 use crate::schemas::WriteSchema;
-use serde_json::Value;
-use tributary_core::{Event, TopicSpec};
+use serde_json::{Map, Value};
+use tributary_core::{Event, TopicSpec, ValueFormat};
 
 /// The `content_type` header of registry-framed Avro values.
 pub const AVRO_CONTENT_TYPE: &str = "application/vnd.confluent.avro";
@@ -15,7 +15,8 @@ pub const PROTOBUF_CONTENT_TYPE: &str = "application/vnd.confluent.protobuf";
 pub(super) struct Checked {
     pub(super) event: Event,
     pub(super) key: Option<String>,
-    pub(super) canonical: Vec<u8>,
+    /// The canonical JSON, for topics whose values are that JSON.
+    pub(super) canonical: Option<Vec<u8>>,
     pub(super) fingerprint: u64,
 }
 
@@ -34,9 +35,15 @@ pub(super) fn check(spec: &TopicSpec, value: Value) -> Result<Checked, ApiError>
         },
     };
     // The dedupe fingerprint is over the event's canonical JSON, not the encoded value: a retry
-    // after the topic moved to a new schema version is still the same event.
-    let canonical = event.to_json_bytes();
-    let fingerprint = fingerprint(&canonical);
+    // after the topic moved to a new schema version is still the same event. Only a JSON topic
+    // keeps those bytes; for the others they are hashed as they are serialized.
+    let (canonical, fingerprint) = if spec.value_format == ValueFormat::Json {
+        let bytes = event.to_json_bytes();
+        let f = fingerprint(&bytes);
+        (Some(bytes), f)
+    } else {
+        (None, fingerprint_event(&event))
+    };
     Ok(Checked { event, key, canonical, fingerprint })
 }
 
@@ -53,18 +60,19 @@ pub(super) struct Prepared {
 
 /// Encodes a checked event for its topic: framed with `schema`, or its canonical JSON.
 pub(super) fn encode(c: Checked, schema: Option<&WriteSchema>) -> Result<Prepared, ApiError> {
-    let (value, content_type) = match schema {
-        Some(schema) => encode_framed(&c.event, schema)?,
-        None => (c.canonical, &b"application/json"[..]),
+    let Checked { event, key, canonical, fingerprint } = c;
+    let (value, content_type, event_id, event_type) = match schema {
+        Some(schema) => {
+            let (id, kind) = (event.event_id.clone(), event.event_type.clone());
+            let (value, content_type) = encode_framed(event.into_fields(), schema)?;
+            (value, content_type, id, kind)
+        }
+        None => {
+            let value = canonical.unwrap_or_else(|| event.to_json_bytes());
+            (value, &b"application/json"[..], event.event_id, event.event_type)
+        }
     };
-    Ok(Prepared {
-        fingerprint: c.fingerprint,
-        event_id: c.event.event_id,
-        event_type: c.event.event_type,
-        key: c.key,
-        value,
-        content_type,
-    })
+    Ok(Prepared { fingerprint, event_id, event_type, key, value, content_type })
 }
 
 /// Encodes an event with its topic's registered schema (Avro or Protobuf): the value is
@@ -72,15 +80,9 @@ pub(super) fn encode(c: Checked, schema: Option<&WriteSchema>) -> Result<Prepare
 /// A field the schema requires and the event lacks, or one whose type does not fit, is a 422
 /// naming that field.
 fn encode_framed(
-    event: &Event,
+    fields: Map<String, Value>,
     schema: &WriteSchema,
 ) -> Result<(Vec<u8>, &'static [u8]), ApiError> {
-    let mut fields = match serde_json::to_value(event) {
-        Ok(Value::Object(m)) => m,
-        _ => return Err(ApiError::Internal("an event did not serialize to an object".into())),
-    };
-    // The event schema keeps time as epoch milliseconds, not text.
-    fields.insert("timestamp".into(), Value::from(event.timestamp_millis()));
     let invalid = |e: tributary_schema::codec::EncodeError| {
         ApiError::Validation(tributary_core::FieldError { field: e.field, message: e.message })
     };
