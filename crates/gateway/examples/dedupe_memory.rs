@@ -29,7 +29,7 @@ fn main() {
     let window = Dedupe::new(Duration::from_secs(600), n);
     for i in 0..n {
         let id = format!("b-bench-1-{i}");
-        if let Begin::New(guard) = window.begin("events.clickstream", &id, i as u64) {
+        if let Begin::New(guard) = window.begin(Dedupe::key("events.clickstream", &id), i as u64) {
             guard.complete(Ok(Delivered { partition: (i % 24) as i32, offset: i as i64 }));
         }
     }

@@ -33,16 +33,17 @@ const AGE_LIMIT_MS: u64 = 1 << 31;
 /// Outcome of a write as waiters see it: where it landed, or that it failed.
 pub type Outcome = Option<Result<Delivered, ()>>;
 
-/// An id being written: its content fingerprint, the channel its outcome is sent on, and when
-/// the write began (so a late guard never touches a newer write of the same id).
+/// An id being written: its content fingerprint, the channel its outcome is sent on (made
+/// when a duplicate first waits: most writes have none), and when the write began (so a late
+/// guard never touches a newer write of the same id).
 struct Pending {
     fingerprint: u64,
-    rx: watch::Receiver<Outcome>,
+    waiters: Option<watch::Sender<Outcome>>,
     at: Instant,
 }
 
-/// 128-bit hash of topic and event id.
-type Key = u128;
+/// 128-bit hash of topic and event id ([`Dedupe::key`]).
+pub type Key = u128;
 
 /// Keys are hashes already: the map uses their low bits as they are.
 #[derive(Default)]
@@ -87,7 +88,6 @@ pub enum Begin {
 /// forgets the id, so nothing waits forever and a retry writes.
 pub struct Guard {
     window: Arc<Window>,
-    tx: watch::Sender<Outcome>,
     key: Key,
     shard: usize,
     at: Instant,
@@ -124,22 +124,59 @@ pub fn fingerprint_event(event: &tributary_core::Event) -> u64 {
     f.finish()
 }
 
-/// Hashes bytes as they come, then their count.
+/// A fast 64-bit hash of a byte stream, the same however the stream is cut: 8-byte words
+/// folded in by multiply and rotate, the length and a final avalanche at the end. It tells
+/// one event's content from another's under the same id; it is not a defence against
+/// someone crafting collisions, who could only make their own retry look like a duplicate.
 #[derive(Default)]
 struct Fingerprint {
-    h: DefaultHasher,
+    h: u64,
     len: u64,
+    tail: [u8; 8],
+    tail_len: usize,
 }
 
 impl Fingerprint {
-    fn add(&mut self, bytes: &[u8]) {
-        self.h.write(bytes);
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn word(&mut self, w: u64) {
+        self.h = (self.h ^ w).wrapping_mul(Self::K).rotate_left(29);
+    }
+
+    fn add(&mut self, mut bytes: &[u8]) {
         self.len += bytes.len() as u64;
+        if self.tail_len > 0 {
+            let n = (8 - self.tail_len).min(bytes.len());
+            self.tail[self.tail_len..self.tail_len + n].copy_from_slice(&bytes[..n]);
+            self.tail_len += n;
+            bytes = &bytes[n..];
+            if self.tail_len < 8 {
+                return;
+            }
+            self.word(u64::from_le_bytes(self.tail));
+            self.tail_len = 0;
+        }
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.word(u64::from_le_bytes(w.try_into().unwrap_or_default()));
+        }
+        let rest = words.remainder();
+        self.tail[..rest.len()].copy_from_slice(rest);
+        self.tail_len = rest.len();
     }
 
     fn finish(mut self) -> u64 {
-        self.h.write_u64(self.len);
-        self.h.finish()
+        if self.tail_len > 0 {
+            let mut last = [0u8; 8];
+            last[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+            self.word(u64::from_le_bytes(last));
+        }
+        self.word(self.len);
+        // splitmix64's finalizer: every input bit reaches every output bit.
+        let mut z = self.h;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 }
 
@@ -170,7 +207,9 @@ impl Dedupe {
         }
     }
 
-    fn key(topic: &str, event_id: &str) -> Key {
+    /// The key of `event_id` on `topic`: computed once per event, then given to
+    /// [`Self::written`] and [`Self::begin`].
+    pub fn key(topic: &str, event_id: &str) -> Key {
         // Two independent 64-bit SipHashes; `str` hashing ends each string with a marker, so
         // ("ab", "c") and ("a", "bc") differ.
         let mut a = DefaultHasher::new();
@@ -186,9 +225,8 @@ impl Dedupe {
 
     /// Where `event_id` was written on `topic`, if it was, with the same content; reserves
     /// nothing (a cheap check before work that [`Self::begin`] would make unnecessary).
-    pub fn written(&self, topic: &str, event_id: &str, fingerprint: u64) -> Option<Delivered> {
+    pub fn written(&self, key: Key, fingerprint: u64) -> Option<Delivered> {
         let w = &self.inner;
-        let key = Self::key(topic, event_id);
         let s = lock(&w.shards[Self::shard_of(key)]);
         // Read under the lock: the ring's times never run ahead of a clock read after them.
         let now = w.now_ms();
@@ -198,10 +236,9 @@ impl Dedupe {
         (r.fingerprint == fingerprint && fresh).then(|| r.delivered())
     }
 
-    /// Looks `event_id` up on `topic` and, when it is new, reserves it.
-    pub fn begin(&self, topic: &str, event_id: &str, fingerprint: u64) -> Begin {
+    /// Looks the event of `key` up and, when it is new, reserves it.
+    pub fn begin(&self, key: Key, fingerprint: u64) -> Begin {
         let w = &self.inner;
-        let key = Self::key(topic, event_id);
         let shard = Self::shard_of(key);
         let mut s = lock(&w.shards[shard]);
         let now = w.now_ms();
@@ -213,19 +250,17 @@ impl Dedupe {
                 Begin::Conflict
             };
         }
-        if let Some(p) = s.pending.get(&key) {
+        if let Some(p) = s.pending.get_mut(&key) {
             return if p.fingerprint == fingerprint {
-                Begin::InFlight(p.rx.clone())
+                Begin::InFlight(p.waiters.get_or_insert_with(|| watch::channel(None).0).subscribe())
             } else {
                 Begin::Conflict
             };
         }
-        let (tx, rx) = watch::channel(None);
         let at = Instant::now();
-        s.pending.insert(key, Pending { fingerprint, rx, at });
+        s.pending.insert(key, Pending { fingerprint, waiters: None, at });
         Begin::New(Guard {
             window: Arc::clone(&self.inner),
-            tx,
             key,
             shard,
             at,
@@ -298,8 +333,9 @@ impl Guard {
         let mut s = lock(&w.shards[self.shard]);
         let now = w.now_ms();
         let ours = s.pending.get(&self.key).is_some_and(|p| p.at == self.at);
+        let mut waiters = None;
         if ours {
-            s.pending.remove(&self.key);
+            waiters = s.pending.remove(&self.key).and_then(|p| p.waiters);
             if let Ok(delivered) = outcome {
                 w.expire(&mut s, now);
                 let record = Record::new(self.key, self.fingerprint, delivered, now as u32);
@@ -307,7 +343,9 @@ impl Guard {
             }
         }
         drop(s);
-        self.tx.send_replace(Some(outcome));
+        if let Some(tx) = waiters {
+            tx.send_replace(Some(outcome));
+        }
     }
 }
 
@@ -344,53 +382,86 @@ mod tests {
     #[test]
     fn second_time_is_a_duplicate_with_the_original_position() {
         let d = Dedupe::new(Duration::from_secs(60), 100);
-        let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("first sight must be new") };
-        assert!(matches!(d.begin("t", "e1", 7), Begin::InFlight(_)));
+        let Begin::New(g) = d.begin(Dedupe::key("t", "e1"), 7) else {
+            panic!("first sight must be new")
+        };
+        assert!(matches!(d.begin(Dedupe::key("t", "e1"), 7), Begin::InFlight(_)));
         g.complete(Ok(D));
-        assert!(matches!(d.begin("t", "e1", 7), Begin::Duplicate(x) if x == D));
-        assert!(matches!(d.begin("t", "e1", 8), Begin::Conflict));
-        assert!(matches!(d.begin("other", "e1", 7), Begin::New(_)), "topics are separate");
+        assert!(matches!(d.begin(Dedupe::key("t", "e1"), 7), Begin::Duplicate(x) if x == D));
+        assert!(matches!(d.begin(Dedupe::key("t", "e1"), 8), Begin::Conflict));
+        assert!(
+            matches!(d.begin(Dedupe::key("other", "e1"), 7), Begin::New(_)),
+            "topics are separate"
+        );
     }
 
     #[test]
     fn failures_are_forgotten_so_retries_write() {
         let d = Dedupe::new(Duration::from_secs(60), 100);
-        let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("new") };
+        let Begin::New(g) = d.begin(Dedupe::key("t", "e1"), 7) else { panic!("new") };
         g.complete(Err(()));
-        assert!(matches!(d.begin("t", "e1", 7), Begin::New(_)));
+        assert!(matches!(d.begin(Dedupe::key("t", "e1"), 7), Begin::New(_)));
     }
 
     #[tokio::test]
     async fn waiters_see_the_outcome() {
         let d = Dedupe::new(Duration::from_secs(60), 100);
-        let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("new") };
-        let Begin::InFlight(mut rx) = d.begin("t", "e1", 7) else { panic!("in flight") };
+        let Begin::New(g) = d.begin(Dedupe::key("t", "e1"), 7) else { panic!("new") };
+        let Begin::InFlight(mut rx) = d.begin(Dedupe::key("t", "e1"), 7) else {
+            panic!("in flight")
+        };
+        let Begin::InFlight(mut second) = d.begin(Dedupe::key("t", "e1"), 7) else {
+            panic!("in flight")
+        };
         g.complete(Ok(D));
         let seen = *rx.wait_for(Option::is_some).await.expect("sender kept");
         assert_eq!(seen, Some(Ok(D)));
+        let seen = *second.wait_for(Option::is_some).await.expect("sender kept");
+        assert_eq!(seen, Some(Ok(D)), "every waiter hears the outcome");
+    }
+
+    #[test]
+    fn a_fingerprint_does_not_depend_on_how_its_bytes_arrive() {
+        let bytes: Vec<u8> = (0..200u32).map(|i| (i * 7 + 3) as u8).collect();
+        let whole = fingerprint(&bytes);
+        for cut in 1..=17 {
+            let mut f = Fingerprint::default();
+            for chunk in bytes.chunks(cut) {
+                f.add(chunk);
+            }
+            assert_eq!(f.finish(), whole, "pieces of {cut}");
+        }
+        // Every one-byte change and every length changes it.
+        for i in 0..bytes.len() {
+            let mut other = bytes.clone();
+            other[i] ^= 1;
+            assert_ne!(fingerprint(&other), whole, "byte {i}");
+            assert_ne!(fingerprint(&bytes[..i]), whole, "length {i}");
+        }
+        assert_ne!(fingerprint(b""), fingerprint(&[0]));
     }
 
     #[test]
     fn a_dropped_guard_forgets_the_id_and_releases_waiters() {
         let d = Dedupe::new(Duration::from_secs(60), 100);
-        let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("new") };
-        let Begin::InFlight(rx) = d.begin("t", "e1", 7) else { panic!("in flight") };
+        let Begin::New(g) = d.begin(Dedupe::key("t", "e1"), 7) else { panic!("new") };
+        let Begin::InFlight(rx) = d.begin(Dedupe::key("t", "e1"), 7) else { panic!("in flight") };
         drop(g);
         assert_eq!(*rx.borrow(), Some(Err(())));
-        assert!(matches!(d.begin("t", "e1", 7), Begin::New(_)), "a retry writes");
+        assert!(matches!(d.begin(Dedupe::key("t", "e1"), 7), Begin::New(_)), "a retry writes");
     }
 
     #[test]
     fn window_expires_and_count_is_bounded() {
         let d = Dedupe::new(Duration::from_millis(0), 100);
-        let Begin::New(g) = d.begin("t", "e1", 7) else { panic!("new") };
+        let Begin::New(g) = d.begin(Dedupe::key("t", "e1"), 7) else { panic!("new") };
         g.complete(Ok(D));
         std::thread::sleep(Duration::from_millis(2));
-        assert!(matches!(d.begin("t", "e1", 7), Begin::New(_)), "expired");
+        assert!(matches!(d.begin(Dedupe::key("t", "e1"), 7), Begin::New(_)), "expired");
 
         let d = Dedupe::new(Duration::from_secs(600), SHARDS); // one per shard
         for i in 0..10_000 {
-            if let Begin::New(g) = d.begin("t", &format!("e{i}"), 1) {
+            if let Begin::New(g) = d.begin(Dedupe::key("t", &format!("e{i}")), 1) {
                 g.complete(Ok(D));
             }
         }

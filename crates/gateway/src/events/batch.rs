@@ -114,7 +114,7 @@ fn check_all(state: &AppState, spec: &TopicSpec, items: Vec<Value>) -> Vec<Check
         .into_iter()
         .map(|item| {
             let c = check(spec, item)?;
-            let known = state.inner.dedupe.written(&spec.name, &c.event.event_id, c.fingerprint);
+            let known = state.inner.dedupe.written(c.dedupe_key, c.fingerprint);
             Ok((c, known))
         })
         .collect()

@@ -1,6 +1,6 @@
 //! Checking an event and encoding it for its topic: the step before any write.
 
-use crate::dedupe::{fingerprint, fingerprint_event};
+use crate::dedupe::{fingerprint, fingerprint_event, Dedupe, Key};
 use crate::error::ApiError;
 use crate::schemas::WriteSchema;
 use serde_json::{Map, Value};
@@ -18,6 +18,8 @@ pub(super) struct Checked {
     /// The canonical JSON, for topics whose values are that JSON.
     pub(super) canonical: Option<Vec<u8>>,
     pub(super) fingerprint: u64,
+    /// The event's key in the dedupe window.
+    pub(super) dedupe_key: Key,
 }
 
 /// Validates an event and finds its key. Needs nothing but the event: bad input is a 4xx even
@@ -44,7 +46,8 @@ pub(super) fn check(spec: &TopicSpec, value: Value) -> Result<Checked, ApiError>
     } else {
         (None, fingerprint_event(&event))
     };
-    Ok(Checked { event, key, canonical, fingerprint })
+    let dedupe_key = Dedupe::key(&spec.name, &event.event_id);
+    Ok(Checked { event, key, canonical, fingerprint, dedupe_key })
 }
 
 /// An event checked and encoded, ready to write.
@@ -56,11 +59,12 @@ pub(super) struct Prepared {
     /// The `content_type` header: how `value` is encoded.
     pub(super) content_type: &'static [u8],
     pub(super) fingerprint: u64,
+    pub(super) dedupe_key: Key,
 }
 
 /// Encodes a checked event for its topic: framed with `schema`, or its canonical JSON.
 pub(super) fn encode(c: Checked, schema: Option<&WriteSchema>) -> Result<Prepared, ApiError> {
-    let Checked { event, key, canonical, fingerprint } = c;
+    let Checked { event, key, canonical, fingerprint, dedupe_key } = c;
     let (value, content_type, event_id, event_type) = match schema {
         Some(schema) => {
             let (id, kind) = (event.event_id.clone(), event.event_type.clone());
@@ -72,7 +76,7 @@ pub(super) fn encode(c: Checked, schema: Option<&WriteSchema>) -> Result<Prepare
             (value, &b"application/json"[..], event.event_id, event.event_type)
         }
     };
-    Ok(Prepared { fingerprint, event_id, event_type, key, value, content_type })
+    Ok(Prepared { fingerprint, dedupe_key, event_id, event_type, key, value, content_type })
 }
 
 /// Encodes an event with its topic's registered schema (Avro or Protobuf): the value is

@@ -62,7 +62,7 @@ pub async fn publish(
     let event_id = checked.event.event_id.clone();
     // A retry of a written event is answered before encoding: neither a newer schema version
     // nor an unreachable registry turns it into an error.
-    let known = state.inner.dedupe.written(&spec.name, &event_id, checked.fingerprint);
+    let known = state.inner.dedupe.written(checked.dedupe_key, checked.fingerprint);
     let written = match known {
         Some(d) => Written::Duplicate(d),
         None => {

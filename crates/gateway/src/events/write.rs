@@ -61,7 +61,7 @@ impl AppState {
         p: Prepared,
         ingest: &Ingest,
     ) -> Result<Started, ApiError> {
-        let guard = match self.inner.dedupe.begin(topic, &p.event_id, p.fingerprint) {
+        let guard = match self.inner.dedupe.begin(p.dedupe_key, p.fingerprint) {
             Begin::Duplicate(d) => return Ok(Started::Answered(Written::Duplicate(d))),
             Begin::Conflict => return Err(ApiError::EventIdConflict(p.event_id)),
             Begin::InFlight(rx) => return Ok(Started::InFlight(rx)),
