@@ -138,6 +138,24 @@ fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+/// A JSON value as an Avro string of its compact text, serialized into a buffer each thread
+/// reuses (no allocation per value).
+fn write_json_text(out: &mut Vec<u8>, v: &Json) {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|cell| {
+        let mut text = cell.borrow_mut();
+        text.clear();
+        // Serializing a JSON value into memory cannot fail.
+        let _ = serde_json::to_writer(&mut *text, v);
+        write_bytes(out, &text);
+        if text.capacity() > 64 * 1024 {
+            *text = Vec::new();
+        }
+    });
+}
+
 fn write(schema: &Schema, v: &Json, at: &At<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let mismatch =
         |want: &str| at.err(format!("expected {want} for the topic's schema, found {}", kind(v)));
@@ -161,7 +179,7 @@ fn write(schema: &Schema, v: &Json, at: &At<'_>, out: &mut Vec<u8>) -> Result<()
         }
         Schema::String => match v {
             Json::String(s) => write_bytes(out, s.as_bytes()),
-            Json::Object(_) | Json::Array(_) => write_bytes(out, v.to_string().as_bytes()),
+            Json::Object(_) | Json::Array(_) => write_json_text(out, v),
             _ => return Err(mismatch("a string")),
         },
         Schema::Bytes => {
