@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod event;
+pub mod json;
 pub mod partition;
 pub mod secret;
 

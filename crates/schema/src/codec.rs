@@ -138,22 +138,10 @@ fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// A JSON value as an Avro string of its compact text, serialized into a buffer each thread
+/// A JSON value as an Avro string of its compact text, serialized through a buffer each thread
 /// reuses (no allocation per value).
 fn write_json_text(out: &mut Vec<u8>, v: &Json) {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|cell| {
-        let mut text = cell.borrow_mut();
-        text.clear();
-        // Serializing a JSON value into memory cannot fail.
-        let _ = serde_json::to_writer(&mut *text, v);
-        write_bytes(out, &text);
-        if text.capacity() > 64 * 1024 {
-            *text = Vec::new();
-        }
-    });
+    tributary_core::json::with_json(v, |text| write_bytes(out, text));
 }
 
 fn write(schema: &Schema, v: &Json, at: &At<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {

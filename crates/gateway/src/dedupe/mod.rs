@@ -136,20 +136,7 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
 /// [`fingerprint`] of an event's canonical JSON, serialized into a buffer each thread reuses:
 /// for topics whose values are not that JSON (no allocation per event).
 pub fn fingerprint_event(event: &tributary_core::Event) -> u64 {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        buf.clear();
-        // Serializing an event into memory cannot fail.
-        let _ = serde_json::to_writer(&mut *buf, event);
-        let f = fingerprint(&buf);
-        if buf.capacity() > 64 * 1024 {
-            *buf = Vec::new();
-        }
-        f
-    })
+    tributary_core::json::with_json(event, fingerprint)
 }
 
 impl Dedupe {
