@@ -314,7 +314,7 @@ mod tests {
     /// A JSON topic hashes the bytes it writes, the others serialize the event to hash it: the
     /// same event has the same fingerprint either way, so a retry is a duplicate on both.
     #[test]
-    fn an_event_hashed_while_serialized_has_the_fingerprint_of_its_bytes() {
+    fn an_event_fingerprinted_from_the_thread_buffer_matches_its_bytes() {
         let long = "x".repeat(5_000);
         for v in [
             serde_json::json!({"event_id": "e", "timestamp": 1, "event_type": "t", "payload": {}}),
