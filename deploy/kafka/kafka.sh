@@ -23,6 +23,9 @@
 #   KAFKA_CONTROLLER_PORT  KRaft controller port           (default KAFKA_PORT + 1)
 #   KAFKA_STATE_DIR        data, logs and pid              (default $TRIBUTARY_CACHE/state/kafka-$KAFKA_PORT)
 #   KAFKA_HEAP             JVM heap                        (default 1g)
+#   KAFKA_RETENTION_CHECK_MS  how often the broker deletes segments past their retention
+#                          (default 300000, Kafka's own; the test broker checks every 5 s, so a
+#                          test that writes records older than retention fails every run)
 #   KAFKA_METRICS_PORT     serve the broker's metrics for Prometheus on 127.0.0.1:PORT/metrics
 #                          with the Prometheus JMX exporter agent (default: none)
 set -euo pipefail
@@ -34,6 +37,7 @@ CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 STATE="${KAFKA_STATE_DIR:-$CACHE/state/kafka-$PORT}"
 HEAP="${KAFKA_HEAP:-1g}"
 METRICS_PORT="${KAFKA_METRICS_PORT:-}"
+RETENTION_CHECK_MS="${KAFKA_RETENTION_CHECK_MS:-300000}"
 JMX_EXPORTER_VERSION=1.0.1
 JMX_EXPORTER_JAR="$CACHE/jmx_prometheus_javaagent-$JMX_EXPORTER_VERSION.jar"
 HOME_DIR="$CACHE/kafka-$VERSION"
@@ -146,6 +150,7 @@ auto.create.topics.enable=false
 group.initial.rebalance.delay.ms=0
 num.partitions=1
 log.retention.hours=168
+log.retention.check.interval.ms=$RETENTION_CHECK_MS
 # Committed offsets (the processor's checkpoints) outlive the longest supported stop, the
 # input's 7-day retention, twice over (docs/operations.md); Kafka's default is 7 days.
 offsets.retention.minutes=20160

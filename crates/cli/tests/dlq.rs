@@ -113,6 +113,16 @@ fn write(s: &Setup, letters: &[Letter], connect: usize, bare: usize) {
     });
 }
 
+/// An hour before the test started, in ms: the letters' record timestamps. They must be within
+/// the topics' retention (7 days by record time), or the broker deletes them mid-test.
+fn letters_epoch() -> i64 {
+    static EPOCH: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.expect("clock after 1970").as_millis() as i64 - 3_600_000
+    })
+}
+
 fn letters(reason: &'static str, n: usize, first: usize) -> Vec<Letter> {
     (first..first + n)
         .map(|i| Letter {
@@ -120,7 +130,7 @@ fn letters(reason: &'static str, n: usize, first: usize) -> Vec<Letter> {
             key: format!("user-{i}"),
             // Not UTF-8, like a record that failed to decode.
             value: vec![0, 0, 0, 0, 9, 0xff, i as u8],
-            timestamp: 1_790_000_000_000 + i as i64,
+            timestamp: letters_epoch() + i as i64,
         })
         .collect()
 }
