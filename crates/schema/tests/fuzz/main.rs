@@ -31,9 +31,18 @@ fn max_input_time(len: usize) -> Duration {
 /// A tokio worker thread's stack: decoders run on one in the services.
 const STACK_BYTES: usize = 2 * 1024 * 1024;
 
+/// A file of the checkout the test runs from. The package folder is read when the test runs
+/// (cargo names it in `CARGO_MANIFEST_DIR`), not compiled in: the shared target directory
+/// reuses a test binary built in another clone, whose path may be gone.
+fn repo_file(path: &str) -> PathBuf {
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    package.join("../..").join(path)
+}
+
 /// The checked-in corpus of `target`.
 fn corpus_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target)
+    repo_file("fuzz/corpus").join(target)
 }
 
 /// Decodes a `.hex` seed: hex byte pairs, whitespace ignored, `#` starts a comment, `XX*N`

@@ -1,6 +1,7 @@
 //! The fuzz targets: each takes one input, decodes it as the services do, and says `Err` only
 //! for a broken property (a refused input is fine; a panic is caught by the driver).
 
+use super::repo_file;
 use apache_avro::Schema;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -11,10 +12,6 @@ use tributary_schema::framing::{decode_message_indexes, encode_message_indexes};
 use tributary_schema::json_text::decode_to_json_text;
 use tributary_schema::protobuf::ProtoSchema;
 use tributary_schema::{frame, unframe, Level, ParsedSchema, SchemaType};
-
-fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
-}
 
 /// The files of `fuzz/schemas/` ending in `ext`, plus the event schema of `schemas/`.
 fn schema_texts(ext: &str) -> Vec<(String, String)> {
