@@ -1,19 +1,37 @@
 //! The written ids of one shard, compact: a ring of fixed-size records in the order they were
-//! written, found through an open-addressing index of 4-byte slots.
+//! written, found through an open-addressing index of 8-byte slots.
 //!
 //! A record is 40 bytes (128-bit key, content fingerprint, offset, partition, time); the index
-//! is kept at most half full, so an id costs about 48 bytes, against about 100 in a hash map of
+//! is kept at most half full, so an id costs about 56 bytes, against about 100 in a hash map of
 //! enums plus an order queue. Both grow with use and stop at the shard's bound.
+//!
+//! A slot carries 32 bits of its key beside the record's sequence number: a probe passes over
+//! other keys, and a removal finds where the keys after it belong, without reading their
+//! records (the ring is far larger than the caches, so each record read is a cache miss).
 
 use std::collections::VecDeque;
 use tributary_kafka::Delivered;
 
-/// An index slot: 0 is empty, anything else is `OCCUPIED | sequence number` of a record.
-type Slot = u32;
+/// An index slot: 0 is empty, anything else is the low 32 bits of the key's second word
+/// (its [`tag`], which also gives its home) above `OCCUPIED | sequence number` of a record.
+type Slot = u64;
 const EMPTY: Slot = 0;
-const OCCUPIED: Slot = 1 << 31;
+const OCCUPIED: u32 = 1 << 31;
 /// Sequence numbers count modulo 2^31; a ring never holds that many records.
 const SEQ_MASK: u32 = OCCUPIED - 1;
+
+/// The part of a key an index slot carries.
+fn tag(key: &[u64; 2]) -> u32 {
+    key[1] as u32
+}
+
+fn slot(tag: u32, seq: u32) -> Slot {
+    (u64::from(tag) << 32) | u64::from(OCCUPIED | seq)
+}
+
+fn tag_of(slot: Slot) -> u32 {
+    (slot >> 32) as u32
+}
 const MIN_INDEX: usize = 16;
 
 /// One written id: where it landed, its content fingerprint, and when (milliseconds since the
@@ -61,12 +79,14 @@ impl Done {
         self.index.len() - 1
     }
 
-    fn home(&self, key: &[u64; 2]) -> usize {
-        (key[1] as usize) & self.mask()
+    /// Where a key's probe run starts: the low bits of its tag (the index never has more than
+    /// 2^32 slots).
+    fn home(&self, tag: u32) -> usize {
+        (tag as usize) & self.mask()
     }
 
     fn record(&self, slot: Slot) -> &Record {
-        let pos = (slot & SEQ_MASK).wrapping_sub(self.head) & SEQ_MASK;
+        let pos = (slot as u32 & SEQ_MASK).wrapping_sub(self.head) & SEQ_MASK;
         &self.records[pos as usize]
     }
 
@@ -75,13 +95,14 @@ impl Done {
         if self.index.is_empty() {
             return None;
         }
-        let mut i = self.home(key);
+        let tag = tag(key);
+        let mut i = self.home(tag);
         loop {
             let slot = self.index[i];
             if slot == EMPTY {
                 return None;
             }
-            if self.record(slot).key == *key {
+            if tag_of(slot) == tag && self.record(slot).key == *key {
                 return Some(i);
             }
             i = (i + 1) & self.mask();
@@ -105,13 +126,14 @@ impl Done {
             self.records.reserve_exact(more.min(cap.saturating_sub(self.records.len()).max(1)));
         }
         let seq = self.head.wrapping_add(self.records.len() as u32) & SEQ_MASK;
+        let new = slot(tag(&r.key), seq);
         self.records.push_back(r);
-        self.place(OCCUPIED | seq);
+        self.place(new);
     }
 
     /// Puts a slot into the first free place of its probe run.
     fn place(&mut self, slot: Slot) {
-        let mut i = self.home(&self.record(slot).key);
+        let mut i = self.home(tag_of(slot));
         while self.index[i] != EMPTY {
             i = (i + 1) & self.mask();
         }
@@ -123,7 +145,7 @@ impl Done {
         self.index = vec![EMPTY; size];
         for pos in 0..self.records.len() {
             let seq = self.head.wrapping_add(pos as u32) & SEQ_MASK;
-            self.place(OCCUPIED | seq);
+            self.place(slot(tag(&self.records[pos].key), seq));
         }
     }
 
@@ -154,7 +176,7 @@ impl Done {
             if slot == EMPTY {
                 return;
             }
-            let home = self.home(&self.record(slot).key);
+            let home = self.home(tag_of(slot));
             // The slot may move to `i` unless its home lies cyclically in (i, j].
             let stays = if i <= j { i < home && home <= j } else { i < home || home <= j };
             if !stays {
@@ -220,6 +242,6 @@ mod tests {
             }
             t.push(Record::new(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1, d(0), 0), 1000);
         }
-        assert!(t.heap_bytes() <= 1000 * 40 + 2048 * 4, "{} bytes", t.heap_bytes());
+        assert!(t.heap_bytes() <= 1000 * 40 + 2048 * 8, "{} bytes", t.heap_bytes());
     }
 }

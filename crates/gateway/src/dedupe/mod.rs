@@ -8,7 +8,7 @@
 //!
 //! An entry is keyed by a 128-bit hash of topic and event id rather than the strings; two
 //! different ids collide with probability 2^-128. Written ids are kept as 40-byte records in a
-//! ring per shard with an open-addressing index (see [`done`]), about 48 bytes an id; ids still
+//! ring per shard with an open-addressing index (see [`done`]), about 56 bytes an id; ids still
 //! being written (a few thousand at most: one per record in librdkafka's hands) sit in a small
 //! map beside it with the channel their duplicates wait on.
 
