@@ -19,6 +19,7 @@ const EMPTY: Slot = 0;
 const OCCUPIED: u32 = 1 << 31;
 /// Sequence numbers count modulo 2^31; a ring never holds that many records.
 const SEQ_MASK: u32 = OCCUPIED - 1;
+const MIN_INDEX: usize = 16;
 
 /// The part of a key an index slot carries.
 fn tag(key: &[u64; 2]) -> u32 {
@@ -32,7 +33,6 @@ fn slot(tag: u32, seq: u32) -> Slot {
 fn tag_of(slot: Slot) -> u32 {
     (slot >> 32) as u32
 }
-const MIN_INDEX: usize = 16;
 
 /// One written id: where it landed, its content fingerprint, and when (milliseconds since the
 /// window's base, wrapping).
