@@ -21,8 +21,65 @@ pub fn decode_to_json_text(writer: &Schema, body: &[u8], out: &mut Vec<u8>) -> R
 /// Whether `s` is the text of a JSON object, as the event schema keeps `payload` and
 /// `metadata`: the test [`crate::codec::decode_to_json`] makes (a number out of `f64`'s range,
 /// for one, fails it), so that both show the same fields as objects.
+///
+/// Read without building the object: [`Parsed`] visits every value the way a
+/// `serde_json::Value` is read (numbers parsed, so one out of range fails the same way) and
+/// keeps nothing.
 fn is_json_object(s: &str) -> bool {
-    s.starts_with('{') && serde_json::from_str::<serde_json::Value>(s).is_ok_and(|v| v.is_object())
+    s.starts_with('{') && serde_json::from_str::<Parsed>(s).is_ok_and(|p| p.0)
+}
+
+/// A JSON value read and dropped; `true` when it was an object.
+struct Parsed(bool);
+
+impl<'de> serde::Deserialize<'de> for Parsed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ParsedVisitor)
+    }
+}
+
+struct ParsedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ParsedVisitor {
+    type Value = Parsed;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Parsed, E> {
+        Ok(Parsed(false))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Parsed, E> {
+        Ok(Parsed(false))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Parsed, E> {
+        Ok(Parsed(false))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Parsed, E> {
+        Ok(Parsed(false))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Parsed, E> {
+        Ok(Parsed(false))
+    }
+
+    fn visit_unit<E>(self) -> Result<Parsed, E> {
+        Ok(Parsed(false))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Parsed, A::Error> {
+        while seq.next_element::<Parsed>()?.is_some() {}
+        Ok(Parsed(false))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Parsed, A::Error> {
+        while map.next_entry::<Parsed, Parsed>()?.is_some() {}
+        Ok(Parsed(true))
+    }
 }
 
 fn string(s: &str, out: &mut Vec<u8>) -> Result<(), String> {
@@ -205,6 +262,33 @@ mod tests {
         assert_eq!(parsed, decode_to_json(&schema, &bytes).expect("decodes"));
         assert!(written.contains(r#""metadata":{"k": [1]}"#), "kept as written: {written}");
         assert!(written.contains(r#""payload":"{not json""#), "not JSON: a string");
+    }
+
+    #[test]
+    fn the_object_check_agrees_with_parsing_a_value() {
+        let tree =
+            |s: &str| serde_json::from_str::<serde_json::Value>(s).is_ok_and(|v| v.is_object());
+        let cases = [
+            r#"{}"#,
+            r#"{"a": [1, -2, 3.5e10, true, null, "x\u00e9\n"], "b": {"c": {}}}"#,
+            r#"{"big": 18446744073709551616, "neg": -9223372036854775809}"#,
+            r#"{"huge": 1e400}"#,
+            r#"{"tiny": 1e-400}"#,
+            r#"{"a": 1,}"#,
+            r#"{"a": 1} trailing"#,
+            r#"{"a": 01}"#,
+            r#"{"a": "\ud800"}"#,
+            r#"{"a": 1, "a": 2}"#,
+            r#"{"a" 1}"#,
+            r#"{"#,
+            r#"{ "nested": [[[[{"deep": [1]}]]]] }"#,
+        ];
+        for case in cases {
+            assert_eq!(is_json_object(case), tree(case), "{case}");
+        }
+        let deep = format!("{{\"a\": {}1{}}}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(is_json_object(&deep), tree(&deep), "past serde_json's nesting limit");
+        assert!(!is_json_object("[1]") && !is_json_object("\"{}\""));
     }
 
     #[test]

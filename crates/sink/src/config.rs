@@ -44,6 +44,11 @@ pub struct SinkConfig {
     /// table's last, partly filled row group again, so a small threshold costs CPU on every
     /// flush; a larger one makes a restart after a crash replay more log.
     pub warehouse_checkpoint_threshold: String,
+    /// How DuckDB compresses the warehouse's columns at a checkpoint (its `force_compression`):
+    /// `"zstd"` by default, which takes JSON text to about a third of the size of DuckDB's own
+    /// choice for a third less CPU; `"auto"` lets DuckDB try its methods on every column and
+    /// keep the smallest. A method a column's type cannot take leaves that column to DuckDB.
+    pub warehouse_compression: String,
     /// Most rows a query on `POST /api/v1/sql` answers with; a longer result is cut there and
     /// flagged `"truncated": true`.
     pub sql_max_rows: usize,
@@ -72,6 +77,7 @@ impl Default for SinkConfig {
             warehouse_threads: 0,
             warehouse_memory_limit: "64MB".to_owned(),
             warehouse_checkpoint_threshold: "256MB".to_owned(),
+            warehouse_compression: "zstd".to_owned(),
             sql_max_rows: 10_000,
             sql_timeout_ms: 30_000,
             sql_token: None,

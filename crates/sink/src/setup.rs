@@ -114,6 +114,7 @@ impl Sink {
             threads: config.warehouse_threads,
             memory_limit: config.warehouse_memory_limit.clone(),
             checkpoint_threshold: config.warehouse_checkpoint_threshold.clone(),
+            compression: config.warehouse_compression.clone(),
         };
         let warehouse = Warehouse::open(&path, &tuning).map_err(|e| {
             SinkError::Warehouse(format!("opening the warehouse {}: {e}", path.display()))

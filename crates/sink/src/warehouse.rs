@@ -87,7 +87,8 @@ fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// How DuckDB runs the warehouse: its `threads`, `memory_limit` and `checkpoint_threshold`.
+/// How DuckDB runs the warehouse: its `threads`, `memory_limit`, `checkpoint_threshold` and
+/// `force_compression`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tuning {
     /// 0: DuckDB's default, one per core.
@@ -96,12 +97,19 @@ pub struct Tuning {
     pub memory_limit: String,
     /// Empty: DuckDB's default.
     pub checkpoint_threshold: String,
+    /// Empty: DuckDB's default (`auto`).
+    pub compression: String,
 }
 
 impl Tuning {
     /// One thread and DuckDB's defaults otherwise (for tests).
     pub fn single_thread() -> Self {
-        Self { threads: 1, memory_limit: String::new(), checkpoint_threshold: String::new() }
+        Self {
+            threads: 1,
+            memory_limit: String::new(),
+            checkpoint_threshold: String::new(),
+            compression: String::new(),
+        }
     }
 }
 
@@ -132,6 +140,9 @@ impl Warehouse {
         }
         if !tuning.checkpoint_threshold.is_empty() {
             config = config.with("checkpoint_threshold", &tuning.checkpoint_threshold)?;
+        }
+        if !tuning.compression.is_empty() {
+            config = config.with("force_compression", &tuning.compression)?;
         }
         // Settings are fixed here, for the writer and every reader of the instance alike.
         let conn = Connection::open_with_flags(path, crate::sql::locked_down(config)?)?;
@@ -263,6 +274,53 @@ mod tests {
         // Creating it again (every start of the sink) keeps the rows.
         w.ensure_table("EVENTS", TableKind::Events).expect("table again");
         assert_eq!(count("SELECT count(*) FROM dedup.EVENTS").as_deref(), Some("4"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The compression of a table's columns on disk, per column.
+    fn compression_of(w: &Warehouse, table: &str) -> Vec<(String, String)> {
+        w.conn.execute_batch("CHECKPOINT").expect("checkpoint");
+        let mut stmt = w
+            .conn
+            .prepare(
+                "SELECT DISTINCT column_name, compression FROM pragma_storage_info(?)
+                 WHERE segment_type <> 'VALIDITY' ORDER BY ALL",
+            )
+            .expect("prepared");
+        let rows = stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?))).expect("storage info");
+        rows.collect::<Result<_, _>>().expect("rows")
+    }
+
+    #[test]
+    fn json_columns_are_stored_with_the_configured_compression() {
+        let dir =
+            std::env::temp_dir().join(format!("tributary-compression-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let write = |name: &str, compression: &str| {
+            let tuning = Tuning { compression: compression.to_owned(), ..Tuning::single_thread() };
+            let mut w = Warehouse::open(&dir.join(name), &tuning).expect("warehouse");
+            w.ensure_table("EVENTS", TableKind::Events).expect("table");
+            let mut rows = Rows::default();
+            for i in 0..5_000 {
+                let metadata = json!({"topic": "t", "partition": i % 7, "offset": i});
+                let content = json!({"event_id": format!("e-{i}"), "payload": {"url": "/home"}});
+                rows.push(&metadata.to_string(), &content.to_string());
+            }
+            let mut batch = Batch::default();
+            batch.rows.insert("EVENTS".into(), rows);
+            w.write(&mut batch).expect("written");
+            compression_of(&w, "raw.EVENTS")
+        };
+        let zstd = write("zstd.duckdb", "zstd");
+        assert_eq!(
+            zstd,
+            [("RECORD_CONTENT".into(), "ZSTD".into()), ("RECORD_METADATA".into(), "ZSTD".into())]
+        );
+        let auto = write("auto.duckdb", "");
+        assert!(auto.iter().all(|(_, c)| c != "ZSTD"), "DuckDB's own choice: {auto:?}");
+        let bad = Tuning { compression: "squeeze".into(), ..Tuning::single_thread() };
+        let err = Warehouse::open(&dir.join("bad.duckdb"), &bad).expect_err("refused");
+        assert!(err.to_string().contains("squeeze"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
