@@ -27,6 +27,16 @@ pub fn max_values(len: usize) -> usize {
 pub fn check(schema: &Schema, bytes: &[u8]) -> Result<(), String> {
     let resolved = ResolvedSchema::try_from(schema)
         .map_err(|e| format!("the schema does not resolve: {e}"))?;
+    check_resolved(schema, &resolved, bytes)
+}
+
+/// [`check`] with the schema's named types already resolved (by a caller that decodes the
+/// datum next with the same resolution: resolving costs as much as walking a small datum).
+pub fn check_resolved<'s>(
+    schema: &'s Schema,
+    resolved: &ResolvedSchema<'s>,
+    bytes: &[u8],
+) -> Result<(), String> {
     let mut walk = Walk {
         names: resolved.get_names(),
         bytes,
@@ -37,15 +47,15 @@ pub fn check(schema: &Schema, bytes: &[u8]) -> Result<(), String> {
     walk.value(schema, None, 0)
 }
 
-struct Walk<'s, 'b> {
-    names: &'s NamesRef<'s>,
+struct Walk<'s, 'r, 'b> {
+    names: &'r NamesRef<'s>,
     bytes: &'b [u8],
     pos: usize,
     values: usize,
     budget: usize,
 }
 
-impl<'s> Walk<'s, '_> {
+impl<'s> Walk<'s, '_, '_> {
     /// A zig-zag varint long, at most ten bytes.
     fn long(&mut self) -> Result<i64, String> {
         let mut n: u64 = 0;

@@ -231,9 +231,13 @@ fn write(schema: &Schema, v: &Json, at: &At<'_>, out: &mut Vec<u8>) -> Result<()
 /// The Avro value of a datum written with `writer`, refused before it is decoded when it
 /// nests, claims lengths or multiplies values beyond [`crate::avro_bounds`].
 pub(crate) fn read_datum(writer: &Schema, mut body: &[u8]) -> Result<Avro, String> {
-    crate::avro_bounds::check(writer, body)
+    let resolved = apache_avro::schema::ResolvedSchema::try_from(writer).map_err(|e| {
+        format!("not an Avro value of its schema: the schema does not resolve: {e}")
+    })?;
+    crate::avro_bounds::check_resolved(writer, &resolved, body)
         .map_err(|e| format!("not an Avro value of its schema: {e}"))?;
     apache_avro::reader::datum::GenericDatumReader::builder(writer)
+        .resolved_writer_schemata(resolved)
         .build()
         .and_then(|r| r.read_value(&mut body))
         .map_err(|e| format!("not an Avro value of its schema: {e}"))

@@ -42,7 +42,9 @@ pub struct SinkConfig {
     /// How much write-ahead log DuckDB collects before it checkpoints the rows into the
     /// database file, compressed (its `checkpoint_threshold`). Each checkpoint compresses the
     /// table's last, partly filled row group again, so a small threshold costs CPU on every
-    /// flush; a larger one makes a restart after a crash replay more log.
+    /// flush; one at or past `warehouse_memory_limit` makes DuckDB move the rows waiting for
+    /// the checkpoint to its temporary file and read them back; a larger one makes a restart
+    /// after a crash replay more log.
     pub warehouse_checkpoint_threshold: String,
     /// How DuckDB compresses the warehouse's columns at a checkpoint (its `force_compression`):
     /// `"zstd"` by default, which takes JSON text to about a third of the size of DuckDB's own
@@ -76,7 +78,7 @@ impl Default for SinkConfig {
             registry: RegistryClientConfig::with_timeout_ms(10_000),
             warehouse_threads: 0,
             warehouse_memory_limit: "64MB".to_owned(),
-            warehouse_checkpoint_threshold: "256MB".to_owned(),
+            warehouse_checkpoint_threshold: "48MB".to_owned(),
             warehouse_compression: "zstd".to_owned(),
             sql_max_rows: 10_000,
             sql_timeout_ms: 30_000,

@@ -6,7 +6,6 @@ use rdkafka::message::{Headers, Message, Timestamp};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 /// The JSON text of one row, written into buffers that are reused from record to record.
 #[derive(Debug, Default)]
@@ -51,6 +50,9 @@ pub fn undecoded(payload: Option<&[u8]>) -> Value {
     json!({ "undecoded_base64": b64 })
 }
 
+/// A record header's name and value (text; bytes that are not UTF-8 replaced).
+type Header<'a> = (&'a str, Option<Cow<'a, str>>);
+
 /// Record metadata as the Snowflake connector writes it. The fields are in the order of their
 /// names, as a JSON object's keys always were here.
 #[derive(Debug, Serialize)]
@@ -59,9 +61,9 @@ struct Metadata<'a> {
     create_time: Option<i64>,
     #[serde(rename = "LogAppendTime", skip_serializing_if = "Option::is_none")]
     log_append_time: Option<i64>,
-    /// A header name that repeats keeps its last value.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    headers: Option<BTreeMap<&'a str, Option<Cow<'a, str>>>>,
+    /// In name order; a header name that repeats keeps its last value.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_map")]
+    headers: Option<Vec<Header<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<Cow<'a, str>>,
     offset: i64,
@@ -78,9 +80,16 @@ impl<'a> Metadata<'a> {
             Timestamp::LogAppendTime(t) => (None, Some(t)),
             Timestamp::NotAvailable => (None, None),
         };
-        let headers = msg
-            .headers()
-            .map(|h| h.iter().map(|x| (x.key, x.value.map(String::from_utf8_lossy))).collect());
+        let headers = msg.headers().map(|h| {
+            let mut v: Vec<_> =
+                h.iter().map(|x| (x.key, x.value.map(String::from_utf8_lossy))).collect();
+            // Sorted stably from the last header back, so the first of each name is its last
+            // value: the one the dedup keeps.
+            v.reverse();
+            v.sort_by_key(|(k, _)| *k);
+            v.dedup_by_key(|(k, _)| *k);
+            v
+        });
         Self {
             create_time,
             log_append_time,
@@ -92,6 +101,14 @@ impl<'a> Metadata<'a> {
             topic: msg.topic(),
         }
     }
+}
+
+/// Headers as a JSON object (a few per record: a sorted list costs less than a tree).
+fn as_map<S: serde::Serializer>(
+    headers: &Option<Vec<Header<'_>>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(headers.iter().flatten().map(|(k, v)| (k, v)))
 }
 
 /// Why a flush happened: the `trigger` label of `sink_flushes_total`.
@@ -180,6 +197,20 @@ mod tests {
             "headers": {"trace": "abc", "none": null},
         });
         assert_eq!(metadata(&m, Some(3)), want);
+        // A repeated name keeps its last value; names in order, whatever order they came in.
+        let h = OwnedHeaders::new()
+            .insert(Header { key: "b", value: Some("1") })
+            .insert(Header { key: "a", value: Some("x") })
+            .insert(Header { key: "c", value: None::<&[u8]> })
+            .insert(Header { key: "b", value: Some("2") })
+            .insert(Header { key: "a", value: Some("\u{ff}y".as_bytes()) });
+        let mut text = RowText::default();
+        text.set_metadata(&msg(Timestamp::CreateTime(1), Some(h)), None).expect("written");
+        assert!(
+            text.texts().0.starts_with(r#"{"CreateTime":1,"headers":{"a":"ÿy","b":"2","c":null},"#),
+            "{}",
+            text.texts().0
+        );
         let m = msg(Timestamp::LogAppendTime(2_000), None);
         let md = metadata(&m, None);
         assert_eq!(md["LogAppendTime"], 2_000);
