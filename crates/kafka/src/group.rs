@@ -33,6 +33,9 @@ pub struct Membership<'a> {
     pub session_timeout_ms: Option<u64>,
     /// How often librdkafka reports statistics ([`GroupHandler::stats`]), in ms.
     pub statistics_interval_ms: u64,
+    /// The prefetch queue (`queued.max.messages.kbytes`) when the member needs another than
+    /// [`KafkaConfig::consumer`]'s; `[kafka.extra]` still wins.
+    pub prefetch_kbytes: Option<u32>,
 }
 
 impl Membership<'_> {
@@ -54,6 +57,11 @@ impl Membership<'_> {
             default("session.timeout.ms", &ms.to_string());
         }
         c.set("statistics.interval.ms", self.statistics_interval_ms.to_string());
+        if let Some(kb) = self.prefetch_kbytes {
+            if !kafka.extra.contains_key("queued.max.messages.kbytes") {
+                c.set("queued.max.messages.kbytes", kb.to_string());
+            }
+        }
         c
     }
 
@@ -399,23 +407,29 @@ mod tests {
             instance_id: Some("g-0"),
             session_timeout_ms: Some(10_000),
             statistics_interval_ms: 1_000,
+            prefetch_kbytes: Some(2048),
         };
         let c = m.client_config(&KafkaConfig::default());
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("2048"));
         assert_eq!(c.get("group.id"), Some("g"));
         assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
         assert_eq!(c.get("group.instance.id"), Some("g-0"));
         assert_eq!(c.get("session.timeout.ms"), Some("10000"));
         assert_eq!(c.get("statistics.interval.ms"), Some("1000"));
         assert_eq!(c.get("isolation.level"), Some("read_committed"));
-        let dynamic = Membership { instance_id: None, session_timeout_ms: None, ..m };
+        let dynamic =
+            Membership { instance_id: None, session_timeout_ms: None, prefetch_kbytes: None, ..m };
         let c = dynamic.client_config(&KafkaConfig::default());
         assert_eq!((c.get("group.instance.id"), c.get("session.timeout.ms")), (None, None));
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("8192"), "the consumer's own");
         let mut kafka = KafkaConfig::default();
         kafka
             .extra
             .insert("partition.assignment.strategy".into(), ExtraValue::Plain("range".into()));
         kafka.extra.insert("session.timeout.ms".into(), ExtraValue::Plain("45000".into()));
+        kafka.extra.insert("queued.max.messages.kbytes".into(), ExtraValue::Plain("512".into()));
         let c = m.client_config(&kafka);
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("512"));
         assert_eq!(c.get("partition.assignment.strategy"), Some("range"));
         assert_eq!(c.get("session.timeout.ms"), Some("45000"));
     }

@@ -324,6 +324,7 @@ impl Processor {
             instance_id: Some(self.pipeline.transactional_id()),
             session_timeout_ms: Some(10_000),
             statistics_interval_ms: 1_000,
+            prefetch_kbytes: None,
         };
         let consumer = membership.create(&self.pipeline.kafka, worker).map_err(|e| {
             tracing::warn!(error = %e, "starting the consumer");

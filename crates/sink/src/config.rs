@@ -33,7 +33,8 @@ pub struct SinkConfig {
     /// The schema registry for registry-framed values (`[sink.registry]`).
     pub registry: RegistryClientConfig,
     /// Threads DuckDB may use for writes and queries (its `threads` setting); 0 means one per
-    /// core, DuckDB's own default.
+    /// core, DuckDB's own default. One by default: the writer needs no more, and on a small host
+    /// a second one competed with the loader and the broker (a sixth fewer rows a second).
     pub warehouse_threads: usize,
     /// Most memory DuckDB may hold for the warehouse (its `memory_limit`, e.g. `"64MB"`,
     /// `"2GB"`); past it, cached blocks are dropped and large queries spill to
@@ -76,7 +77,7 @@ impl Default for SinkConfig {
             buffer_size_bytes: 5_000_000,
             dlq_topic: "events.dlq".to_owned(),
             registry: RegistryClientConfig::with_timeout_ms(10_000),
-            warehouse_threads: 0,
+            warehouse_threads: 1,
             warehouse_memory_limit: "64MB".to_owned(),
             warehouse_checkpoint_threshold: "48MB".to_owned(),
             warehouse_compression: "zstd".to_owned(),

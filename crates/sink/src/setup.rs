@@ -198,6 +198,9 @@ impl Sink {
             instance_id: None,
             session_timeout_ms: None,
             statistics_interval_ms: 5_000,
+            // Behind a backlog the 8 MiB of other readers held 40 MiB more of fetched batches
+            // for no more rows a second (docs/performance.md, the warehouse sink).
+            prefetch_kbytes: Some(2048),
         };
         let consumer = membership.create(&self.kafka, loader).map_err(|e| {
             tracing::warn!(error = %e.cause, "creating the consumer");
