@@ -25,30 +25,54 @@ pub fn max_values(len: usize) -> usize {
 
 /// Whether `bytes` start with a datum of `schema` that is safe to decode; `Err` says why not.
 pub fn check(schema: &Schema, bytes: &[u8]) -> Result<(), String> {
-    let resolved = ResolvedSchema::try_from(schema)
-        .map_err(|e| format!("the schema does not resolve: {e}"))?;
-    check_resolved(schema, &resolved, bytes)
+    check_with(&Names::new(schema), bytes)
 }
 
-/// [`check`] with the schema's named types already resolved (by a caller that decodes the
-/// datum next with the same resolution: resolving costs as much as walking a small datum).
-pub fn check_resolved<'s>(
+/// [`check`] with the schema's [`Names`], for a caller that decodes the datum next with them.
+pub fn check_with<'s>(names: &Names<'s>, bytes: &[u8]) -> Result<(), String> {
+    let mut walk = Walk { names, bytes, pos: 0, values: 0, budget: max_values(bytes.len()) };
+    walk.value(names.schema, None, 0)
+}
+
+/// The named types of a schema, resolved the first time a reference needs one: resolving
+/// costs as much as walking a small datum, and most schemas (the event schema among them)
+/// refer to no named type.
+pub struct Names<'s> {
     schema: &'s Schema,
-    resolved: &ResolvedSchema<'s>,
-    bytes: &[u8],
-) -> Result<(), String> {
-    let mut walk = Walk {
-        names: resolved.get_names(),
-        bytes,
-        pos: 0,
-        values: 0,
-        budget: max_values(bytes.len()),
-    };
-    walk.value(schema, None, 0)
+    resolved: std::cell::OnceCell<Result<ResolvedSchema<'s>, String>>,
+}
+
+impl<'s> Names<'s> {
+    pub fn new(schema: &'s Schema) -> Self {
+        Self { schema, resolved: std::cell::OnceCell::new() }
+    }
+
+    /// The schema these are the names of.
+    pub fn schema(&self) -> &'s Schema {
+        self.schema
+    }
+
+    /// The resolution, made once.
+    pub fn resolved(&self) -> Result<&ResolvedSchema<'s>, String> {
+        self.resolved
+            .get_or_init(|| {
+                ResolvedSchema::try_from(self.schema)
+                    .map_err(|e| format!("the schema does not resolve: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The type `name` refers to from namespace `ns`.
+    pub fn lookup(&self, name: &Name, ns: NamespaceRef<'_>) -> Result<&'s Schema, String> {
+        let full = name.fully_qualified_name(ns);
+        let names: &NamesRef<'s> = self.resolved()?.get_names();
+        names.get(full.as_ref()).copied().ok_or_else(|| format!("no type named {full}"))
+    }
 }
 
 struct Walk<'s, 'r, 'b> {
-    names: &'r NamesRef<'s>,
+    names: &'r Names<'s>,
     bytes: &'b [u8],
     pos: usize,
     values: usize,
@@ -184,7 +208,7 @@ impl<'s> Walk<'s, '_, '_> {
                 r.fields.iter().try_for_each(|f| self.value(&f.schema, ns, depth))
             }
             Schema::Ref { name } => {
-                let target = self.lookup(name, ns)?;
+                let target = self.names.lookup(name, ns)?;
                 let ns = match target {
                     Schema::Record(r) => r.name.namespace(),
                     Schema::Enum(e) => e.name.namespace(),
@@ -195,11 +219,6 @@ impl<'s> Walk<'s, '_, '_> {
                 self.value(target, ns, depth)
             }
         }
-    }
-
-    fn lookup(&self, name: &Name, ns: NamespaceRef<'_>) -> Result<&'s Schema, String> {
-        let full = name.fully_qualified_name(ns);
-        self.names.get(full.as_ref()).copied().ok_or_else(|| format!("no type named {full}"))
     }
 }
 

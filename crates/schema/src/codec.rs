@@ -230,13 +230,21 @@ fn write(schema: &Schema, v: &Json, at: &At<'_>, out: &mut Vec<u8>) -> Result<()
 
 /// The Avro value of a datum written with `writer`, refused before it is decoded when it
 /// nests, claims lengths or multiplies values beyond [`crate::avro_bounds`].
-pub(crate) fn read_datum(writer: &Schema, mut body: &[u8]) -> Result<Avro, String> {
-    let resolved = apache_avro::schema::ResolvedSchema::try_from(writer).map_err(|e| {
-        format!("not an Avro value of its schema: the schema does not resolve: {e}")
-    })?;
-    crate::avro_bounds::check_resolved(writer, &resolved, body)
+pub(crate) fn read_datum(writer: &Schema, body: &[u8]) -> Result<Avro, String> {
+    let names = crate::avro_bounds::Names::new(writer);
+    crate::avro_bounds::check_with(&names, body)
         .map_err(|e| format!("not an Avro value of its schema: {e}"))?;
-    apache_avro::reader::datum::GenericDatumReader::builder(writer)
+    read_checked_datum(&names, body)
+}
+
+/// [`read_datum`] of a datum [`crate::avro_bounds::check_with`] passed.
+pub(crate) fn read_checked_datum(
+    names: &crate::avro_bounds::Names<'_>,
+    mut body: &[u8],
+) -> Result<Avro, String> {
+    let resolved =
+        names.resolved().map_err(|e| format!("not an Avro value of its schema: {e}"))?.clone();
+    apache_avro::reader::datum::GenericDatumReader::builder(names.schema())
         .resolved_writer_schemata(resolved)
         .build()
         .and_then(|r| r.read_value(&mut body))

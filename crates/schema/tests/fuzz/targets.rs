@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use tributary_core::Event;
 use tributary_schema::codec::{decode_to_json, encode_record};
 use tributary_schema::framing::{decode_message_indexes, encode_message_indexes};
-use tributary_schema::json_text::decode_to_json_text;
+use tributary_schema::json_text::{decode_to_json_text, decode_to_json_text_via_values};
 use tributary_schema::protobuf::ProtoSchema;
 use tributary_schema::{frame, unframe, Level, ParsedSchema, SchemaType};
 
@@ -145,6 +145,16 @@ pub fn avro_value(input: &[u8]) -> Result<(), String> {
     for (i, schema) in avro_schemas().iter().enumerate() {
         let mut text = Vec::new();
         let written = decode_to_json_text(schema, input, &mut text);
+        // The direct reading and apache-avro's values give the same bytes or the same error.
+        let mut via_values = Vec::new();
+        let reference = decode_to_json_text_via_values(schema, input, &mut via_values);
+        if reference != written || (written.is_ok() && via_values != text) {
+            return Err(format!(
+                "the direct text {:?} ({written:?}) differs from the values' {:?} ({reference:?})",
+                String::from_utf8_lossy(&text),
+                String::from_utf8_lossy(&via_values)
+            ));
+        }
         let Ok(json) = decode_to_json(schema, input) else {
             if written.is_ok() {
                 return Err(format!("only the text decoding took {input:?}"));
