@@ -63,12 +63,59 @@ impl<'s> Names<'s> {
             .map_err(Clone::clone)
     }
 
-    /// The type `name` refers to from namespace `ns`.
-    pub fn lookup(&self, name: &Name, ns: NamespaceRef<'_>) -> Result<&'s Schema, String> {
+    /// The type `name` refers to from namespace `ns`, and the namespace inside it.
+    pub fn lookup(
+        &self,
+        name: &Name,
+        ns: NamespaceRef<'s>,
+    ) -> Result<(&'s Schema, NamespaceRef<'s>), String> {
         let full = name.fully_qualified_name(ns);
         let names: &NamesRef<'s> = self.resolved()?.get_names();
-        names.get(full.as_ref()).copied().ok_or_else(|| format!("no type named {full}"))
+        let target =
+            names.get(full.as_ref()).copied().ok_or_else(|| format!("no type named {full}"))?;
+        let inner = match target {
+            Schema::Record(r) => r.name.namespace(),
+            Schema::Enum(e) => e.name.namespace(),
+            Schema::Fixed(f) => f.name.namespace(),
+            _ => ns,
+        };
+        Ok((target, inner.or(ns)))
     }
+}
+
+/// Whether values of `s` are written as an Avro `int` (plain, or a date or time of day in
+/// milliseconds).
+pub(crate) fn is_int(s: &Schema) -> bool {
+    matches!(s, Schema::Int | Schema::Date | Schema::TimeMillis)
+}
+
+/// Whether values of `s` are written as an Avro `long` (plain, or a time or timestamp).
+pub(crate) fn is_long(s: &Schema) -> bool {
+    matches!(
+        s,
+        Schema::Long
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos
+    )
+}
+
+/// The zig-zag varint long at `bytes[*pos..]` (at most ten bytes), moving `pos` past it.
+pub(crate) fn read_long(bytes: &[u8], pos: &mut usize) -> Result<i64, String> {
+    let mut n: u64 = 0;
+    for i in 0..10 {
+        let b = *bytes.get(*pos).ok_or("the value ends inside a number")?;
+        *pos += 1;
+        n |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(((n >> 1) as i64) ^ -((n & 1) as i64));
+        }
+    }
+    Err("a number is longer than ten bytes".into())
 }
 
 struct Walk<'s, 'r, 'b> {
@@ -82,16 +129,7 @@ struct Walk<'s, 'r, 'b> {
 impl<'s> Walk<'s, '_, '_> {
     /// A zig-zag varint long, at most ten bytes.
     fn long(&mut self) -> Result<i64, String> {
-        let mut n: u64 = 0;
-        for i in 0..10 {
-            let b = *self.bytes.get(self.pos).ok_or("the value ends inside a number")?;
-            self.pos += 1;
-            n |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(((n >> 1) as i64) ^ -((n & 1) as i64));
-            }
-        }
-        Err("a number is longer than ten bytes".into())
+        read_long(self.bytes, &mut self.pos)
     }
 
     /// Skips `n` bytes, which must be there.
@@ -208,14 +246,7 @@ impl<'s> Walk<'s, '_, '_> {
                 r.fields.iter().try_for_each(|f| self.value(&f.schema, ns, depth))
             }
             Schema::Ref { name } => {
-                let target = self.names.lookup(name, ns)?;
-                let ns = match target {
-                    Schema::Record(r) => r.name.namespace(),
-                    Schema::Enum(e) => e.name.namespace(),
-                    Schema::Fixed(f) => f.name.namespace(),
-                    _ => ns,
-                }
-                .or(ns);
+                let (target, ns) = self.names.lookup(name, ns)?;
                 self.value(target, ns, depth)
             }
         }

@@ -73,16 +73,7 @@ struct Direct<'s, 'r, 'b> {
 
 impl<'s, 'b> Direct<'s, '_, 'b> {
     fn long(&mut self) -> Result<i64, Unsupported> {
-        let mut n: u64 = 0;
-        for i in 0..10 {
-            let b = *self.bytes.get(self.pos).ok_or(Unsupported)?;
-            self.pos += 1;
-            n |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(((n >> 1) as i64) ^ -((n & 1) as i64));
-            }
-        }
-        Err(Unsupported)
+        Ok(crate::avro_bounds::read_long(self.bytes, &mut self.pos)?)
     }
 
     fn take(&mut self, n: usize) -> Result<&'b [u8], Unsupported> {
@@ -132,18 +123,11 @@ impl<'s, 'b> Direct<'s, '_, 'b> {
                 out.extend_from_slice(text);
                 Ok(())
             }
-            Schema::Int | Schema::Date | Schema::TimeMillis => {
+            s if crate::avro_bounds::is_int(s) => {
                 let n = i32::try_from(self.long()?).map_err(|_| Unsupported)?;
                 Ok(number(n, out)?)
             }
-            Schema::Long
-            | Schema::TimeMicros
-            | Schema::TimestampMillis
-            | Schema::TimestampMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => {
+            s if crate::avro_bounds::is_long(s) => {
                 let n = self.long()?;
                 Ok(number(n, out)?)
             }
@@ -250,14 +234,7 @@ impl<'s, 'b> Direct<'s, '_, 'b> {
                 written
             }
             Schema::Ref { name } => {
-                let target = self.names.lookup(name, ns).map_err(|_| Unsupported)?;
-                let ns = match target {
-                    Schema::Record(r) => r.name.namespace(),
-                    Schema::Enum(e) => e.name.namespace(),
-                    Schema::Fixed(f) => f.name.namespace(),
-                    _ => ns,
-                }
-                .or(ns);
+                let (target, ns) = self.names.lookup(name, ns).map_err(|_| Unsupported)?;
                 return self.value(target, ns, at, out);
             }
             // Decimals, UUIDs and durations: the values path.
