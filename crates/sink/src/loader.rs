@@ -11,7 +11,7 @@ use crate::metrics as m;
 use crate::rows::{self, Fill, RowText, Trigger};
 use crate::setup::{now_ms, Route};
 use crate::warehouse::{Batch, Warehouse};
-use crate::writer::Writer;
+use crate::writer::{Writer, MAX_IN_FLIGHT};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
@@ -162,10 +162,13 @@ impl Loader {
     }
 
     /// Hands the buffer to the writer, which writes its rows and offsets in one DuckDB
-    /// transaction while the next records are read; the batch before it must be written
-    /// first.
+    /// transaction while the next records are read; with [`MAX_IN_FLIGHT`] batches already
+    /// handed over, the oldest must be written first.
     fn flush(&mut self, consumer: &SinkConsumer, trigger: Trigger) {
-        self.settle(consumer, true);
+        while self.settle(consumer, false) {}
+        while self.writer.in_flight() >= MAX_IN_FLIGHT {
+            self.settle(consumer, true);
+        }
         if self.failed.is_some() || self.batch.is_empty() {
             return;
         }
@@ -178,12 +181,19 @@ impl Loader {
         }
     }
 
-    /// Takes the outcome of the batch in flight (waiting for it when `wait`): commits its
-    /// offsets to Kafka (for lag monitoring only), or fails the member when it could not be
-    /// written.
-    fn settle(&mut self, consumer: &SinkConsumer, wait: bool) {
+    /// Waits for every batch in flight, settling each.
+    fn settle_all(&mut self, consumer: &SinkConsumer) {
+        while self.writer.in_flight() > 0 {
+            self.settle(consumer, true);
+        }
+    }
+
+    /// Takes the outcome of the oldest batch in flight (waiting for it when `wait`): commits
+    /// its offsets to Kafka (for lag monitoring only), or fails the member when it could not be
+    /// written. False when there was none to take.
+    fn settle(&mut self, consumer: &SinkConsumer, wait: bool) -> bool {
         match self.writer.outcome(wait) {
-            None => {}
+            None => return false,
             Some(Ok(offsets)) => {
                 let mut tpl = TopicPartitionList::new();
                 for ((topic, partition), next) in &offsets {
@@ -198,13 +208,14 @@ impl Loader {
                 self.failed.get_or_insert(Rebuild::Warehouse);
             }
         }
+        true
     }
 
     /// New partitions resume where the warehouse's rows end.
     fn resume_from_warehouse(&mut self, consumer: &SinkConsumer, tpl: &mut TopicPartitionList) {
-        // The batch in flight may hold these partitions' last rows (a partition can come
-        // back): read the offsets once it is in.
-        self.settle(consumer, true);
+        // The batches in flight may hold these partitions' last rows (a partition can come
+        // back): read the offsets once they are in.
+        self.settle_all(consumer);
         let mut by_topic: HashMap<String, HashMap<i32, i64>> = HashMap::new();
         for e in tpl.elements() {
             if !by_topic.contains_key(e.topic()) {
@@ -275,7 +286,7 @@ impl GroupHandler for Loader {
     /// What is buffered goes to the warehouse before the partitions move.
     fn revoke(&mut self, consumer: &SinkConsumer, _tpl: &TopicPartitionList) {
         self.flush(consumer, Trigger::Rebalance);
-        self.settle(consumer, true);
+        self.settle_all(consumer);
     }
 
     fn fail(&mut self, failure: GroupFailure) {
@@ -291,7 +302,7 @@ impl GroupHandler for Loader {
     }
 
     fn tick(&mut self, consumer: &SinkConsumer) {
-        self.settle(consumer, false);
+        while self.settle(consumer, false) {}
         if let Some(trigger) = self.due() {
             self.flush(consumer, trigger);
         }
@@ -299,7 +310,7 @@ impl GroupHandler for Loader {
 
     fn finish(&mut self, consumer: &SinkConsumer) {
         self.flush(consumer, Trigger::Shutdown);
-        self.settle(consumer, true);
+        self.settle_all(consumer);
     }
 }
 
