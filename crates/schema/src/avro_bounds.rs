@@ -63,6 +63,16 @@ impl<'s> Names<'s> {
             .map_err(Clone::clone)
     }
 
+    /// The resolution, taken (made now when no reference needed it): for a decoder that keeps
+    /// it, so it is neither made again nor copied.
+    pub fn into_resolved(self) -> Result<ResolvedSchema<'s>, String> {
+        let schema = self.schema;
+        self.resolved.into_inner().unwrap_or_else(|| {
+            ResolvedSchema::try_from(schema)
+                .map_err(|e| format!("the schema does not resolve: {e}"))
+        })
+    }
+
     /// The type `name` refers to from namespace `ns`, and the namespace inside it.
     pub fn lookup(
         &self,

@@ -234,17 +234,18 @@ pub(crate) fn read_datum(writer: &Schema, body: &[u8]) -> Result<Avro, String> {
     let names = crate::avro_bounds::Names::new(writer);
     crate::avro_bounds::check_with(&names, body)
         .map_err(|e| format!("not an Avro value of its schema: {e}"))?;
-    read_checked_datum(&names, body)
+    read_checked_datum(names, body)
 }
 
 /// [`read_datum`] of a datum [`crate::avro_bounds::check_with`] passed.
 pub(crate) fn read_checked_datum(
-    names: &crate::avro_bounds::Names<'_>,
+    names: crate::avro_bounds::Names<'_>,
     mut body: &[u8],
 ) -> Result<Avro, String> {
+    let schema = names.schema();
     let resolved =
-        names.resolved().map_err(|e| format!("not an Avro value of its schema: {e}"))?.clone();
-    apache_avro::reader::datum::GenericDatumReader::builder(names.schema())
+        names.into_resolved().map_err(|e| format!("not an Avro value of its schema: {e}"))?;
+    apache_avro::reader::datum::GenericDatumReader::builder(schema)
         .resolved_writer_schemata(resolved)
         .build()
         .and_then(|r| r.read_value(&mut body))
