@@ -109,6 +109,17 @@ impl Event {
         Ok(Self { event_id, timestamp, event_type, user_id, device_id, payload, metadata })
     }
 
+    /// Reads an event straight from JSON text, without building a tree of its top level: the
+    /// gateway's hot path. `None` for anything but a well-formed, valid event without repeated
+    /// or escaped field names; [`Event::from_json`] then gives the answer (and its error), so
+    /// the two always agree on what is accepted.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let event = serde::Deserializer::deserialize_map(&mut de, direct::EventVisitor).ok()?;
+        de.end().ok()?;
+        Some(event)
+    }
+
     /// The value of the key field `field`: `user_id` and `device_id` at the top level first,
     /// then a string or integer of that name inside `payload`.
     pub fn key_value(&self, field: &str) -> Option<String> {
@@ -215,31 +226,137 @@ const MIN_MILLIS: i64 = 0;
 const MAX_MILLIS: i64 = 253_402_300_799_999;
 
 fn parse_timestamp(v: &Value) -> Result<DateTime<Utc>, FieldError> {
-    let bad_range = || FieldError::new("timestamp", "must be between 1970-01-01 and 9999-12-31");
     match v {
-        Value::String(s) => {
-            let ts = DateTime::parse_from_rfc3339(s).map_err(|e| {
-                FieldError::new("timestamp", format!("expected an RFC 3339 date-time ({e})"))
-            })?;
-            let ts = ts.with_timezone(&Utc);
-            if !(MIN_MILLIS..=MAX_MILLIS).contains(&ts.timestamp_millis()) {
-                return Err(bad_range());
-            }
-            Ok(ts)
-        }
+        Value::String(s) => timestamp_from_text(s),
         Value::Number(n) => {
             let ms = n.as_i64().ok_or_else(|| {
                 FieldError::new("timestamp", "expected integer epoch milliseconds")
             })?;
-            if !(MIN_MILLIS..=MAX_MILLIS).contains(&ms) {
-                return Err(bad_range());
-            }
-            Utc.timestamp_millis_opt(ms).single().ok_or_else(bad_range)
+            timestamp_from_millis(ms)
         }
         other => Err(FieldError::new(
             "timestamp",
             format!("expected an RFC 3339 string or epoch milliseconds, found {}", kind(other)),
         )),
+    }
+}
+
+fn timestamp_out_of_range() -> FieldError {
+    FieldError::new("timestamp", "must be between 1970-01-01 and 9999-12-31")
+}
+
+fn timestamp_from_text(s: &str) -> Result<DateTime<Utc>, FieldError> {
+    let ts = DateTime::parse_from_rfc3339(s).map_err(|e| {
+        FieldError::new("timestamp", format!("expected an RFC 3339 date-time ({e})"))
+    })?;
+    let ts = ts.with_timezone(&Utc);
+    if !(MIN_MILLIS..=MAX_MILLIS).contains(&ts.timestamp_millis()) {
+        return Err(timestamp_out_of_range());
+    }
+    Ok(ts)
+}
+
+fn timestamp_from_millis(ms: i64) -> Result<DateTime<Utc>, FieldError> {
+    if !(MIN_MILLIS..=MAX_MILLIS).contains(&ms) {
+        return Err(timestamp_out_of_range());
+    }
+    Utc.timestamp_millis_opt(ms).single().ok_or_else(timestamp_out_of_range)
+}
+
+/// [`Event::from_slice`]: the fields read one by one as the parser meets them. Every doubt (a
+/// field twice, an unknown or escaped name, a wrong type, a check that fails) is an error here,
+/// which sends the caller to [`Event::from_json`] for the answer.
+mod direct {
+    use super::{check_id, timestamp_from_millis, timestamp_from_text, Event};
+    use chrono::{DateTime, Utc};
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+    use serde_json::{Map, Value};
+    use std::fmt;
+
+    pub(super) struct EventVisitor;
+
+    /// Any error: its text is never shown, since the slow path gives the real one.
+    fn doubt<E: de::Error>() -> E {
+        E::custom("not on the direct path")
+    }
+
+    impl<'de> Visitor<'de> for EventVisitor {
+        type Value = Event;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an event object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
+            let (mut event_id, mut event_type, mut user_id, mut device_id) =
+                (None, None, None, None);
+            let (mut timestamp, mut payload, mut metadata) = (None, None, None);
+            let mut seen = 0u8;
+            while let Some(key) = map.next_key::<&'de str>()? {
+                let (bit, _) = super::FIELDS
+                    .iter()
+                    .enumerate()
+                    .find(|(_, f)| **f == key)
+                    .ok_or_else(doubt::<A::Error>)?;
+                if seen & (1 << bit) != 0 {
+                    return Err(doubt());
+                }
+                seen |= 1 << bit;
+                match key {
+                    "event_id" => event_id = map.next_value::<Option<String>>()?,
+                    "timestamp" => timestamp = Some(map.next_value_seed(Timestamp)?),
+                    "event_type" => event_type = map.next_value::<Option<String>>()?,
+                    "user_id" => user_id = map.next_value::<Option<String>>()?,
+                    "device_id" => device_id = map.next_value::<Option<String>>()?,
+                    "payload" => payload = Some(map.next_value::<Map<String, Value>>()?),
+                    _ => metadata = map.next_value::<Option<Map<String, Value>>>()?,
+                }
+            }
+            let id = |field: &str, v: Option<String>| {
+                v.map(|s| check_id(field, s).map_err(|_| doubt::<A::Error>())).transpose()
+            };
+            Ok(Event {
+                event_id: id("event_id", event_id)?.ok_or_else(doubt::<A::Error>)?,
+                timestamp: timestamp.ok_or_else(doubt::<A::Error>)?,
+                event_type: id("event_type", event_type)?.ok_or_else(doubt::<A::Error>)?,
+                user_id: id("user_id", user_id)?,
+                device_id: id("device_id", device_id)?,
+                payload: payload.ok_or_else(doubt::<A::Error>)?,
+                metadata,
+            })
+        }
+    }
+
+    /// The timestamp, checked as [`super::parse_timestamp`] checks it, read without a copy.
+    struct Timestamp;
+
+    impl<'de> DeserializeSeed<'de> for Timestamp {
+        type Value = DateTime<Utc>;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl Visitor<'_> for Timestamp {
+        type Value = DateTime<Utc>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a timestamp")
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            timestamp_from_text(s).map_err(|_| doubt())
+        }
+
+        fn visit_i64<E: de::Error>(self, ms: i64) -> Result<Self::Value, E> {
+            timestamp_from_millis(ms).map_err(|_| doubt())
+        }
+
+        fn visit_u64<E: de::Error>(self, ms: u64) -> Result<Self::Value, E> {
+            let ms = i64::try_from(ms).map_err(|_| doubt::<E>())?;
+            self.visit_i64(ms)
+        }
     }
 }
 
@@ -351,8 +468,62 @@ mod tests {
             })).expect("valid event");
             let again = Event::from_json(serde_json::from_slice(&event.to_json_bytes()).expect("json"))
                 .expect("canonical form is valid");
+            let bytes = event.to_json_bytes();
+            let direct = Event::from_slice(&bytes);
+            proptest::prop_assert_eq!(direct.as_ref(), Some(&event));
             proptest::prop_assert_eq!(again, event);
         }
+    }
+
+    /// `from_slice` takes an event exactly when `from_json` does, with the same result, and
+    /// takes every ordinary valid event (or it would not be a fast path).
+    #[test]
+    fn the_direct_reading_agrees_with_the_tree() {
+        let slow = |text: &str| {
+            serde_json::from_str::<Value>(text).ok().and_then(|v| Event::from_json(v).ok())
+        };
+        let valid_texts = [
+            valid().to_string(),
+            r#" { "payload" : {} , "event_type":"t","timestamp":0,"event_id":"e" } "#.to_owned(),
+            r#"{"event_id":"e","timestamp":"2026-11-30T12:00:00Z","event_type":"t","user_id":null,
+                "device_id":"d","payload":{"a":[1,{"b":null}],"s":"\u00e9\n"},"metadata":null}"#
+                .to_owned(),
+            r#"{"event_id":"é\"x","timestamp":253402300799999,"event_type":"t","payload":{}}"#
+                .to_owned(),
+        ];
+        for text in &valid_texts {
+            let direct = Event::from_slice(text.as_bytes());
+            assert!(direct.is_some(), "not read directly: {text}");
+            assert_eq!(direct, slow(text), "{text}");
+        }
+        let base = r#""event_id":"e","timestamp":5,"event_type":"t","payload":{}"#;
+        let doubtful = [
+            format!("{{{base},\"extra\":1}}"),
+            format!("{{{base},\"event_id\":\"again\"}}"),
+            format!("{{{base},\"user\\u005fid\":\"escaped name\"}}"),
+            format!("{{{base}}} trailing"),
+            format!("{{{base}"),
+            format!("[{{{base}}}]"),
+            r#"{"event_id":"e","timestamp":1.5,"event_type":"t","payload":{}}"#.to_owned(),
+            r#"{"event_id":"e","timestamp":18446744073709551615,"event_type":"t","payload":{}}"#
+                .to_owned(),
+            r#"{"event_id":"e","timestamp":-1,"event_type":"t","payload":{}}"#.to_owned(),
+            r#"{"event_id":" ","timestamp":5,"event_type":"t","payload":{}}"#.to_owned(),
+            r#"{"event_id":"e","timestamp":5,"event_type":"t","payload":null}"#.to_owned(),
+            r#"{"event_id":"e","timestamp":5,"event_type":"t","payload":[]}"#.to_owned(),
+            r#"{"event_id":"e","timestamp":5,"event_type":"t","payload":{},"metadata":1}"#
+                .to_owned(),
+            r#"{"event_id":"e","timestamp":5,"payload":{}}"#.to_owned(),
+            r#"{"event_id":7,"timestamp":5,"event_type":"t","payload":{}}"#.to_owned(),
+        ];
+        for text in &doubtful {
+            let direct = Event::from_slice(text.as_bytes());
+            assert!(direct.is_none() || direct == slow(text), "{text}");
+        }
+        // The repeated field is accepted by the tree (the last one wins) and left to it here.
+        let repeated = format!("{{{base},\"event_id\":\"again\"}}");
+        assert_eq!(Event::from_slice(repeated.as_bytes()), None);
+        assert_eq!(slow(&repeated).map(|e| e.event_id).as_deref(), Some("again"));
     }
 
     #[test]

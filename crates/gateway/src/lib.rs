@@ -192,7 +192,7 @@ impl AppState {
     }
 }
 
-/// All routes of the API, with request timing. Authentication and rate limiting are layers
+/// All routes of the API, with request timing and load shedding. Authentication and rate limiting are layers
 /// only when they are configured: a layer that would let every request through still costs
 /// each request a boxed future and a state clone.
 pub fn router(state: AppState) -> Router {
@@ -217,9 +217,24 @@ pub fn router(state: AppState) -> Router {
     if state.auth().is_some() {
         app = app.layer(axum::middleware::from_fn_with_state(state.clone(), auth::require));
     }
-    app.layer(axum::middleware::from_fn_with_state(state.clone(), shed::limit))
-        .layer(axum::middleware::from_fn(metrics::track))
-        .with_state(state)
+    app.layer(axum::middleware::from_fn_with_state(state.clone(), front)).with_state(state)
+}
+
+/// What every request passes, in one layer (each layer costs every request a boxed future and
+/// a clone of the route's service): its duration into the request histogram, shed 503s
+/// included, and a slot of `max_in_flight_requests` (see [`shed`]).
+async fn front(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let timing = metrics::Timing::start(&req);
+    let resp = match shed::admit(&state, req.uri().path()) {
+        Ok(_slot) => next.run(req).await,
+        Err(()) => shed::overloaded(&state),
+    };
+    timing.finish(&resp);
+    resp
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets in-flight requests

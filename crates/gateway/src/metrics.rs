@@ -2,7 +2,6 @@
 //! gateway's buckets), and the per-request timing middleware.
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -123,26 +122,36 @@ impl TopicMetrics {
     }
 }
 
-/// Times every request into `api_request_duration_seconds`, labelled by the route template
-/// (never the raw URI, which would make label sets unbounded).
-pub async fn track(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    // Only standard methods become label values: anything else would grow the label set.
-    let method: &'static str = match *req.method() {
-        axum::http::Method::GET => "GET",
-        axum::http::Method::POST => "POST",
-        axum::http::Method::PUT => "PUT",
-        axum::http::Method::DELETE => "DELETE",
-        axum::http::Method::HEAD => "HEAD",
-        axum::http::Method::OPTIONS => "OPTIONS",
-        axum::http::Method::PATCH => "PATCH",
-        _ => "other",
-    };
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    durations(route, method, resp.status().as_u16()).record(start.elapsed().as_secs_f64());
-    resp
+/// The timing of one request into `api_request_duration_seconds`, labelled by the route
+/// template (never the raw URI, which would make label sets unbounded).
+pub(crate) struct Timing {
+    route: Option<MatchedPath>,
+    method: &'static str,
+    start: Instant,
+}
+
+impl Timing {
+    pub(crate) fn start(req: &Request) -> Self {
+        // Only standard methods become label values: anything else would grow the label set.
+        let method: &'static str = match *req.method() {
+            axum::http::Method::GET => "GET",
+            axum::http::Method::POST => "POST",
+            axum::http::Method::PUT => "PUT",
+            axum::http::Method::DELETE => "DELETE",
+            axum::http::Method::HEAD => "HEAD",
+            axum::http::Method::OPTIONS => "OPTIONS",
+            axum::http::Method::PATCH => "PATCH",
+            _ => "other",
+        };
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        Self { route, method, start: Instant::now() }
+    }
+
+    pub(crate) fn finish(self, resp: &Response) {
+        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let elapsed = self.start.elapsed().as_secs_f64();
+        durations(route, self.method, resp.status().as_u16()).record(elapsed);
+    }
 }
 
 /// A histogram handle per route, method and status, cached per worker thread: the recorder's

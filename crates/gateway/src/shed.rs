@@ -6,28 +6,29 @@
 use crate::error::ApiError;
 use crate::metrics as m;
 use crate::AppState;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Paths that are always served: cheap, and needed most when the instance is busy.
 fn never_shed(path: &str) -> bool {
     path.starts_with("/api/v1/health") || path == "/api/v1/openapi.json" || path == "/metrics"
 }
 
-/// Takes a slot for the request, or answers `503 overloaded` when none is free. A WebSocket
-/// stream holds its slot only until it is upgraded.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if never_shed(req.uri().path()) {
-        return next.run(req).await;
+/// The slot a request to `path` holds (a WebSocket stream only until it is upgraded) while it is worked on (`None` for paths never shed), or
+/// `Err` when all are taken.
+pub(crate) fn admit(state: &AppState, path: &str) -> Result<Option<OwnedSemaphorePermit>, ()> {
+    if never_shed(path) {
+        return Ok(None);
     }
-    let Ok(_slot) = std::sync::Arc::clone(&state.inner.in_flight).try_acquire_owned() else {
-        metrics::counter!(m::REQUESTS_SHED).increment(1);
-        let limit = state.inner.config.max_in_flight_requests;
-        let retry_after_secs = state.inner.config.retry_after_secs;
-        return ApiError::Overloaded { limit, retry_after_secs }.into_response();
-    };
-    next.run(req).await
+    std::sync::Arc::clone(&state.inner.in_flight).try_acquire_owned().map(Some).map_err(|_| ())
+}
+
+/// The `503 overloaded` answer, counted.
+pub(crate) fn overloaded(state: &AppState) -> Response {
+    metrics::counter!(m::REQUESTS_SHED).increment(1);
+    let limit = state.inner.config.max_in_flight_requests;
+    let retry_after_secs = state.inner.config.retry_after_secs;
+    ApiError::Overloaded { limit, retry_after_secs }.into_response()
 }
 
 #[cfg(test)]

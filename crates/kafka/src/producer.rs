@@ -93,12 +93,27 @@ impl std::fmt::Debug for PendingDelivery {
 impl PendingDelivery {
     /// Waits for the broker's acknowledgement or the delivery failure.
     pub async fn wait(self) -> Result<Delivered, KafkaError> {
+        self.await
+    }
+}
+
+/// Polling a delivery in place lets a caller stop waiting (a deadline, a client gone) and hand
+/// the same delivery to someone else, without a task of its own for every record.
+impl std::future::Future for PendingDelivery {
+    type Output = Result<Delivered, KafkaError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let delivery = std::pin::Pin::new(&mut self.delivery);
+        let answer = std::task::ready!(std::future::Future::poll(delivery, cx));
         let what = || format!("producing to {}", self.topic);
-        match self.delivery.await {
+        std::task::Poll::Ready(match answer {
             Ok(Ok(d)) => Ok(Delivered { partition: d.partition, offset: d.offset }),
             Ok(Err((e, _))) => Err(KafkaError::new(what(), e)),
             Err(_) => Err(KafkaError::new(what(), RdError::Canceled)),
-        }
+        })
     }
 }
 

@@ -22,10 +22,23 @@ pub(super) struct Checked {
     pub(super) dedupe_key: Key,
 }
 
+/// Reads one event from JSON text: straight into the event when it is a plain valid one, else
+/// through a JSON tree, which gives the 400 (malformed) or 422 (the field that is wrong).
+pub(super) fn read_event(bytes: &[u8]) -> Result<Event, ApiError> {
+    if let Some(event) = Event::from_slice(bytes) {
+        return Ok(event);
+    }
+    Event::from_json(crate::body::parse_json(bytes)?).map_err(ApiError::Validation)
+}
+
 /// Validates an event and finds its key. Needs nothing but the event: bad input is a 4xx even
 /// while the schema registry is down.
 pub(super) fn check(spec: &TopicSpec, value: Value) -> Result<Checked, ApiError> {
-    let event = Event::from_json(value).map_err(ApiError::Validation)?;
+    check_event(spec, Event::from_json(value).map_err(ApiError::Validation)?)
+}
+
+/// [`check`] of an event read already.
+pub(super) fn check_event(spec: &TopicSpec, event: Event) -> Result<Checked, ApiError> {
     let key = match &spec.key_field {
         None => None,
         Some(field) => match event.key_value(field) {

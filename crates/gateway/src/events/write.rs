@@ -33,20 +33,78 @@ pub(super) struct PendingWrite {
     guard: Guard,
 }
 
+/// A write whose outcome the request is waiting for; dropped before the outcome came, it
+/// hands the write to a settling task.
+struct Waiting<'a> {
+    state: &'a AppState,
+    topic: &'a str,
+    write: Option<PendingWrite>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(write) = self.write.take() {
+            drop(self.state.settle(self.topic, vec![write]));
+        }
+    }
+}
+
+/// Settles the dedupe reservation of one write with its outcome, counting a failure; true when
+/// it was written. The first error is kept in `first_error` for the caller's log line.
+fn settled(
+    m: &crate::metrics::TopicMetrics,
+    guard: Guard,
+    result: &Result<Delivered, KafkaError>,
+    first_error: &mut Option<String>,
+) -> bool {
+    match result {
+        Ok(d) => {
+            guard.complete(Ok(*d));
+            true
+        }
+        Err(e) => {
+            m.failed(e.class, 1);
+            first_error.get_or_insert_with(|| e.to_string());
+            guard.complete(Err(()));
+            false
+        }
+    }
+}
+
 /// When writes start: the record timestamp and the `ingest_time` header. One per request, so a
 /// batch formats the time once.
 pub(super) struct Ingest {
     millis: i64,
-    text: String,
+    /// RFC 3339 in UTC with milliseconds: 24 bytes for the years 1000 to 9999.
+    text: [u8; INGEST_TEXT],
+    len: u8,
 }
 
+const INGEST_TEXT: usize = 32;
+
 impl Ingest {
+    /// The time now. Its text is formatted once per millisecond and worker thread, not once per
+    /// request.
     pub(super) fn now() -> Self {
-        let now = Utc::now();
-        Self {
-            millis: now.timestamp_millis(),
-            text: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        thread_local! {
+            static LAST: std::cell::Cell<(i64, [u8; INGEST_TEXT], u8)> =
+                const { std::cell::Cell::new((i64::MIN, [0; INGEST_TEXT], 0)) };
         }
+        let now = Utc::now();
+        let millis = now.timestamp_millis();
+        let (last, mut text, mut len) = LAST.get();
+        if last != millis {
+            let formatted = now.to_rfc3339_opts(SecondsFormat::Millis, true);
+            let n = formatted.len().min(INGEST_TEXT);
+            text[..n].copy_from_slice(&formatted.as_bytes()[..n]);
+            len = n as u8;
+            LAST.set((millis, text, len));
+        }
+        Self { millis, text, len }
+    }
+
+    fn text(&self) -> &[u8] {
+        &self.text[..usize::from(self.len)]
     }
 }
 
@@ -69,7 +127,7 @@ impl AppState {
         };
         let headers: [(&str, &[u8]); 3] = [
             ("event_type", p.event_type.as_bytes()),
-            ("ingest_time", ingest.text.as_bytes()),
+            ("ingest_time", ingest.text()),
             ("content_type", p.content_type),
         ];
         let record = OutgoingRecord {
@@ -109,18 +167,8 @@ impl AppState {
             let (mut written, mut first_error) = (0, None);
             // Everything is enqueued already: awaiting in order delays nothing.
             for w in writes {
-                let result = w.delivery.wait().await;
-                match &result {
-                    Ok(d) => {
-                        written += 1;
-                        w.guard.complete(Ok(*d));
-                    }
-                    Err(e) => {
-                        m.failed(e.class, 1);
-                        first_error.get_or_insert_with(|| e.to_string());
-                        w.guard.complete(Err(()));
-                    }
-                }
+                let result = w.delivery.await;
+                written += u64::from(settled(m, w.guard, &result, &mut first_error));
                 results.push(result);
             }
             m.written(written);
@@ -129,6 +177,31 @@ impl AppState {
             }
             results
         })
+    }
+
+    /// Waits for one write in the request's own task, until `deadline` at most. When the wait
+    /// ends early (the deadline, or the client gone and the request dropped), the write is
+    /// handed to [`Self::settle`] so the window is still settled: a task only on that path.
+    async fn settle_one(
+        &self,
+        topic: &str,
+        write: PendingWrite,
+        deadline: Instant,
+    ) -> Result<Written, ApiError> {
+        let mut waiting = Waiting { state: self, topic, write: Some(write) };
+        let delivery = &mut waiting.write.as_mut().expect("set above").delivery;
+        let result = tokio::time::timeout_at(deadline.into(), delivery).await;
+        let Ok(result) = result else { return Err(self.late()) };
+        let write = waiting.write.take().expect("taken once");
+        let m = self.metrics_for(topic);
+        let mut error = None;
+        if settled(m, write.guard, &result, &mut error) {
+            m.written(1);
+        }
+        if let Some(error) = error {
+            tracing::warn!(topic = %topic, %error, "write not acknowledged");
+        }
+        result.map(Written::New).map_err(|e| self.unavailable(&e))
     }
 
     /// Waits for writes being settled by [`Self::settle`], until `deadline` at most.
@@ -179,13 +252,7 @@ impl AppState {
     ) -> Result<Written, ApiError> {
         match started {
             Started::Answered(w) => Ok(w),
-            Started::Pending(w) => {
-                let task = self.settle(topic, vec![w]);
-                self.await_settled(task, 1, deadline)
-                    .await
-                    .pop()
-                    .unwrap_or_else(|| Err(self.late()))
-            }
+            Started::Pending(w) => self.settle_one(topic, w, deadline).await,
             Started::InFlight(rx) => self.await_in_flight(rx, deadline).await,
         }
     }
@@ -207,5 +274,23 @@ impl AppState {
     /// The deadline of a write that starts now.
     pub(super) fn write_deadline(&self) -> Instant {
         Instant::now() + Duration::from_millis(self.inner.config.produce_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone as _;
+
+    #[test]
+    fn the_ingest_text_is_the_time_of_its_millisecond() {
+        for _ in 0..3 {
+            let ingest = Ingest::now();
+            let at = Utc.timestamp_millis_opt(ingest.millis).single().expect("in range");
+            let text = std::str::from_utf8(ingest.text()).expect("UTF-8");
+            assert_eq!(text, at.to_rfc3339_opts(SecondsFormat::Millis, true));
+            assert_eq!(text.len(), 24);
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 }
