@@ -144,21 +144,25 @@ impl Event {
     /// topic is filled from. The same fields as its canonical JSON, except the timestamp, which
     /// is epoch milliseconds (the event schemas keep time that way); absent ids are left out.
     pub fn into_fields(self) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("event_id".into(), Value::String(self.event_id));
-        m.insert("timestamp".into(), Value::from(self.timestamp.timestamp_millis()));
-        m.insert("event_type".into(), Value::String(self.event_type));
-        if let Some(u) = self.user_id {
-            m.insert("user_id".into(), Value::String(u));
-        }
-        if let Some(d) = self.device_id {
-            m.insert("device_id".into(), Value::String(d));
-        }
-        m.insert("payload".into(), Value::Object(self.payload));
-        if let Some(md) = self.metadata {
-            m.insert("metadata".into(), Value::Object(md));
-        }
-        m
+        FIELDS
+            .iter()
+            .zip(self.into_values())
+            .filter_map(|(name, v)| Some(((*name).to_owned(), v?)))
+            .collect()
+    }
+
+    /// [`Event::into_fields`] without the map: the value of each of [`FIELDS`], in that order,
+    /// `None` where the event has none.
+    pub fn into_values(self) -> [Option<Value>; 7] {
+        [
+            Some(Value::String(self.event_id)),
+            Some(Value::from(self.timestamp.timestamp_millis())),
+            Some(Value::String(self.event_type)),
+            self.user_id.map(Value::String),
+            self.device_id.map(Value::String),
+            Some(Value::Object(self.payload)),
+            self.metadata.map(Value::Object),
+        ]
     }
 
     /// The event's timestamp as epoch milliseconds.

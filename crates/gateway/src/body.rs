@@ -14,9 +14,13 @@ fn is_json(headers: &HeaderMap) -> Result<(), ApiError> {
         return Err(ApiError::UnsupportedMediaType("none".to_owned()));
     };
     let ct = ct.to_str().unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = ct.split(';').next().unwrap_or("").trim().as_bytes();
+    let starts = |p: &[u8]| essence.len() >= p.len() && essence[..p.len()].eq_ignore_ascii_case(p);
+    let ends = |p: &[u8]| {
+        essence.len() >= p.len() && essence[essence.len() - p.len()..].eq_ignore_ascii_case(p)
+    };
+    if essence.eq_ignore_ascii_case(b"application/json")
+        || (starts(b"application/") && ends(b"+json"))
     {
         Ok(())
     } else {
@@ -44,9 +48,13 @@ pub async fn read_json_body(
         return Err(ApiError::PayloadTooLarge { limit });
     }
     let limit_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-    tokio::time::timeout(timeout, read_at_most(body, limit, declared))
-        .await
-        .map_err(|_| ApiError::BodyTimeout { limit_ms })?
+    let read = read_at_most(body, limit, declared);
+    tokio::pin!(read);
+    // A small body has usually arrived with its header: then no timer is set for it.
+    if let std::task::Poll::Ready(bytes) = futures::poll!(read.as_mut()) {
+        return bytes;
+    }
+    tokio::time::timeout(timeout, read).await.map_err(|_| ApiError::BodyTimeout { limit_ms })?
 }
 
 /// The body, or 413 as soon as it passes `limit` bytes.
@@ -90,7 +98,10 @@ mod tests {
         assert!(is_json(&headers(Some("application/json"))).is_ok());
         assert!(is_json(&headers(Some("Application/JSON; charset=utf-8"))).is_ok());
         assert!(is_json(&headers(Some("application/vnd.api+json"))).is_ok());
+        assert!(is_json(&headers(Some("APPLICATION/Problem+JSON"))).is_ok());
         assert!(is_json(&headers(Some("text/plain"))).is_err());
+        assert!(is_json(&headers(Some("text/json"))).is_err());
+        assert!(is_json(&headers(Some("application/jsonx"))).is_err());
         assert!(is_json(&headers(None)).is_err());
     }
 

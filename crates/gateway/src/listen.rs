@@ -5,13 +5,12 @@
 //! answer instead of a connection reset. With a certificate, every connection is TLS first:
 //! the handshake runs on the connection's own task and must finish within the header deadline.
 
+use crate::Api;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
-use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,18 +19,18 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tower::ServiceExt as _;
 use tributary_ops::tls::TlsAcceptor;
 
-/// Serves `app` on `listener` (over TLS with `tls`) until `stop` turns true, then asks every
+/// Serves `api` on `listener` (over TLS with `tls`) until `stop` turns true, then asks every
 /// open connection to finish its request in flight and close, and returns once all have.
 pub async fn serve_until(
     listener: TcpListener,
-    app: Router,
+    api: Api,
     header_timeout: Duration,
     tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let api = std::sync::Arc::new(api);
     // Each connection holds a receiver; `closed()` resolves when the last one is dropped.
     let (open_tx, open_rx) = watch::channel(());
     loop {
@@ -48,7 +47,7 @@ pub async fn serve_until(
             () = stopped(&mut stop) => break,
         };
         let conn = Connection {
-            app: app.clone(),
+            api: std::sync::Arc::clone(&api),
             peer,
             header_timeout,
             tls: tls.clone(),
@@ -69,7 +68,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// One accepted connection and what it is served with.
 struct Connection {
-    app: Router,
+    api: std::sync::Arc<Api>,
     /// The client's address, given to handlers as `ConnectInfo` (the rate limiter uses it).
     peer: SocketAddr,
     header_timeout: Duration,
@@ -104,12 +103,11 @@ impl Connection {
     {
         // The peer's address, for the rate limiter (`ConnectInfo`, as `axum::serve` gives it).
         let peer = self.peer;
-        let app = self.app.map_request(move |req: Request<Incoming>| {
-            let mut req = req.map(Body::new);
-            req.extensions_mut().insert(ConnectInfo(peer));
-            req
+        let api = std::sync::Arc::clone(&self.api);
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let api = std::sync::Arc::clone(&api);
+            async move { Ok::<_, Infallible>(api.call(req.map(Body::new), peer).await) }
         });
-        let service = TowerToHyperService::new(app);
         // hyper's HTTP/1 connection itself, not hyper-util's `auto` one: that first waits,
         // with no deadline, for the bytes that tell HTTP/1 from HTTP/2, so a connection that
         // sends nothing (or nothing after its TLS handshake) was never closed.

@@ -125,12 +125,19 @@ impl TopicMetrics {
 /// The timing of one request into `api_request_duration_seconds`, labelled by the route
 /// template (never the raw URI, which would make label sets unbounded).
 pub(crate) struct Timing {
-    route: Option<MatchedPath>,
+    route: Route,
     method: &'static str,
     start: Instant,
 }
 
+enum Route {
+    Matched(MatchedPath),
+    Known(&'static str),
+    Unmatched,
+}
+
 impl Timing {
+    /// Times a request the router has matched (or not).
     pub(crate) fn start(req: &Request) -> Self {
         // Only standard methods become label values: anything else would grow the label set.
         let method: &'static str = match *req.method() {
@@ -143,12 +150,24 @@ impl Timing {
             axum::http::Method::PATCH => "PATCH",
             _ => "other",
         };
-        let route = req.extensions().get::<MatchedPath>().cloned();
+        let route = match req.extensions().get::<MatchedPath>() {
+            Some(matched) => Route::Matched(matched.clone()),
+            None => Route::Unmatched,
+        };
         Self { route, method, start: Instant::now() }
     }
 
+    /// Times a request routed without the router, to the route template `route`.
+    pub(crate) fn start_known(method: &'static str, route: &'static str) -> Self {
+        Self { route: Route::Known(route), method, start: Instant::now() }
+    }
+
     pub(crate) fn finish(self, resp: &Response) {
-        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let route = match &self.route {
+            Route::Matched(matched) => matched.as_str(),
+            Route::Known(route) => route,
+            Route::Unmatched => "unmatched",
+        };
         let elapsed = self.start.elapsed().as_secs_f64();
         durations(route, self.method, resp.status().as_u16()).record(elapsed);
     }

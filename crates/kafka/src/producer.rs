@@ -81,12 +81,11 @@ pub struct OutgoingRecord<'a> {
 /// the latest when the producer's delivery timeout expires.
 pub struct PendingDelivery {
     delivery: DeliveryFuture,
-    topic: String,
 }
 
 impl std::fmt::Debug for PendingDelivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingDelivery").field("topic", &self.topic).finish_non_exhaustive()
+        f.debug_struct("PendingDelivery").finish_non_exhaustive()
     }
 }
 
@@ -108,11 +107,17 @@ impl std::future::Future for PendingDelivery {
     ) -> std::task::Poll<Self::Output> {
         let delivery = std::pin::Pin::new(&mut self.delivery);
         let answer = std::task::ready!(std::future::Future::poll(delivery, cx));
-        let what = || format!("producing to {}", self.topic);
         std::task::Poll::Ready(match answer {
             Ok(Ok(d)) => Ok(Delivered { partition: d.partition, offset: d.offset }),
-            Ok(Err((e, _))) => Err(KafkaError::new(what(), e)),
-            Err(_) => Err(KafkaError::new(what(), RdError::Canceled)),
+            // The failed record comes back with the answer: the topic is named from it, so a
+            // record in flight carries no copy of its topic's name.
+            Ok(Err((e, record))) => {
+                let topic = rdkafka::Message::topic(&record);
+                Err(KafkaError::new(format!("producing to {topic}"), e))
+            }
+            Err(_) => {
+                Err(KafkaError::new("producing (the producer was closed)", RdError::Canceled))
+            }
         })
     }
 }
@@ -207,10 +212,9 @@ impl EventProducer {
         mut fr: FutureRecord<'_, [u8], [u8]>,
         deadline: Instant,
     ) -> Result<PendingDelivery, KafkaError> {
-        let topic = fr.topic.to_owned();
         loop {
             match self.inner.send_result(fr) {
-                Ok(delivery) => return Ok(PendingDelivery { delivery, topic }),
+                Ok(delivery) => return Ok(PendingDelivery { delivery }),
                 Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if Instant::now() < deadline =>
                 {
@@ -218,7 +222,9 @@ impl EventProducer {
                     fr = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) => return Err(KafkaError::new(format!("producing to {topic}"), e)),
+                Err((e, back)) => {
+                    return Err(KafkaError::new(format!("producing to {}", back.topic), e))
+                }
             }
         }
     }

@@ -29,12 +29,25 @@ pub fn encode_record(schema: &Schema, fields: &Map<String, Json>) -> Result<Vec<
 /// [`encode_record`], appending the datum to `out` (after a frame header, say). The bytes are
 /// written as the schema is walked, with no intermediate Avro value; on an error `out` holds
 /// part of a datum and is to be dropped.
-pub fn encode_record_into(
+pub fn encode_record_into<F: Fields + ?Sized>(
     schema: &Schema,
-    fields: &Map<String, Json>,
+    fields: &F,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     write_record(schema, fields, &At::Root, out)
+}
+
+/// The fields of a record to encode, found by name: a JSON object, or a caller's own fixed set
+/// of values that need no map built for them. `None` is a field not given (its default
+/// applies); a JSON null is a null given.
+pub trait Fields {
+    fn field(&self, name: &str) -> Option<&Json>;
+}
+
+impl Fields for Map<String, Json> {
+    fn field(&self, name: &str) -> Option<&Json> {
+        self.get(name)
+    }
 }
 
 /// Where a value sits in the record, spelled out only when an error names it: `a.b`, `a[2]`.
@@ -71,9 +84,9 @@ impl At<'_> {
     }
 }
 
-fn write_record(
+fn write_record<F: Fields + ?Sized>(
     schema: &Schema,
-    fields: &Map<String, Json>,
+    fields: &F,
     at: &At<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
@@ -82,7 +95,7 @@ fn write_record(
     };
     for f in &r.fields {
         let here = At::Field(at, &f.name);
-        match fields.get(&f.name) {
+        match fields.field(&f.name) {
             Some(v) if !v.is_null() => write(&f.schema, v, &here, out)?,
             given => match (&f.default, given) {
                 (Some(d), None) => write_default(&f.schema, d, &here, out)?,

@@ -3,8 +3,10 @@
 use crate::dedupe::{fingerprint, fingerprint_event, Dedupe, Key};
 use crate::error::ApiError;
 use crate::schemas::WriteSchema;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use tributary_core::event::FIELDS;
 use tributary_core::{Event, TopicSpec, ValueFormat};
+use tributary_schema::codec::Fields;
 
 /// The `content_type` header of registry-framed Avro values.
 pub const AVRO_CONTENT_TYPE: &str = "application/vnd.confluent.avro";
@@ -81,7 +83,7 @@ pub(super) fn encode(c: Checked, schema: Option<&WriteSchema>) -> Result<Prepare
     let (value, content_type, event_id, event_type) = match schema {
         Some(schema) => {
             let (id, kind) = (event.event_id.clone(), event.event_type.clone());
-            let (value, content_type) = encode_framed(event.into_fields(), schema)?;
+            let (value, content_type) = encode_framed(event, schema)?;
             (value, content_type, id, kind)
         }
         None => {
@@ -92,27 +94,62 @@ pub(super) fn encode(c: Checked, schema: Option<&WriteSchema>) -> Result<Prepare
     Ok(Prepared { fingerprint, dedupe_key, event_id, event_type, key, value, content_type })
 }
 
+/// An event's fields for the Avro encoder, found by name among [`FIELDS`] without a map.
+struct EventFields([Option<Value>; 7]);
+
+impl Fields for EventFields {
+    fn field(&self, name: &str) -> Option<&Value> {
+        let i = FIELDS.iter().position(|f| *f == name)?;
+        self.0[i].as_ref()
+    }
+}
+
 /// Encodes an event with its topic's registered schema (Avro or Protobuf): the value is
 /// Confluent-framed (magic byte, schema id, for Protobuf the message indexes, then the body).
 /// A field the schema requires and the event lacks, or one whose type does not fit, is a 422
 /// naming that field.
-fn encode_framed(
-    fields: Map<String, Value>,
-    schema: &WriteSchema,
-) -> Result<(Vec<u8>, &'static [u8]), ApiError> {
+fn encode_framed(event: Event, schema: &WriteSchema) -> Result<(Vec<u8>, &'static [u8]), ApiError> {
     let invalid = |e: tributary_schema::codec::EncodeError| {
         ApiError::Validation(tributary_core::FieldError { field: e.field, message: e.message })
     };
     if let Some(proto) = schema.schema.proto() {
-        let body = proto.encode(&fields).map_err(invalid)?;
+        let body = proto.encode(&event.into_fields()).map_err(invalid)?;
         Ok((tributary_schema::frame(schema.id, &body), PROTOBUF_CONTENT_TYPE.as_bytes()))
     } else if let Some(avro) = schema.schema.avro() {
         // The datum is written straight after the frame header: no copy of the body.
         let mut value = tributary_schema::frame(schema.id, &[]);
         value.reserve(256);
+        let fields = EventFields(event.into_values());
         tributary_schema::codec::encode_record_into(avro, &fields, &mut value).map_err(invalid)?;
         Ok((value, AVRO_CONTENT_TYPE.as_bytes()))
     } else {
         Err(ApiError::Internal(format!("schema {} is neither Avro nor Protobuf", schema.id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The event's values found by name encode to the same bytes as its fields in a map.
+    #[test]
+    fn event_fields_encode_as_the_map_does() {
+        let text = include_str!("../../../../schemas/event.avsc");
+        let schema = apache_avro::Schema::parse_str(text).expect("event schema");
+        for json in [
+            r#"{"event_id":"e","timestamp":5,"event_type":"t","user_id":"u","device_id":"d",
+                "payload":{"a":[1,{"b":null}]},"metadata":{"m":"x"}}"#,
+            r#"{"event_id":"e","timestamp":"2026-12-06T10:00:00Z","event_type":"t","payload":{}}"#,
+        ] {
+            let event = Event::from_slice(json.as_bytes()).expect("valid event");
+            let by_map =
+                tributary_schema::codec::encode_record(&schema, &event.clone().into_fields())
+                    .expect("encodes");
+            let mut direct = Vec::new();
+            let fields = EventFields(event.into_values());
+            tributary_schema::codec::encode_record_into(&schema, &fields, &mut direct)
+                .expect("encodes");
+            assert_eq!(direct, by_map, "{json}");
+        }
     }
 }
