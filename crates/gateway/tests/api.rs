@@ -388,6 +388,17 @@ async fn every_class_of_bad_input_gets_its_error_and_writes_nothing() {
     let batch_url = gw.url(&format!("/api/v1/events/{topic}/batch"));
     let r = gw.http.post(&batch_url).json(&json!({"events": []})).send().await.expect("POST");
     assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<Value>().await.expect("json")["error"], "not_an_array");
+    let r = gw
+        .http
+        .post(&batch_url)
+        .header("content-type", "application/json")
+        .body(r#"[{"event_id": "x7"}, {"#)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<Value>().await.expect("json")["error"], "malformed_json");
     let too_many: Vec<Value> = (0..10_001).map(|_| json!({})).collect();
     let r = gw.http.post(&batch_url).json(&too_many).send().await.expect("POST");
     assert_eq!(r.status().as_u16(), 413);

@@ -1,6 +1,6 @@
 //! `POST /api/v1/events/{topic}/batch`: writing many events, a result for each, in order.
 
-use super::encode::{check, encode, Checked};
+use super::encode::{check_event, encode, read_event, Checked};
 use super::write::{Ingest, PendingWrite, Started, Written};
 use crate::body::{parse_json, read_json_body};
 use crate::dedupe::Outcome;
@@ -8,13 +8,13 @@ use crate::error::{ApiError, ErrorBody};
 use crate::metrics::TopicMetrics;
 use crate::schemas::WriteSchema;
 use crate::AppState;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tributary_core::{Event, TopicSpec};
@@ -73,7 +73,8 @@ pub async fn publish_batch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let spec = state.writable_topic(&topic)?;
-    let items = read_batch(&state, &headers, body).await?;
+    let bytes = read_batch(&state, &headers, body).await?;
+    let items = batch_items(&state, &bytes)?;
     let m = state.metrics_for(&spec.name);
     let checked = check_all(&state, spec, items);
     // The schema is fetched once, and only when some event has to be encoded.
@@ -85,20 +86,27 @@ pub async fn publish_batch(
     Ok(respond(&state, results))
 }
 
-/// Reads a batch body: a JSON array of at most `max_batch_events` events.
-async fn read_batch(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Vec<Value>, ApiError> {
+/// Reads a batch body, at most `max_batch_body_bytes`.
+async fn read_batch(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let cfg = &state.inner.config;
     let timeout = Duration::from_millis(cfg.body_timeout_ms);
-    let bytes = read_json_body(headers, body, cfg.max_batch_body_bytes, timeout).await?;
-    let Value::Array(items) = parse_json(&bytes)? else {
-        return Err(ApiError::BadRequest {
-            code: "not_an_array",
-            message: "a batch body must be a JSON array of events".to_owned(),
-        });
+    read_json_body(headers, body, cfg.max_batch_body_bytes, timeout).await
+}
+
+/// The events of a batch body, each as its JSON text: a JSON array of at most
+/// `max_batch_events` events. Each is read on its own afterwards, so no tree is built for the
+/// whole batch.
+fn batch_items<'a>(state: &AppState, bytes: &'a [u8]) -> Result<Vec<&'a RawValue>, ApiError> {
+    let items: Vec<&RawValue> = match serde_json::from_slice(bytes) {
+        Ok(items) => items,
+        Err(_) => {
+            // Malformed JSON gets the parser's 400; well-formed JSON that is not an array, this.
+            parse_json(bytes)?;
+            return Err(ApiError::BadRequest {
+                code: "not_an_array",
+                message: "a batch body must be a JSON array of events".to_owned(),
+            });
+        }
     };
     let limit = state.inner.config.max_batch_events;
     if items.len() > limit {
@@ -109,11 +117,11 @@ async fn read_batch(
 
 /// Checks every event and looks up where it was written if it is a retry. All lookups happen
 /// before any write starts.
-fn check_all(state: &AppState, spec: &TopicSpec, items: Vec<Value>) -> Vec<CheckedItem> {
+fn check_all(state: &AppState, spec: &TopicSpec, items: Vec<&RawValue>) -> Vec<CheckedItem> {
     items
         .into_iter()
         .map(|item| {
-            let c = check(spec, item)?;
+            let c = check_event(spec, read_event(item.get().as_bytes())?)?;
             let known = state.inner.dedupe.written(c.dedupe_key, c.fingerprint);
             Ok((c, known))
         })

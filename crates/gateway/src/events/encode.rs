@@ -35,11 +35,6 @@ pub(super) fn read_event(bytes: &[u8]) -> Result<Event, ApiError> {
 
 /// Validates an event and finds its key. Needs nothing but the event: bad input is a 4xx even
 /// while the schema registry is down.
-pub(super) fn check(spec: &TopicSpec, value: Value) -> Result<Checked, ApiError> {
-    check_event(spec, Event::from_json(value).map_err(ApiError::Validation)?)
-}
-
-/// [`check`] of an event read already.
 pub(super) fn check_event(spec: &TopicSpec, event: Event) -> Result<Checked, ApiError> {
     let key = match &spec.key_field {
         None => None,
