@@ -42,8 +42,28 @@ pub fn prometheus(buckets: &[Buckets]) -> &'static PrometheusHandle {
         // Another recorder may already be installed (an embedding program); then ours only
         // renders what it records itself.
         let _ = metrics::set_global_recorder(recorder);
+        keep_up(handle.clone());
         handle
     })
+}
+
+/// How often the recorder folds histogram samples into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the recorder's upkeep every [`UPKEEP_EVERY`] on a thread of its own. The recorder keeps
+/// every histogram sample until it is drained, by a scrape of `/metrics` or by this: without
+/// it, a process nobody scrapes (no Prometheus, or one that stopped) grows by eight bytes for
+/// every request it times, for ever. A thread, not a task: the recorder may be made before a
+/// runtime exists.
+fn keep_up(handle: PrometheusHandle) {
+    let spawned =
+        std::thread::Builder::new().name("metrics-upkeep".to_owned()).spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "starting the metrics upkeep thread; samples are drained only by scrapes");
+    }
 }
 
 /// What a service's `/health` reads.
