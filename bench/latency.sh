@@ -2,7 +2,8 @@
 # The gateway's latency profile in docs/performance.md ("A latency profile", issue 13): one gateway
 # alone with `[kafka.extra] "linger.ms" = <L>` for each L of BENCH_LATENCY_LINGERS, timed at a
 # steady BENCH_LATENCY_RATE single events/s (open loop, crates/gateway/examples/e2e_latency.rs,
-# BENCH_LATENCY_SECS long) and then at saturation (wrk, 256 connections, 15 s, bench/post_event.lua).
+# BENCH_LATENCY_SECS long, after BENCH_LATENCY_WARMUP (5) seconds at that rate that are not
+# reported) and then at saturation (wrk, 256 connections, 15 s, bench/post_event.lua).
 #
 # Needs the broker on 127.0.0.1:9092 and the registry on 127.0.0.1:8081 (`make up`, or
 # `make kafka-up` and `tributary registry`); the gateway listens on 127.0.0.1:28380.
@@ -23,6 +24,10 @@ for linger in ${BENCH_LATENCY_LINGERS:-10 5 2 1}; do
   (cd "$work" && exec "$BIN" --config "$work/tributary.toml" gateway > "$work/gateway.log" 2>&1) &
   pid=$!
   for _ in $(seq 100); do curl -fsS -m 1 -o /dev/null http://127.0.0.1:28380/api/v1/health && break; sleep 0.2; done
+  # A warm-up at the same rate, not reported (as bench/run.sh does): the gateway has just
+  # started, and its first seconds include connecting to the broker and fetching the schema.
+  "$example" --gateway http://127.0.0.1:28380 --topic "$TOPIC" --rate "${BENCH_LATENCY_RATE:-5000}" \
+    --seconds "${BENCH_LATENCY_WARMUP:-5}" > /dev/null 2>&1 || true
   echo "== linger.ms=$linger: ${BENCH_LATENCY_RATE:-5000} events/s for ${BENCH_LATENCY_SECS:-30} s"
   "$example" --gateway http://127.0.0.1:28380 --topic "$TOPIC" --rate "${BENCH_LATENCY_RATE:-5000}" \
     --seconds "${BENCH_LATENCY_SECS:-30}" 2>&1 | grep -E "^(sent|POST)" || true

@@ -23,7 +23,7 @@
 #   BENCH_DURATION           seconds per wrk run           (default 20)
 #   BENCH_WARMUP             seconds of unreported warm-up (default 5; 0 skips it)
 #   BENCH_THREADS            wrk threads                   (default 2)
-#   BENCH_CONNECTIONS        connection counts, single     (default "16 64 256")
+#   BENCH_CONNECTIONS        connection counts, single     (default "16 64 256 1024")
 #   BENCH_BATCH_SIZES        events per batch              (default "100 1000")
 #   BENCH_BATCH_CONNECTIONS  connection counts, batch      (default "8")
 #   BENCH_KEYS               distinct user_id values       (default 5000)
@@ -49,7 +49,7 @@ BOOTSTRAP="127.0.0.1:${KAFKA_PORT:-9092}"
 DURATION="${BENCH_DURATION:-20}"
 WARMUP="${BENCH_WARMUP:-5}"
 THREADS="${BENCH_THREADS:-2}"
-CONNECTIONS="${BENCH_CONNECTIONS:-16 64 256}"
+CONNECTIONS="${BENCH_CONNECTIONS:-16 64 256 1024}"
 BATCH_SIZES="${BENCH_BATCH_SIZES:-100 1000}"
 BATCH_CONNECTIONS="${BENCH_BATCH_CONNECTIONS:-8}"
 KEYS="${BENCH_KEYS:-5000}"
