@@ -274,7 +274,7 @@ mod direct {
     use super::{check_id, timestamp_from_millis, timestamp_from_text, Event};
     use chrono::{DateTime, Utc};
     use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
-    use serde_json::{Map, Value};
+    use serde_json::Value;
     use std::fmt;
 
     pub(super) struct EventVisitor;
@@ -312,8 +312,17 @@ mod direct {
                     "event_type" => event_type = map.next_value::<Option<String>>()?,
                     "user_id" => user_id = map.next_value::<Option<String>>()?,
                     "device_id" => device_id = map.next_value::<Option<String>>()?,
-                    "payload" => payload = Some(map.next_value::<Map<String, Value>>()?),
-                    _ => metadata = map.next_value::<Option<Map<String, Value>>>()?,
+                    // Read as `Value`s, as the tree reads them (with serde_json's raw_value
+                    // feature a `Value` and a `Map` read some objects differently).
+                    "payload" => match map.next_value::<Value>()? {
+                        Value::Object(m) => payload = Some(m),
+                        _ => return Err(doubt()),
+                    },
+                    _ => match map.next_value::<Value>()? {
+                        Value::Object(m) => metadata = Some(m),
+                        Value::Null => metadata = None,
+                        _ => return Err(doubt()),
+                    },
                 }
             }
             let id = |field: &str, v: Option<String>| {
@@ -520,6 +529,22 @@ mod tests {
             r#"{"event_id":"e","timestamp":5,"payload":{}}"#.to_owned(),
             r#"{"event_id":7,"timestamp":5,"event_type":"t","payload":{}}"#.to_owned(),
         ];
+        // serde_json reads an object whose one key is its raw-value token as that raw value,
+        // in a `Value`: both readings must do the same with it.
+        let token = r#"{"$serde_json::private::RawValue":"#;
+        for inner in [r#""7""#, r#""{\"a\":1}""#] {
+            for field in ["payload", "metadata"] {
+                let text = format!(
+                    r#"{{"event_id":"e","timestamp":5,"event_type":"t","payload":{{}},"{field}":{token}{inner}}}}}"#
+                );
+                let text = text.replacen(r#""payload":{},"payload""#, r#""payload""#, 1);
+                assert_eq!(
+                    Event::from_slice(text.as_bytes()).or_else(|| slow(&text)),
+                    slow(&text),
+                    "{text}"
+                );
+            }
+        }
         for text in &doubtful {
             let direct = Event::from_slice(text.as_bytes());
             assert!(direct.is_none() || direct == slow(text), "{text}");

@@ -399,6 +399,20 @@ async fn every_class_of_bad_input_gets_its_error_and_writes_nothing() {
         .expect("POST");
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(r.json::<Value>().await.expect("json")["error"], "malformed_json");
+    // An item JSON refuses (a lone surrogate) makes the whole batch malformed: nothing of it is
+    // written (the count at the end covers it).
+    let good = serde_json::to_string(&event("x8", "u")).expect("json");
+    let bad = r#"{"event_id":"x9","timestamp":1,"event_type":"t","payload":{"s":"\ud800"}}"#;
+    let r = gw
+        .http
+        .post(&batch_url)
+        .header("content-type", "application/json")
+        .body(format!("[{good},{bad}]"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<Value>().await.expect("json")["error"], "malformed_json");
     let too_many: Vec<Value> = (0..10_001).map(|_| json!({})).collect();
     let r = gw.http.post(&batch_url).json(&too_many).send().await.expect("POST");
     assert_eq!(r.status().as_u16(), 413);

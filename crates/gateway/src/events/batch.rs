@@ -76,7 +76,13 @@ pub async fn publish_batch(
     let bytes = read_batch(&state, &headers, body).await?;
     let items = batch_items(&state, &bytes)?;
     let m = state.metrics_for(&spec.name);
-    let checked = check_all(&state, spec, items);
+    let mut checked = check_all(&state, spec, items);
+    // An event the array holds but JSON does not accept (a lone surrogate escape, nesting too
+    // deep: the split into items does not look that closely) makes the whole body malformed,
+    // as it did when the body was read in one piece: nothing of it is written.
+    if let Some(i) = checked.iter().position(|c| matches!(c, Err(ApiError::MalformedJson(_)))) {
+        checked.swap_remove(i)?;
+    }
     // The schema is fetched once, and only when some event has to be encoded.
     let needs_schema = checked.iter().any(|c| matches!(c, Ok((_, None))));
     let schema = if needs_schema { state.inner.schemas.for_topic(spec).await? } else { None };

@@ -43,7 +43,10 @@ struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        if let Some(write) = self.write.take() {
+        let Some(write) = self.write.take() else { return };
+        // Outside a runtime (it is shutting down) no task can wait: the reservation is given
+        // up as failed when `write` drops, so a retry writes again rather than waits.
+        if tokio::runtime::Handle::try_current().is_ok() {
             drop(self.state.settle(self.topic, vec![write]));
         }
     }
