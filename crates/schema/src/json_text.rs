@@ -219,6 +219,16 @@ mod tests {
             .expect("datum")
     }
 
+    /// A record of one `double` field, and a datum of it holding NaN, which JSON cannot write.
+    pub(super) fn nan_record() -> (Schema, Vec<u8>) {
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"r","fields":[{"name":"d","type":"double"}]}"#,
+        )
+        .expect("schema");
+        let nan = datum(&schema, Avro::Record(vec![("d".into(), Avro::Double(f64::NAN))]));
+        (schema, nan)
+    }
+
     fn text(schema: &Schema, bytes: &[u8]) -> String {
         let mut out = Vec::new();
         decode_to_json_text(schema, bytes, &mut out).expect("decodes");
@@ -318,11 +328,7 @@ mod tests {
 
     #[test]
     fn refuses_what_the_json_decoding_refuses() {
-        let schema = Schema::parse_str(
-            r#"{"type":"record","name":"r","fields":[{"name":"d","type":"double"}]}"#,
-        )
-        .expect("schema");
-        let nan = datum(&schema, Avro::Record(vec![("d".into(), Avro::Double(f64::NAN))]));
+        let (schema, nan) = nan_record();
         assert!(decode_to_json(&schema, &nan).is_err());
         assert!(decode_to_json_text(&schema, &nan, &mut Vec::new()).is_err());
         assert!(decode_to_json_text(&schema, &[0x80], &mut Vec::new()).is_err(), "truncated");

@@ -253,7 +253,7 @@ fn object_of<'k>(
 mod tests {
     use super::*;
     use crate::codec::encode_record;
-    use crate::json_text::tests::datum;
+    use crate::json_text::tests::{datum, nan_record};
     use crate::json_text::{decode_to_json_text, decode_to_json_text_via_values};
     use apache_avro::types::Value as Avro;
     use serde_json::json;
@@ -377,11 +377,7 @@ mod tests {
 
     #[test]
     fn what_the_direct_reading_leaves_to_the_values_gives_their_text_or_error() {
-        let double = Schema::parse_str(
-            r#"{"type":"record","name":"r","fields":[{"name":"d","type":"double"}]}"#,
-        )
-        .expect("schema");
-        let nan = datum(&double, Avro::Record(vec![("d".into(), Avro::Double(f64::NAN))]));
+        let (double, nan) = nan_record();
         assert_eq!(same_both_ways(&double, &nan), None, "NaN: an error either way");
         let string = Schema::parse_str(r#""string""#).expect("schema");
         assert_eq!(same_both_ways(&string, &[4, 0xff, 0xfe]), None, "not UTF-8");
