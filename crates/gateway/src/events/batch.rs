@@ -76,13 +76,7 @@ pub async fn publish_batch(
     let bytes = read_batch(&state, &headers, body).await?;
     let items = batch_items(&state, &bytes)?;
     let m = state.metrics_for(&spec.name);
-    let mut checked = check_all(&state, spec, items);
-    // An event the array holds but JSON does not accept (a lone surrogate escape, nesting too
-    // deep: the split into items does not look that closely) makes the whole body malformed,
-    // as it did when the body was read in one piece: nothing of it is written.
-    if let Some(i) = checked.iter().position(|c| matches!(c, Err(ApiError::MalformedJson(_)))) {
-        checked.swap_remove(i)?;
-    }
+    let checked = check_all(&state, spec, items)?;
     // The schema is fetched once, and only when some event has to be encoded.
     let needs_schema = checked.iter().any(|c| matches!(c, Ok((_, None))));
     let schema = if needs_schema { state.inner.schemas.for_topic(spec).await? } else { None };
@@ -122,14 +116,23 @@ fn batch_items<'a>(state: &AppState, bytes: &'a [u8]) -> Result<Vec<&'a RawValue
 }
 
 /// Checks every event and looks up where it was written if it is a retry. All lookups happen
-/// before any write starts.
-fn check_all(state: &AppState, spec: &TopicSpec, items: Vec<&RawValue>) -> Vec<CheckedItem> {
+/// before any write starts. An event the array holds but JSON does not accept (a lone
+/// surrogate escape, nesting too deep: the split into items does not look that closely) makes
+/// the whole body malformed, as when the body was read in one piece: nothing of it is written.
+fn check_all(
+    state: &AppState,
+    spec: &TopicSpec,
+    items: Vec<&RawValue>,
+) -> Result<Vec<CheckedItem>, ApiError> {
     items
         .into_iter()
-        .map(|item| {
-            let c = check_event(spec, read_event(item.get().as_bytes())?)?;
-            let known = state.inner.dedupe.written(c.dedupe_key, c.fingerprint);
-            Ok((c, known))
+        .map(|item| match read_event(item.get().as_bytes()) {
+            Err(malformed @ ApiError::MalformedJson(_)) => Err(malformed),
+            event => Ok(event.and_then(|event| {
+                let c = check_event(spec, event)?;
+                let known = state.inner.dedupe.written(c.dedupe_key, c.fingerprint);
+                Ok((c, known))
+            })),
         })
         .collect()
 }
