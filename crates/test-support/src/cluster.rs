@@ -4,7 +4,7 @@
 //! own, stopped when dropped.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// librdkafka settings from a user's `TRIBUTARY_KAFKA__*` settings (those of
@@ -110,6 +110,37 @@ impl LocalCluster {
         self.run(&["stop-node", &n.to_string()]);
     }
 
+    /// Whether node `n`'s process is running (its pid file names a live process).
+    pub fn alive(&self, n: u8) -> bool {
+        let file = self.state.join(format!("node-{n}")).join("kafka.pid");
+        let pid = std::fs::read_to_string(file).unwrap_or_default();
+        let pid = pid.trim();
+        !pid.is_empty() && Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    /// What an operator looks at when a node does not come back: for each node, whether its
+    /// process is alive, the last warnings it printed (`logs/kafka.out`) and the last lines
+    /// of its `server.log`. For failure messages.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        for n in 1..=3u8 {
+            let dir = self.state.join(format!("node-{n}"));
+            out += &format!("--- node {n}: alive {} ---\n", self.alive(n));
+            for (file, lines) in [("kafka.out", 12), ("server.log", 25)] {
+                let text = std::fs::read_to_string(dir.join("logs").join(file)).unwrap_or_default();
+                let all: Vec<&str> = text.lines().collect();
+                out += &format!("[{file}, last {lines} lines]\n");
+                for line in &all[all.len().saturating_sub(lines)..] {
+                    // Kafka's lines can run to kilobytes (whole partition registrations).
+                    let end = line.char_indices().nth(300).map_or(line.len(), |(i, _)| i);
+                    out += &line[..end];
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
     /// The process id of node `n`.
     pub fn pid(&self, n: u8) -> u32 {
         let out = self.command(&["pid", &n.to_string()]).output().expect("running cluster.sh");
@@ -168,7 +199,10 @@ impl Drop for Faults<'_> {
         for n in std::mem::take(&mut self.frozen) {
             signal(self.cluster.pid(n), "CONT");
         }
-        for n in std::mem::take(&mut self.down) {
+        // Nodes this scenario took down, and any that died on their own: the next scenario
+        // needs all three.
+        let down = std::mem::take(&mut self.down);
+        for n in (1..=3u8).filter(|n| down.contains(n) || !self.cluster.alive(*n)) {
             let _ = self.cluster.command(&["start-node", &n.to_string()]).status();
         }
     }
