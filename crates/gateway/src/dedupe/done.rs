@@ -1,13 +1,21 @@
 //! The written ids of one shard, compact: a ring of fixed-size records in the order they were
 //! written, found through an open-addressing index of 8-byte slots.
 //!
-//! A record is 40 bytes (128-bit key, content fingerprint, offset, partition, time); the index
-//! is kept at most half full, so an id costs about 56 bytes, against about 100 in a hash map of
-//! enums plus an order queue. Both grow with use and stop at the shard's bound.
+//! A record is 32 bytes: 96 bits of the 128-bit key, 32 of the content fingerprint, offset,
+//! partition and time. The index is kept at most three quarters full and never larger than the
+//! shard's bound needs, so an id costs about 43 bytes when the window is full, against about
+//! 100 in a hash map of enums plus an order queue. Both grow with use and stop at the bound.
 //!
-//! A slot carries 32 bits of its key beside the record's sequence number: a probe passes over
-//! other keys, and a removal finds where the keys after it belong, without reading their
-//! records (the ring is far larger than the caches, so each record read is a cache miss).
+//! Two ids remembered at once are told apart by those 96 bits (the shard is chosen by 6 more):
+//! for a million ids the chance that any two share them is near 10^-16. A retry with other
+//! content under the same id is told from a true retry by the fingerprint's 32 bits: it is
+//! taken for a duplicate (answered with the original's position, nothing written) instead of a
+//! `409` once in four billion such misuses.
+//!
+//! A slot carries the key's 32 bits the record calls its tag beside the record's sequence
+//! number: a probe passes over other keys, and a removal finds where the keys after it belong,
+//! without reading their records (the ring is far larger than the caches, so each record read
+//! is a cache miss).
 
 use std::collections::VecDeque;
 use tributary_kafka::Delivered;
@@ -21,9 +29,24 @@ const OCCUPIED: u32 = 1 << 31;
 const SEQ_MASK: u32 = OCCUPIED - 1;
 const MIN_INDEX: usize = 16;
 
-/// The part of a key an index slot carries.
-fn tag(key: &[u64; 2]) -> u32 {
-    key[1] as u32
+/// Index slots for `n` records with the index at most three quarters full (a probe for a key
+/// that is not there then passes about 8 slots: one or two cache lines).
+fn index_size(n: usize) -> usize {
+    (n * 4).div_ceil(3) + 1
+}
+
+/// A key as a record keeps it: its first 64 bits and its last 32 (the tag, which index slots
+/// carry too).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Short {
+    high: u64,
+    tag: u32,
+}
+
+impl Short {
+    fn of(key: u128) -> Self {
+        Self { high: (key >> 64) as u64, tag: key as u32 }
+    }
 }
 
 fn slot(tag: u32, seq: u32) -> Slot {
@@ -38,8 +61,9 @@ fn tag_of(slot: Slot) -> u32 {
 /// window's base, wrapping).
 #[derive(Clone, Copy)]
 pub(super) struct Record {
-    key: [u64; 2],
-    pub(super) fingerprint: u64,
+    key_high: u64,
+    tag: u32,
+    fingerprint: u32,
     offset: i64,
     partition: i32,
     pub(super) at_ms: u32,
@@ -47,8 +71,24 @@ pub(super) struct Record {
 
 impl Record {
     pub(super) fn new(key: u128, fingerprint: u64, d: Delivered, at_ms: u32) -> Self {
-        let key = [(key >> 64) as u64, key as u64];
-        Self { key, fingerprint, offset: d.offset, partition: d.partition, at_ms }
+        let Short { high, tag } = Short::of(key);
+        Self {
+            key_high: high,
+            tag,
+            fingerprint: fingerprint as u32,
+            offset: d.offset,
+            partition: d.partition,
+            at_ms,
+        }
+    }
+
+    fn key(&self) -> Short {
+        Short { high: self.key_high, tag: self.tag }
+    }
+
+    /// Whether content of this `fingerprint` is what was written (its low 32 bits agree).
+    pub(super) fn same_content(&self, fingerprint: u64) -> bool {
+        self.fingerprint == fingerprint as u32
     }
 
     pub(super) fn delivered(&self) -> Delivered {
@@ -62,7 +102,7 @@ pub(super) struct Done {
     records: VecDeque<Record>,
     /// Sequence number of `records[0]`.
     head: u32,
-    /// Power-of-two slots (or none yet), linear probing from the key's low bits.
+    /// Slots (or none yet), linear probing from a home the tag chooses.
     index: Vec<Slot>,
 }
 
@@ -75,14 +115,19 @@ impl Done {
         self.records.front()
     }
 
-    fn mask(&self) -> usize {
-        self.index.len() - 1
+    /// Where a tag's probe run starts: the tag scaled to the index's length, which need not
+    /// be a power of two.
+    fn home(&self, tag: u32) -> usize {
+        ((u64::from(tag) * self.index.len() as u64) >> 32) as usize
     }
 
-    /// Where a key's probe run starts: the low bits of its tag (the index never has more than
-    /// 2^32 slots).
-    fn home(&self, tag: u32) -> usize {
-        (tag as usize) & self.mask()
+    /// The slot after `i`, round the end.
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.index.len() {
+            0
+        } else {
+            i + 1
+        }
     }
 
     fn record(&self, slot: Slot) -> &Record {
@@ -91,42 +136,40 @@ impl Done {
     }
 
     /// The index slot holding `key`, if it is remembered.
-    fn find(&self, key: &[u64; 2]) -> Option<usize> {
+    fn find(&self, key: Short) -> Option<usize> {
         if self.index.is_empty() {
             return None;
         }
-        let tag = tag(key);
-        let mut i = self.home(tag);
+        let mut i = self.home(key.tag);
         loop {
             let slot = self.index[i];
             if slot == EMPTY {
                 return None;
             }
-            if tag_of(slot) == tag && self.record(slot).key == *key {
+            if tag_of(slot) == key.tag && self.record(slot).key() == key {
                 return Some(i);
             }
-            i = (i + 1) & self.mask();
+            i = self.next(i);
         }
     }
 
     pub(super) fn get(&self, key: u128) -> Option<&Record> {
-        let key = [(key >> 64) as u64, key as u64];
-        self.find(&key).map(|i| self.record(self.index[i]))
+        self.find(Short::of(key)).map(|i| self.record(self.index[i]))
     }
 
     /// Remembers a record as the newest; `cap` is the most this shard ever holds, which bounds
     /// how far the ring and the index grow. The caller makes room first and never pushes a key
     /// that is remembered already.
     pub(super) fn push(&mut self, r: Record, cap: usize) {
-        if (self.records.len() + 1) * 2 > self.index.len() {
-            self.grow_index();
+        if (self.records.len() + 1) * 4 > self.index.len() * 3 {
+            self.grow_index(cap);
         }
         if self.records.len() == self.records.capacity() {
             let more = self.records.capacity().clamp(8, cap.max(8));
             self.records.reserve_exact(more.min(cap.saturating_sub(self.records.len()).max(1)));
         }
         let seq = self.head.wrapping_add(self.records.len() as u32) & SEQ_MASK;
-        let new = slot(tag(&r.key), seq);
+        let new = slot(r.tag, seq);
         self.records.push_back(r);
         self.place(new);
     }
@@ -135,24 +178,28 @@ impl Done {
     fn place(&mut self, slot: Slot) {
         let mut i = self.home(tag_of(slot));
         while self.index[i] != EMPTY {
-            i = (i + 1) & self.mask();
+            i = self.next(i);
         }
         self.index[i] = slot;
     }
 
-    fn grow_index(&mut self) {
-        let size = (self.index.len() * 2).max(MIN_INDEX);
-        self.index = vec![EMPTY; size];
-        for pos in 0..self.records.len() {
-            let seq = self.head.wrapping_add(pos as u32) & SEQ_MASK;
-            self.place(slot(tag(&self.records[pos].key), seq));
+    /// About twice the slots, but no more than `cap` records need (nor fewer than one more
+    /// record than now needs); the slots move over without their records being read.
+    fn grow_index(&mut self, cap: usize) {
+        let size = (self.index.len() * 2)
+            .max(MIN_INDEX)
+            .min(index_size(cap))
+            .max(index_size(self.records.len() + 1));
+        let old = std::mem::replace(&mut self.index, vec![EMPTY; size]);
+        for slot in old.into_iter().filter(|s| *s != EMPTY) {
+            self.place(slot);
         }
     }
 
     /// Forgets the oldest record.
     pub(super) fn pop_oldest(&mut self) {
         let Some(oldest) = self.records.front() else { return };
-        if let Some(i) = self.find(&oldest.key) {
+        if let Some(i) = self.find(oldest.key()) {
             self.unplace(i);
         }
         self.records.pop_front();
@@ -167,11 +214,10 @@ impl Done {
     /// Empties index slot `i`, moving later slots of the same probe runs back so that every
     /// key stays reachable from its home without tombstones.
     fn unplace(&mut self, mut i: usize) {
-        let mask = self.mask();
         self.index[i] = EMPTY;
         let mut j = i;
         loop {
-            j = (j + 1) & mask;
+            j = self.next(j);
             let slot = self.index[j];
             if slot == EMPTY {
                 return;
@@ -208,8 +254,8 @@ mod tests {
     }
 
     #[test]
-    fn a_record_is_forty_bytes() {
-        assert_eq!(std::mem::size_of::<Record>(), 40);
+    fn a_record_is_thirty_two_bytes() {
+        assert_eq!(std::mem::size_of::<Record>(), 32);
     }
 
     #[test]
@@ -234,6 +280,32 @@ mod tests {
     }
 
     #[test]
+    fn a_full_index_finds_what_it_holds_and_only_that() {
+        // Pseudo-random keys through a shard at its bound: the index ends three quarters full
+        // (not a power of two), and probe runs wrap round its end.
+        let cap = 1000;
+        let key = |i: u128| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835) ^ (i << 7);
+        let mut t = Done::default();
+        for i in 0..5000u128 {
+            if t.len() == cap {
+                t.pop_oldest();
+            }
+            t.push(Record::new(key(i), i as u64, d(i as i64), 0), cap);
+        }
+        assert_eq!(t.index.len(), index_size(cap));
+        for i in 0..5000u128 {
+            let found = t.get(key(i));
+            if i >= 4000 {
+                let r = found.unwrap_or_else(|| panic!("key {i} is remembered"));
+                assert_eq!(r.delivered(), d(i as i64));
+                assert!(r.same_content(i as u64) && !r.same_content(i as u64 + 1));
+            } else {
+                assert!(found.is_none(), "key {i} was forgotten");
+            }
+        }
+    }
+
+    #[test]
     fn growth_stops_at_the_bound() {
         let mut t = Done::default();
         for i in 0..100_000u128 {
@@ -242,6 +314,6 @@ mod tests {
             }
             t.push(Record::new(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1, d(0), 0), 1000);
         }
-        assert!(t.heap_bytes() <= 1000 * 40 + 2048 * 8, "{} bytes", t.heap_bytes());
+        assert!(t.heap_bytes() <= 1000 * 32 + index_size(1000) * 8, "{} bytes", t.heap_bytes());
     }
 }

@@ -6,9 +6,9 @@
 //! duplicate that arrives while the original is still being written waits for the original's
 //! outcome instead of writing again.
 //!
-//! An entry is keyed by a 128-bit hash of topic and event id rather than the strings; two
-//! different ids collide with probability 2^-128. Written ids are kept as 40-byte records in a
-//! ring per shard with an open-addressing index (see [`done`]), about 56 bytes an id; ids still
+//! An entry is keyed by a 128-bit hash of topic and event id rather than the strings. Written
+//! ids are kept as 32-byte records (96 bits of the key) in a ring per shard with an
+//! open-addressing index (see [`done`]), about 43 bytes an id in a full window; ids still
 //! being written (a few thousand at most: one per record in librdkafka's hands) sit in a small
 //! map beside it with the channel their duplicates wait on.
 
@@ -181,7 +181,7 @@ impl Dedupe {
         let r = s.done.get(key)?;
         let fresh = u64::from((now as u32).wrapping_sub(r.at_ms)) <= w.window_ms
             && now.saturating_sub(s.seen_ms) < AGE_LIMIT_MS;
-        (r.fingerprint == fingerprint && fresh).then(|| r.delivered())
+        (r.same_content(fingerprint) && fresh).then(|| r.delivered())
     }
 
     /// Looks the event of `key` up and, when it is new, reserves it.
@@ -192,7 +192,7 @@ impl Dedupe {
         let now = w.now_ms();
         w.expire(&mut s, now);
         if let Some(r) = s.done.get(key) {
-            return if r.fingerprint == fingerprint {
+            return if r.same_content(fingerprint) {
                 Begin::Duplicate(r.delivered())
             } else {
                 Begin::Conflict
