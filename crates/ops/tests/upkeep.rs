@@ -33,6 +33,7 @@ fn histogram_samples_do_not_pile_up_without_a_scrape() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let grown = resident_mib().saturating_sub(before);
+    eprintln!("{i} samples in 14 s, no scrape: {grown} MiB more resident");
     assert!(
         grown < 140,
         "{grown} MiB more resident after {i} samples: they are not drained without a scrape"
