@@ -5,7 +5,7 @@
 # Uses the broker named by TRIBUTARY_TEST_BOOTSTRAP, else one already answering on
 # 127.0.0.1:9092 (for example from `make up`), else starts a throwaway broker on 127.0.0.1:19092
 # and stops it afterwards. The cluster tests share a three-node SASL_SSL cluster on
-# 127.0.0.1:39092-39094 that this script starts and stops (or the one TRIBUTARY_TEST_CLUSTER_PORT
+# 127.0.0.1:26092-26094 that this script starts and stops (or the one TRIBUTARY_TEST_CLUSTER_PORT
 # and TRIBUTARY_TEST_CLUSTER_STATE name), kept running for the confluent-kafka tests
 # (tests/interop runs each on the broker and on the cluster) and the Kafka Connect worker's
 # cluster run, which get the same two variables. Tests create their own randomly named topics, so a shared broker is
@@ -23,7 +23,12 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 state=""
 cluster_state=""
 cluster_pid=""
-cluster() { KAFKA_CLUSTER_PORT=39092 KAFKA_CLUSTER_STATE_DIR="$cluster_state" "$ROOT/deploy/kafka/cluster.sh" "$@"; }
+# Its nine ports (clients, +100 brokers, +200 controllers) are below Linux's ephemeral range
+# (32768-60999): a node the tests kill and start again must find its ports free, and a port in
+# that range can meanwhile be the local end of any outgoing connection (a restarted node then
+# failed with "Address already in use").
+CLUSTER_PORT=26092
+cluster() { KAFKA_CLUSTER_PORT=$CLUSTER_PORT KAFKA_CLUSTER_STATE_DIR="$cluster_state" "$ROOT/deploy/kafka/cluster.sh" "$@"; }
 cleanup() {
   if [ -n "$state" ]; then KAFKA_PORT=19092 KAFKA_STATE_DIR="$state" "$KAFKA" stop >/dev/null 2>&1 || true; rm -rf "$state"; fi
   if [ -n "$cluster_state" ]; then
@@ -63,7 +68,7 @@ set +e
 "$ROOT/scripts/cargo.sh" test --release --workspace --all-targets --no-run "$@" 2>&1 | tail -n 3
 if [ -n "$cluster_pid" ]; then
   if wait "$cluster_pid"; then
-    export TRIBUTARY_TEST_CLUSTER_PORT=39092 TRIBUTARY_TEST_CLUSTER_STATE="$cluster_state"
+    export TRIBUTARY_TEST_CLUSTER_PORT=$CLUSTER_PORT TRIBUTARY_TEST_CLUSTER_STATE="$cluster_state"
   else
     echo "test: the shared cluster did not start (the cluster tests start their own):"; tail -n 20 "$cluster_state.log"
   fi

@@ -36,7 +36,11 @@
 # Settings (environment):
 #   TRIBUTARY_CACHE           cache root                     (default ~/.cache/tributary)
 #   KAFKA_CLUSTER_PORT        node 1's client port; nodes 2 and 3 use the next two
-#                             (default 29092); inter-broker ports are +100, controllers +200
+#                             (default 29092); inter-broker ports are +100, controllers +200.
+#                             Keep all nine below the ephemeral range (ip_local_port_range,
+#                             32768-60999 by default): a port in it can be taken meanwhile
+#                             as the local end of an outgoing connection, and a node started
+#                             again on it fails with "Address already in use"
 #   KAFKA_CLUSTER_STATE_DIR   data, logs, TLS files, users   (default $TRIBUTARY_CACHE/state/cluster-$KAFKA_CLUSTER_PORT)
 #   KAFKA_HEAP                JVM heap per node              (default 512m)
 set -euo pipefail

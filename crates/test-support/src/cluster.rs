@@ -225,12 +225,14 @@ impl Drop for LocalCluster {
     }
 }
 
-/// A base port whose nine ports (clients, +100 brokers, +200 controllers) are free.
+/// A base port whose nine ports (clients, +100 brokers, +200 controllers) are free, below
+/// Linux's ephemeral range (32768-60999): a node killed and started again must find its ports
+/// free, and one in that range may meanwhile be the local end of an outgoing connection.
 fn free_base() -> u16 {
     use rand::Rng as _;
     let mut rng = rand::rng();
     loop {
-        let base: u16 = rng.random_range(30_000..40_000);
+        let base: u16 = rng.random_range(20_000..25_800);
         let ports = (0..3).flat_map(|i| [base + i, base + 100 + i, base + 200 + i]);
         if ports.into_iter().all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
