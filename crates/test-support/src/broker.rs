@@ -18,10 +18,11 @@ fn script() -> PathBuf {
 impl LocalBroker {
     /// Starts a new broker and waits until it answers.
     pub fn start() -> Self {
-        let port = crate::free_port();
-        let mut controller_port = crate::free_port();
+        // Below the ephemeral range: `restart` needs the same ports free again.
+        let port = crate::free_fixed_port();
+        let mut controller_port = crate::free_fixed_port();
         while controller_port == port {
-            controller_port = crate::free_port();
+            controller_port = crate::free_fixed_port();
         }
         let state =
             std::env::temp_dir().join(format!("tributary-broker-{}", crate::random_suffix()));

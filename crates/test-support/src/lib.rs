@@ -125,6 +125,21 @@ pub fn free_port() -> u16 {
         .expect("binding an ephemeral port on 127.0.0.1")
 }
 
+/// A free TCP port on 127.0.0.1 below Linux's ephemeral range (32768-60999), for a server a
+/// test stops and starts again on the same port: a port in that range can meanwhile become the
+/// local end of an outgoing connection, and the restart then fails with "Address already in
+/// use".
+pub fn free_fixed_port() -> u16 {
+    use rand::Rng as _;
+    let mut rng = rand::rng();
+    loop {
+        let port: u16 = rng.random_range(10_000..20_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A child process that is killed (SIGKILL) if the test ends before it does.
 #[derive(Debug)]
 pub struct KillOnDrop(pub std::process::Child);
