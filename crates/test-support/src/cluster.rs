@@ -52,7 +52,9 @@ impl LocalCluster {
 
     /// Starts a new cluster on free ports and waits until it answers (a minute or two).
     pub fn start() -> Self {
-        let port = free_base();
+        // Clients, +100 brokers, +200 controllers; see `free_fixed_ports` for the range.
+        let port =
+            crate::free_fixed_ports(20_000..25_800, &[0, 1, 2, 100, 101, 102, 200, 201, 202]);
         let state =
             std::env::temp_dir().join(format!("tributary-cluster-{}", crate::random_suffix()));
         let cluster = Self { port, state, owned: true };
@@ -221,21 +223,6 @@ impl Drop for LocalCluster {
                 let _ = self.command(&["kill", &n.to_string()]).status();
             }
             let _ = std::fs::remove_dir_all(&self.state);
-        }
-    }
-}
-
-/// A base port whose nine ports (clients, +100 brokers, +200 controllers) are free, below
-/// Linux's ephemeral range (32768-60999): a node killed and started again must find its ports
-/// free, and one in that range may meanwhile be the local end of an outgoing connection.
-fn free_base() -> u16 {
-    use rand::Rng as _;
-    let mut rng = rand::rng();
-    loop {
-        let base: u16 = rng.random_range(20_000..25_800);
-        let ports = (0..3).flat_map(|i| [base + i, base + 100 + i, base + 200 + i]);
-        if ports.into_iter().all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
         }
     }
 }

@@ -125,19 +125,26 @@ pub fn free_port() -> u16 {
         .expect("binding an ephemeral port on 127.0.0.1")
 }
 
-/// A free TCP port on 127.0.0.1 below Linux's ephemeral range (32768-60999), for a server a
-/// test stops and starts again on the same port: a port in that range can meanwhile become the
-/// local end of an outgoing connection, and the restart then fails with "Address already in
-/// use".
-pub fn free_fixed_port() -> u16 {
+/// A base port drawn from `range`, which should lie below Linux's ephemeral range
+/// (32768-60999), with `base + offset` free on 127.0.0.1 for every offset: for servers a test
+/// stops and starts again on the same ports. A port in the ephemeral range can meanwhile become
+/// the local end of an outgoing connection, and the restart then fails with "Address already
+/// in use".
+pub fn free_fixed_ports(range: std::ops::Range<u16>, offsets: &[u16]) -> u16 {
     use rand::Rng as _;
     let mut rng = rand::rng();
     loop {
-        let port: u16 = rng.random_range(10_000..20_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        let base = rng.random_range(range.clone());
+        let free = |o: &u16| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok();
+        if offsets.iter().all(free) {
+            return base;
         }
     }
+}
+
+/// One port of [`free_fixed_ports`], from 10000-20000.
+pub fn free_fixed_port() -> u16 {
+    free_fixed_ports(10_000..20_000, &[0])
 }
 
 /// A child process that is killed (SIGKILL) if the test ends before it does.

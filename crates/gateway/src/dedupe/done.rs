@@ -6,8 +6,9 @@
 //! shard's bound needs, so an id costs about 43 bytes when the window is full, against about
 //! 100 in a hash map of enums plus an order queue. Both grow with use and stop at the bound.
 //!
-//! Two ids remembered at once are told apart by those 96 bits (the shard is chosen by 6 more):
-//! for a million ids the chance that any two share them is near 10^-16. A retry with other
+//! Two ids remembered at once are told apart by those 96 bits; 6 of them also choose the
+//! shard, so within one the ids differ in 90: for a million ids in 64 shards the chance that
+//! any two share them is below 10^-17. A retry with other
 //! content under the same id is told from a true retry by the fingerprint's 32 bits: it is
 //! taken for a duplicate (answered with the original's position, nothing written) instead of a
 //! `409` once in four billion such misuses.
